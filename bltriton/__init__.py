@@ -1,0 +1,20 @@
+"""bltriton: band-limited convolution for PyTorch (truncated spectra in forward and backward)."""
+
+from __future__ import annotations
+
+from bltriton.functional import bl_conv1d, bl_conv2d
+from bltriton.nn import BLConv1d, BLConv2d, convert, set_compress_rate
+from bltriton.spectral import Band
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BLConv1d",
+    "BLConv2d",
+    "Band",
+    "__version__",
+    "bl_conv1d",
+    "bl_conv2d",
+    "convert",
+    "set_compress_rate",
+]

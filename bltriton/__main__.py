@@ -1,0 +1,35 @@
+"""Command line: ``python -m bltriton <command>``.
+
+Commands are contributed by the modules that own them; each exposes ``add_parsers(subparsers)``
+and sets ``func`` on its parsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bltriton import check
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bltriton",
+        description="bltriton: band-limited convolution for PyTorch.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

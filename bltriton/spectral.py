@@ -1,0 +1,262 @@
+"""Band geometry: FFT lengths, the kept frequency set, the measured kept fraction, energy search.
+
+Everything here is the semantics of DESIGN §1 items 2 and 4, in one place. The kept set of a
+2D layer is two rectangles of the ``rfft2`` layout ``(nH, nW // 2 + 1)``: rows ``[0, a)`` and
+``[b0, nH)`` (the positive and negative row frequencies) times columns ``[0, iW)``. A 1D layer keeps
+``[0, i)``. Kernels and the torch path address the band by that index arithmetic; nothing here
+builds a gather table.
+
+Kept frequencies are numbered *frequency-major*: ``f = r * cols + c`` with ``r`` the index among
+the kept rows (top rows first, then the bottom rows in increasing order) and ``c`` the column.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "Band",
+    "band_for_rate",
+    "band_index_candidates",
+    "energy_band",
+    "fast_length",
+    "fft_lengths",
+    "kept_mask",
+]
+
+
+def fast_length(n: int) -> int:
+    """Smallest ``m >= n`` of the form ``2^a * 3^b * 5^c`` (a fast length for pocketfft/cuFFT)."""
+    if n < 1:
+        raise ValueError(f"FFT length must be >= 1, got {n}")
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def fft_lengths(
+    padded: tuple[int, ...],
+    effective_kernel: tuple[int, ...],
+    fft_size: str | int | tuple[int, ...] | None,
+) -> tuple[int, ...]:
+    """FFT length per spatial axis.
+
+    Args:
+        padded: padded input length ``Lp`` per axis.
+        effective_kernel: dilated kernel length ``ke`` per axis.
+        fft_size: ``None``/``"fast"`` (smallest fast length >= ``Lp``, enough for the forward
+            correlation and both gradients without wrap-around), ``"paper"`` (the authors' power of
+            two >= ``Lp + max(out, ke) - 1``, for reproduction only), an int for every axis, or a
+            tuple with one int per axis (each >= ``Lp``).
+    """
+    ndim = len(padded)
+    if fft_size is None or fft_size == "fast":
+        return tuple(fast_length(lp) for lp in padded)
+    if fft_size == "paper":
+        out = tuple(lp - ke + 1 for lp, ke in zip(padded, effective_kernel))
+        return tuple(_next_pow2(lp + max(o, ke) - 1) for lp, o, ke in zip(padded, out, effective_kernel))
+    if isinstance(fft_size, str):
+        raise ValueError(
+            f"fft_size must be None, 'fast', 'paper', an int or a tuple of {ndim} ints; got {fft_size!r}"
+        )
+    sizes = (fft_size,) * ndim if isinstance(fft_size, int) else tuple(fft_size)
+    if len(sizes) != ndim or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        raise ValueError(f"fft_size must be an int or a tuple of {ndim} ints; got {fft_size!r}")
+    for axis, (s, lp) in enumerate(zip(sizes, padded)):
+        if s < lp:
+            raise ValueError(
+                f"fft_size[{axis}]={s} is smaller than the padded input length {lp}: the "
+                "correlation would wrap around"
+            )
+    return sizes
+
+
+@dataclass(frozen=True)
+class Band:
+    """The kept frequency set of one layer call.
+
+    Attributes:
+        n: FFT length per spatial axis (1 or 2 entries).
+        rows_top: ``a``; rows ``[0, a)`` are kept (2D). Always 1 in 1D.
+        rows_bottom: ``b0``; rows ``[b0, nH)`` are kept (2D), ``b0 >= a``. ``nH`` (=1) in 1D.
+        cols: columns ``[0, cols)`` of the half spectrum are kept (``iW``, or ``i`` in 1D).
+    """
+
+    n: tuple[int, ...]
+    rows_top: int
+    rows_bottom: int
+    cols: int
+
+    @property
+    def ndim(self) -> int:
+        return len(self.n)
+
+    @property
+    def n_half(self) -> int:
+        """Length of the last (halved) axis of the rfft layout."""
+        return self.n[-1] // 2 + 1
+
+    @property
+    def n_rows(self) -> int:
+        """``nH`` in 2D, 1 in 1D."""
+        return self.n[0] if self.ndim == 2 else 1
+
+    @property
+    def kept_rows(self) -> int:
+        return self.rows_top + (self.n_rows - self.rows_bottom)
+
+    @property
+    def num_kept(self) -> int:
+        return self.kept_rows * self.cols
+
+    @property
+    def num_total(self) -> int:
+        return self.n_rows * self.n_half
+
+    @property
+    def kept_fraction(self) -> float:
+        """Measured kept fraction: kept / total rfft coefficients."""
+        return self.num_kept / self.num_total
+
+    @property
+    def is_full(self) -> bool:
+        return self.num_kept == self.num_total
+
+    def kept_row_indices(self, device: torch.device | None = None) -> torch.Tensor:
+        """Row index in the full spectrum of each kept row, shape ``[kept_rows]`` (int64)."""
+        top = torch.arange(self.rows_top, device=device)
+        bottom = torch.arange(self.rows_bottom, self.n_rows, device=device)
+        return torch.cat([top, bottom])
+
+    def row_frequencies(self) -> list[int]:
+        """Signed row frequency (``-nH/2 .. nH/2``) of each kept row, in kept order."""
+        nh = self.n_rows
+        return [r if r < self.rows_top else r - nh for r in self.kept_row_indices().tolist()]
+
+
+def _check_rate(compress_rate: float) -> float:
+    if isinstance(compress_rate, bool) or not isinstance(compress_rate, (int, float)):
+        raise TypeError(f"compress_rate must be a float in [0, 1); got {type(compress_rate).__name__}")
+    r = float(compress_rate)
+    if not (0.0 <= r < 1.0):  # also rejects NaN
+        hint = (
+            f" (it is a fraction of coefficients discarded: did you mean {r / 100:g}?)"
+            if 1.0 <= r <= 100.0
+            else ""
+        )
+        raise ValueError(f"compress_rate must be in [0, 1); got {compress_rate!r}{hint}")
+    return r
+
+
+def _band_from_counts(n: tuple[int, ...], i_rows: int, i_cols: int) -> Band:
+    n_half = n[-1] // 2 + 1
+    cols = max(1, min(i_cols, n_half))
+    if len(n) == 1:
+        return Band(n=n, rows_top=1, rows_bottom=1, cols=cols)
+    nh = n[0]
+    i_rows = max(1, min(i_rows, nh // 2 + 1))
+    # Keep row k iff min(k, nH - k) <= iH - 1: rows [0, iH) and [nH - iH + 1, nH), deduplicated.
+    top = min(i_rows, nh)
+    bottom = max(top, nh - i_rows + 1)
+    return Band(n=n, rows_top=top, rows_bottom=bottom, cols=cols)
+
+
+def band_for_rate(n: tuple[int, ...], compress_rate: float) -> Band:
+    """Band of DESIGN §1.4 for a fixed ``compress_rate`` (fraction of coefficients discarded).
+
+    2D: ``iH = max(1, int((nH//2+1)·sqrt(1−r)))``, ``iW`` likewise with ``nW``.
+    1D: ``i = max(1, int((n//2+1)·(1−r)))``.
+    """
+    r = _check_rate(compress_rate)
+    if len(n) == 1:
+        return _band_from_counts(n, 1, max(1, int((n[0] // 2 + 1) * (1.0 - r))))
+    t = math.sqrt(1.0 - r)
+    i_h = max(1, int((n[0] // 2 + 1) * t))
+    i_w = max(1, int((n[1] // 2 + 1) * t))
+    return _band_from_counts(n, i_h, i_w)
+
+
+def band_index_candidates(n: tuple[int, ...]) -> list[Band]:
+    """Every distinct band the rate rule can produce, smallest first (the energy search space).
+
+    The rule depends on the rate through one scale ``t`` (``sqrt(1-r)`` in 2D, ``1-r`` in 1D); the
+    band changes only where ``t`` crosses ``j / (nH//2+1)`` or ``j / (nW//2+1)``.
+    """
+    if len(n) == 1:
+        return [_band_from_counts(n, 1, i) for i in range(1, n[0] // 2 + 2)]
+    h_rows, h_cols = n[0] // 2 + 1, n[1] // 2 + 1
+    ts = sorted({j / h_rows for j in range(1, h_rows + 1)} | {j / h_cols for j in range(1, h_cols + 1)})
+    bands: list[Band] = []
+    for t in ts:
+        # A tiny epsilon guards int() against t·h landing just below an integer.
+        b = _band_from_counts(n, max(1, int(h_rows * t + 1e-9)), max(1, int(h_cols * t + 1e-9)))
+        if not bands or bands[-1] != b:
+            bands.append(b)
+    return bands
+
+
+def kept_mask(band: Band, device: torch.device | None = None) -> torch.Tensor:
+    """Explicit boolean mask of the kept set in the rfft layout, shape ``[nH, nW//2+1]`` (2D) or
+    ``[n//2+1]`` (1D). Built from the *definition* (``min(k, nH−k) <= iH−1``), not from the
+    rectangles, so tests can check one against the other."""
+    cols = torch.arange(band.n_half, device=device) < band.cols
+    if band.ndim == 1:
+        return cols
+    nh = band.n[0]
+    k = torch.arange(nh, device=device)
+    i_h = band.rows_top  # iH (rows_top == iH whenever iH <= nH)
+    rows = torch.minimum(k, nh - k) <= i_h - 1
+    return rows[:, None] & cols[None, :]
+
+
+def energy_band(spectrum: torch.Tensor, n: tuple[int, ...], energy: float) -> Band:
+    """Smallest band (same shape rule) whose coefficients hold ``>= energy`` of the spectrum energy.
+
+    Args:
+        spectrum: ``rfftn`` output, shape ``[B, C, nH, nW//2+1]`` (2D) or ``[B, C, n//2+1]`` (1D).
+        n: FFT lengths.
+        energy: fraction in (0, 1].
+
+    Energy is summed over batch and channels; columns whose conjugate is implied by the half
+    layout (all but column 0 and, for even ``nW``, the Nyquist column) count twice. One host sync.
+    """
+    ndim = len(n)
+    power = spectrum.detach().abs().square().sum(dim=tuple(range(spectrum.dim() - ndim)))
+    n_half = n[-1] // 2 + 1
+    weight = torch.full((n_half,), 2.0, dtype=power.dtype, device=power.device)
+    weight[0] = 1.0
+    if n[-1] % 2 == 0:
+        weight[-1] = 1.0
+    power = power * weight
+    candidates = band_index_candidates(n)
+    if ndim == 1:
+        col_cum = power.cumsum(0)
+        kept = col_cum[[b.cols - 1 for b in candidates]]
+    else:
+        nh = n[0]
+        # Fold row k and nH-k together: folded[d] = rows at distance d from 0.
+        n_dist = nh // 2 + 1
+        dist = torch.minimum(torch.arange(nh), nh - torch.arange(nh)).to(power.device)
+        folded = torch.zeros(n_dist, n_half, dtype=power.dtype, device=power.device)
+        folded.index_add_(0, dist, power)
+        cum = folded.cumsum(0).cumsum(1)
+        rows = torch.tensor([b.rows_top - 1 for b in candidates], device=power.device)
+        cols = torch.tensor([b.cols - 1 for b in candidates], device=power.device)
+        kept = cum[rows, cols]
+    total = kept[-1]
+    ok = kept >= energy * total * (1 - 1e-6)
+    first = int(torch.argmax(ok.to(torch.int8)).item())  # the one host sync
+    return candidates[first]
