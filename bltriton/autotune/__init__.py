@@ -1,0 +1,84 @@
+"""Host-side autotuner with a persistent on-disk cache (see DESIGN.md §4).
+
+Launchers ask for a launch config per call::
+
+    from bltriton import autotune
+
+    cfg = autotune.get_config(
+        kernel="band_cmac",
+        source_hash=SOURCE_HASH,
+        key={"mode": "fwd", "B": autotune.bucket_pow2(B), "M": M, ...},
+        configs=CONFIGS,
+        default=heuristic_config(...),
+        run=lambda cfg: _launch(cfg),
+        device=x.device,
+    )
+
+The first call for a key times the configs (``triton.testing.do_bench`` on CUDA), stores every
+timing in ``$BLTRITON_CACHE_DIR/<device>.json`` and returns the fastest; later calls in the
+process are a dict lookup, and later processes read the file instead of timing.
+"""
+
+from __future__ import annotations
+
+from bltriton.autotune.cache import (
+    SCHEMA_VERSION,
+    BLTritonCacheWarning,
+    CacheFile,
+    cache_file_path,
+    canonical_json,
+    list_cache_files,
+    sanitize_device_name,
+)
+from bltriton.autotune.tuner import (
+    CPU_DEVICE_NAME,
+    DeviceIdentity,
+    Settings,
+    bltriton_version,
+    bucket_pow2,
+    cache_dir,
+    cache_file_for,
+    clear_memory,
+    configure,
+    cpu_timer,
+    cuda_timer,
+    device_identity,
+    full_key,
+    get_config,
+    reset_stats,
+    set_timer,
+    settings,
+    stats,
+    triton_version,
+    use_timer,
+)
+
+__all__ = [
+    "CPU_DEVICE_NAME",
+    "SCHEMA_VERSION",
+    "BLTritonCacheWarning",
+    "CacheFile",
+    "DeviceIdentity",
+    "Settings",
+    "bltriton_version",
+    "bucket_pow2",
+    "cache_dir",
+    "cache_file_for",
+    "cache_file_path",
+    "canonical_json",
+    "clear_memory",
+    "configure",
+    "cpu_timer",
+    "cuda_timer",
+    "device_identity",
+    "full_key",
+    "get_config",
+    "list_cache_files",
+    "reset_stats",
+    "sanitize_device_name",
+    "set_timer",
+    "settings",
+    "stats",
+    "triton_version",
+    "use_timer",
+]

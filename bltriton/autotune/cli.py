@@ -1,0 +1,314 @@
+"""``python -m bltriton cache show|path|clear`` and ``python -m bltriton tune``.
+
+``tune`` pre-tunes a model: it runs one forward and backward pass on random input with tuning
+enabled, which makes every Triton launcher of every band-limited layer call
+:func:`bltriton.autotune.get_config` for its shapes; the choices land in the cache file that
+later runs read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from bltriton import _env
+from bltriton.autotune import cache as _cache
+from bltriton.autotune import tuner as _tuner
+
+DEMO_MODELS = ("fcn", "resnet")
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``cache`` and ``tune`` subcommands (each sets ``func``) to ``subparsers``."""
+    p_cache = subparsers.add_parser(
+        "cache",
+        help="show, locate or clear the autotune cache",
+        description="Inspect the autotuner's JSON cache (one file per device under "
+        "BLTRITON_CACHE_DIR, default ~/.cache/bltriton).",
+    )
+    p_cache.add_argument("action", choices=("show", "path", "clear"), help="what to do")
+    p_cache.add_argument(
+        "--all", action="store_true", help="show: every device's file, not only the current one"
+    )
+    p_cache.add_argument(
+        "--device",
+        default=None,
+        help="show: the device whose file to list (default: current CUDA device, else the CPU)",
+    )
+    p_cache.set_defaults(func=cmd_cache)
+
+    p_tune = subparsers.add_parser(
+        "tune",
+        help="pre-tune the band-limited layers of a model for one input shape",
+        description="Run one forward+backward pass of a model on random input with autotuning "
+        "on, so that every band-limited layer's kernels are tuned and cached.",
+    )
+    source = p_tune.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        help="import MODULE and call FUNCTION() to build the nn.Module",
+    )
+    source.add_argument("--demo", choices=DEMO_MODELS, help="a bundled demo model")
+    p_tune.add_argument(
+        "--input-shape",
+        required=True,
+        type=_parse_shape,
+        metavar="B,C,L[,W]",
+        help="input shape, e.g. 32,1,150 (1D) or 64,3,32,32 (2D)",
+    )
+    p_tune.add_argument(
+        "--num-classes", type=int, default=10, help="demo models: output classes (default 10)"
+    )
+    p_tune.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p_tune.add_argument(
+        "--compress-rate",
+        type=float,
+        default=None,
+        help="fraction of spectrum coefficients discarded, in [0, 1) (default: the model's own)",
+    )
+    p_tune.add_argument(
+        "--backend",
+        choices=("auto", "torch", "triton"),
+        default="triton",
+        help="backend of the band-limited layers (default triton: the one that is tuned)",
+    )
+    p_tune.add_argument(
+        "--tune-on-cpu",
+        action="store_true",
+        help="also time configs on the CPU / Triton interpreter (only useful for testing)",
+    )
+    p_tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_tune.set_defaults(func=cmd_tune)
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if len(shape) < 3 or any(n <= 0 for n in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive shape like 32,1,150 (batch, channels, length[, width]); got {text!r}"
+        )
+    return shape
+
+
+# -- cache -------------------------------------------------------------------------------------
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Run ``cache show|path|clear``; returns the exit code."""
+    folder = _env.cache_dir()
+    if args.action == "path":
+        print(folder)
+        return 0
+    if args.action == "clear":
+        return _clear(folder)
+    return _show(folder, show_all=getattr(args, "all", False), device=getattr(args, "device", None))
+
+
+def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
+    if show_all:
+        files = _cache.list_cache_files(folder)
+    else:
+        ident = _tuner.device_identity(device)
+        path = _cache.cache_file_path(folder, ident.name)
+        files = [path] if path.is_file() else []
+    if not files:
+        which = "" if show_all else f" for {_tuner.device_identity(device).name}"
+        print(f"no autotune cache{which} in {folder}")
+        return 0
+    for path in files:
+        entries = _cache.CacheFile(path.parent, path.stem).read()
+        print(f"{path}: {len(entries)} entries")
+        for name in sorted(entries, key=lambda n: _sort_key(entries[n])):
+            entry = entries[name]
+            full = entry["key"]
+            best, best_ms = _cache.best_of(entry["timings"])
+            timed = len(entry["timings"])
+            ms = f"{best_ms:.4f} ms" if best_ms is not None and math.isfinite(best_ms) else "failed"
+            print(
+                f"  {full.get('kernel', '?')} {_cache.canonical_json(full.get('key', {}))} -> "
+                f"{_cache.canonical_json(best) if best is not None else 'default'} {ms} "
+                f"({timed} configs; triton {full.get('triton')}, bltriton {full.get('bltriton')}, "
+                f"source {str(full.get('source_hash'))[:12]})"
+            )
+    return 0
+
+
+def _sort_key(entry: dict[str, Any]) -> tuple[str, str]:
+    full = entry["key"]
+    return str(full.get("kernel")), json.dumps(full.get("key"), sort_keys=True)
+
+
+def _clear(folder: Path) -> int:
+    """Delete the cache files, their locks and set-aside copies; leave any other file alone."""
+    if not folder.is_dir():
+        print(f"no autotune cache in {folder}")
+        return 0
+    removed = 0
+    for path in _cache.list_cache_files(folder):
+        lock_path = Path(str(path) + ".lock")
+        try:
+            with _cache.filelock.FileLock(str(lock_path), timeout=10):
+                path.unlink(missing_ok=True)
+        except (OSError, _cache.filelock.Timeout) as err:
+            print(f"could not remove {path}: {err}", file=sys.stderr)
+            continue
+        removed += 1
+    leftovers = [p for p in folder.iterdir() if p.is_file() and _is_cache_byproduct(p)]
+    for path in leftovers:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    print(f"removed {removed} cache file(s) from {folder}")
+    return 0
+
+
+def _is_cache_byproduct(path: Path) -> bool:
+    name = path.name
+    if name.endswith(".json.lock"):
+        return not Path(str(path)[: -len(".lock")]).exists()
+    if _cache.CORRUPT_MARKER in name and ".json" in name:
+        return True
+    return name.startswith(".") and name.endswith(".tmp") and ".json." in name
+
+
+# -- tune --------------------------------------------------------------------------------------
+
+
+def _build_model(args: argparse.Namespace, in_channels: int) -> Any:
+    import torch
+
+    if args.model:
+        module_name, sep, func_name = args.model.partition(":")
+        if not sep or not module_name or not func_name:
+            raise SystemExit(f"--model expects MODULE:FUNCTION, got {args.model!r}")
+        try:
+            factory = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as err:
+            raise SystemExit(f"--model {args.model}: cannot import it ({err})") from err
+        model = factory()
+    else:
+        try:
+            demo_models = importlib.import_module("bltriton.demo.models")
+        except ImportError as err:
+            raise SystemExit(
+                f"--demo {args.demo}: the demo models (bltriton.demo.models) are not available "
+                f"in this installation ({err}); pass --model MODULE:FUNCTION instead"
+            ) from err
+        build = getattr(demo_models, f"build_{args.demo}", None)
+        if build is None:
+            raise SystemExit(f"--demo {args.demo}: bltriton.demo.models has no build_{args.demo}")
+        model = build(in_channels, args.num_classes)
+    if not isinstance(model, torch.nn.Module):
+        raise SystemExit(f"the model factory returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _bl_modules(model: Any) -> list[tuple[str, Any]]:
+    return [(n, m) for n, m in model.named_modules() if type(m).__name__.startswith("BL")]
+
+
+def _apply_compress_rate(model: Any, rate: float) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise SystemExit(f"--compress-rate must be a fraction in [0, 1), got {rate}")
+    try:
+        from bltriton.nn import set_compress_rate
+    except ImportError:
+        set_compress_rate = None
+    if set_compress_rate is not None:
+        set_compress_rate(model, rate)
+        return
+    for _, module in _bl_modules(model):
+        if hasattr(module, "compress_rate"):
+            module.compress_rate = rate
+
+
+@contextlib.contextmanager
+def _backend(name: str):
+    # The backend is chosen through BLTRITON_BACKEND, which bltriton._env reads at call time.
+    old = os.environ.get("BLTRITON_BACKEND")
+    os.environ["BLTRITON_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("BLTRITON_BACKEND", None)
+        else:
+            os.environ["BLTRITON_BACKEND"] = old
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Run ``tune``: one forward+backward of the model with tuning on; prints the stats."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if not _env.autotune_enabled():
+        print("BLTRITON_AUTOTUNE=0 disables tuning; unset it to pre-tune", file=sys.stderr)
+        return 2
+    shape = tuple(args.input_shape)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = _build_model(args, in_channels=shape[1])
+    if args.compress_rate is not None:
+        _apply_compress_rate(model, args.compress_rate)
+    model = model.to(device).train()
+    layers = _bl_modules(model)
+    if not layers:
+        print(
+            "warning: the model has no band-limited layers (classes named BL*); nothing to tune",
+            file=sys.stderr,
+        )
+    old_settings = _tuner.configure(tune_on_cpu=True) if args.tune_on_cpu else None
+    if device.type != "cuda" and not _tuner.settings().tune_on_cpu:
+        print(
+            f"note: on {device.type} configs are not timed (defaults are used); pass "
+            f"--tune-on-cpu to time them anyway",
+            file=sys.stderr,
+        )
+    bar = tqdm(total=2 * len(layers), desc="tuning layers", unit="pass", disable=args.no_progress)
+    handles = []
+
+    def after_forward(module: Any, inputs: Any, output: Any) -> None:
+        name = names[id(module)]
+        bar.set_postfix_str(f"fwd {name}", refresh=False)
+        bar.update()
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            # Fires when the gradient reaches this layer's output, i.e. as its backward starts.
+            out.register_hook(lambda grad: on_backward(name))
+
+    def on_backward(name: str) -> None:
+        bar.set_postfix_str(f"bwd {name}", refresh=False)
+        bar.update()
+
+    names = {id(m): n for n, m in layers}
+    for _, module in layers:
+        handles.append(module.register_forward_hook(after_forward))
+    _tuner.reset_stats()
+    try:
+        with _backend(args.backend):
+            x = torch.randn(shape, device=device)
+            out = model(x)
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            out.float().sum().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    finally:
+        for handle in handles:
+            handle.remove()
+        bar.close()
+        if old_settings is not None:
+            _tuner.configure(**old_settings)
+    stats = _tuner.stats()
+    ident = _tuner.device_identity(device)
+    print(json.dumps(stats, sort_keys=True))
+    print(f"cache file: {_cache.cache_file_path(_env.cache_dir(), ident.name)}")
+    return 0
