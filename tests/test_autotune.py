@@ -54,12 +54,19 @@ class StubKernel:
 
     Args:
         costs: BLOCK → milliseconds the stub timer reports.
-        fail: BLOCK values whose launch raises (like Triton's ``OutOfResources``).
+        fail: BLOCK values whose launch raises Triton's ``OutOfResources``.
+        transient_fail: BLOCK values whose launch raises a ``RuntimeError`` (like CUDA OOM).
     """
 
-    def __init__(self, costs: dict[int, float] | None = None, fail: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        costs: dict[int, float] | None = None,
+        fail: tuple[int, ...] = (),
+        transient_fail: tuple[int, ...] = (),
+    ) -> None:
         self.costs = dict(COSTS if costs is None else costs)
         self.fail = set(fail)
+        self.transient_fail = set(transient_fail)
         self.timed: list[int] = []
         self.last: dict[str, Any] | None = None
 
@@ -67,6 +74,8 @@ class StubKernel:
         self.last = cfg
         if cfg["BLOCK"] in self.fail:
             raise _out_of_resources()
+        if cfg["BLOCK"] in self.transient_fail:
+            raise RuntimeError("CUDA out of memory")
 
     def timer(self, fn) -> float:
         self.last = None
@@ -161,6 +170,29 @@ def test_failing_configs_are_skipped():
     assert s["failed"] == 1 and s["timings"] == 3
 
 
+@pytest.mark.skipif(OutOfResources is None, reason="needs Triton's error classes")
+def test_only_config_failures_are_stored():
+    stub = StubKernel(fail=(16,), transient_fail=(32,))
+    assert stub.get()["BLOCK"] == 64
+    timings = next(iter(load_cache()["entries"].values()))["timings"]
+    assert {json.loads(c)["BLOCK"]: ms for c, ms in timings.items()} == {16: None, 64: 2.0}
+    assert stub.get()["BLOCK"] == 64 and len(stub.timed) == 3  # not retried in this process
+    new_process()
+    stub.transient_fail.clear()
+    stub.timed.clear()
+    assert stub.get()["BLOCK"] == 32  # the next process tries it again, and only it
+    assert stub.timed == [32]
+
+
+def test_configs_may_be_any_iterable():
+    stub = StubKernel()
+    with autotune.use_timer(stub.timer):
+        cfg = autotune.get_config(
+            KERNEL, SOURCE_HASH, {"B": 1}, iter(configs_for(16, 32)), DEFAULT, stub.run, "cpu"
+        )
+    assert cfg["BLOCK"] == 32
+
+
 def test_all_failing_falls_back_to_default():
     stub = StubKernel(fail=(16, 32, 64))
     assert stub.get() == DEFAULT
@@ -229,6 +261,17 @@ def test_larger_config_list_times_only_new_configs():
     assert autotune.stats()["disk_hits"] == 1
     timings = next(iter(load_cache()["entries"].values()))["timings"]
     assert len(timings) == 4
+
+
+def test_config_list_grown_in_place_is_noticed():
+    stub = StubKernel()
+    configs = configs_for(16, 32)
+    with autotune.use_timer(stub.timer):
+        get = lambda: autotune.get_config(KERNEL, SOURCE_HASH, {"B": 1}, configs, DEFAULT, stub.run, "cpu")
+        assert get()["BLOCK"] == 32
+        configs.append({"BLOCK": 128, "num_warps": 4})
+        assert get()["BLOCK"] == 128
+    assert stub.timed == [16, 32, 128]
 
 
 def test_prune_hook_runs_before_timing():
@@ -497,6 +540,23 @@ def test_unreadable_cache_file_permission_denied(monkeypatch):
     assert len(our_warnings(records)) == 1
     assert "Permission denied" in str(our_warnings(records)[0].message)
     _assert_recovered(_valid_cache_bytes())
+
+
+def test_unreadable_cache_file_chmod_000():
+    path = cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(_valid_cache_bytes())
+    path.chmod(0)
+    try:
+        path.read_bytes()
+    except PermissionError:
+        pass
+    else:
+        pytest.skip("chmod 000 does not stop reads here (running as root)")
+    with pytest.warns(autotune.BLTritonCacheWarning) as records:
+        assert StubKernel().get()["BLOCK"] == 32
+    assert len(our_warnings(records)) == 1
+    _assert_recovered(None)
 
 
 def test_uncreatable_cache_dir_tunes_in_memory(tmp_path, monkeypatch):
@@ -790,8 +850,8 @@ def build_stub_model() -> torch.nn.Module:
 
 
 def test_cli_tune_runs_forward_backward(capsys):
-    stub = StubKernel()
-    autotune.set_timer(lambda fn: (fn(), 1.0)[1])
+    timed = []
+    autotune.set_timer(lambda fn: (fn(), timed.append(1), 1.0)[-1])
     model_ref = f"{__name__}:build_stub_model"
     argv = ["tune", "--model", model_ref, "--input-shape", "5,3,7", "--device", "cpu"]
     assert run_cli(*argv, "--tune-on-cpu", "--no-progress") == 0
@@ -803,7 +863,7 @@ def test_cli_tune_runs_forward_backward(capsys):
     assert run_cli(*argv, "--tune-on-cpu", "--no-progress") == 0
     second = json.loads(capsys.readouterr().out.splitlines()[-2])
     assert second["timings"] == 0 and second["disk_hits"] == 1
-    assert stub.timed == []
+    assert len(timed) == 3
 
 
 def test_cli_tune_demo_missing(monkeypatch):

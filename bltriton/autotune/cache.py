@@ -16,8 +16,9 @@ File layout (``<cache_dir>/<sanitized device name>.json``)::
       }
     }
 
-A timing of ``null`` records a config that failed (it raised when launched); in memory it is
-``float("inf")``. Strict JSON only: no pickle, no ``eval``, no ``NaN``/``Infinity`` literals.
+A timing of ``null`` records a config that failed with a Triton resource or compile error (it
+cannot run on this device); in memory it is ``float("inf")``. Strict JSON only: no pickle, no
+``eval``, no ``NaN``/``Infinity`` literals.
 
 Writes are read-merge-write under a ``filelock.FileLock`` (``<file>.lock``) into a temporary file in
 the same folder, then ``os.replace`` (atomic), so readers never see a half-written file and

@@ -77,8 +77,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p_tune.add_argument(
         "--backend",
         choices=("auto", "torch", "triton"),
-        default="triton",
-        help="backend of the band-limited layers (default triton: the one that is tuned)",
+        default="auto",
+        help="backend of the band-limited layers (default auto: triton on CUDA; only the triton "
+        "backend has configs to tune)",
     )
     p_tune.add_argument(
         "--tune-on-cpu",
@@ -116,14 +117,18 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
+    which = ""
     if show_all:
         files = _cache.list_cache_files(folder)
     else:
-        ident = _tuner.device_identity(device)
+        try:
+            ident = _tuner.device_identity(device)
+        except Exception as err:  # e.g. --device cuda without CUDA
+            raise SystemExit(f"cache show: cannot identify device {device!r}: {err}") from err
         path = _cache.cache_file_path(folder, ident.name)
         files = [path] if path.is_file() else []
+        which = f" for {ident.name}"
     if not files:
-        which = "" if show_all else f" for {_tuner.device_identity(device).name}"
         print(f"no autotune cache{which} in {folder}")
         return 0
     for path in files:
