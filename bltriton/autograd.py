@@ -28,6 +28,9 @@ class ConvSpec:
         stride, dilation: per axis.
         groups: channel groups.
         backend: resolved backend (``"torch"`` or ``"triton"``).
+        precision: operand precision of the triton contractions (``None`` follows torch's tf32
+            flag; ``"bf16"``/``"fp16"`` under autocast). The torch path computes in fp32/fp64.
+        out_dtype: dtype of the output (the autocast dtype under autocast, else the input's).
     """
 
     band: Band
@@ -37,6 +40,8 @@ class ConvSpec:
     dilation: tuple[int, ...]
     groups: int
     backend: str
+    precision: str | None = None
+    out_dtype: torch.dtype | None = None
 
     @property
     def full_out(self) -> tuple[int, ...]:
@@ -53,11 +58,11 @@ class BLConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_pad, weight, bias, spec: ConvSpec):
-        out_dtype = x_pad.dtype
+        out_dtype = spec.out_dtype or x_pad.dtype
         cdt = _compute_dtype(x_pad.dtype)
         xb = ops.forward_transform(x_pad.to(cdt), spec.band)
         wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
-        yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend)
+        yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
         y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
         if bias is not None:
             y = y + bias.to(cdt).reshape(-1, *([1] * spec.band.ndim))
@@ -79,11 +84,11 @@ class BLConvFunction(torch.autograd.Function):
         if need_x or need_w:
             gb = ops.grad_transform(dyc, spec.band, spec.full_out, spec.stride)
             if need_x:
-                dxb = ops.mac("dx", gb, wb, spec.groups, spec.backend)
+                dxb = ops.mac("dx", gb, wb, spec.groups, spec.backend, spec.precision)
                 dx = ops.inverse_transform(dxb, spec.band, spec.padded, (1,) * spec.band.ndim)
                 dx = dx.to(x_dtype)
             if need_w:
-                dwb = ops.mac("dw", xb, gb, spec.groups, spec.backend)
+                dwb = ops.mac("dw", xb, gb, spec.groups, spec.backend, spec.precision)
                 dw = ops.weight_from_band(dwb, spec.band, spec.kernel, spec.dilation).to(w_dtype)
         if need_b and ctx.has_bias:
             db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype)

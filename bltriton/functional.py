@@ -74,6 +74,22 @@ def _check_rate_energy(compress_rate: float, energy: float | None) -> None:
         raise ValueError(f"energy must be in (0, 1] (fraction of spectrum energy kept); got {energy!r}")
 
 
+_HALF_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _autocast_precision(input: torch.Tensor) -> tuple[str | None, torch.dtype | None]:
+    """Under autocast (CUDA or CPU) the band operands of the triton contractions go to the
+    autocast dtype with fp32 accumulation and the output takes that dtype, as ``nn.Conv2d`` does.
+    FFTs stay in fp32."""
+    device_type = input.device.type
+    if device_type not in ("cuda", "cpu") or input.dtype == torch.float64:
+        return None, None
+    if not torch.is_autocast_enabled(device_type):
+        return None, None
+    dtype = torch.get_autocast_dtype(device_type)
+    return _HALF_NAMES.get(dtype), dtype
+
+
 def bl_conv_with_band(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -188,6 +204,7 @@ def bl_conv_with_band(
         band = energy_band(spectrum, n, float(energy))
     else:
         band = band_for_rate(n, compress_rate)
+    precision, out_dtype = _autocast_precision(input)
     spec = ConvSpec(
         band=band,
         padded=padded,
@@ -196,6 +213,8 @@ def bl_conv_with_band(
         dilation=dilation_t,
         groups=groups,
         backend=backend_r,
+        precision=precision,
+        out_dtype=out_dtype,
     )
     y = BLConvFunction.apply(x_pad, weight, bias, spec)
     if unbatched:

@@ -300,7 +300,14 @@ def _torch_mac_dw(xb: torch.Tensor, gb: torch.Tensor, groups: int) -> torch.Tens
 _TORCH_MACS = {"fwd": _torch_mac_fwd, "dx": _torch_mac_dx, "dw": _torch_mac_dw}
 
 
-def mac(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int, backend: str) -> torch.Tensor:
+def mac(
+    mode: str,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    groups: int,
+    backend: str,
+    precision: str | None = None,
+) -> torch.Tensor:
     """One of the three band contractions on the chosen backend.
 
     Args:
@@ -308,9 +315,10 @@ def mac(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int, backend: str) 
             (``a=G [F,B,O]``, ``b=W [F,O,Cg]`` -> ``[F,B,C]``) or ``"dw"`` (``a=X [F,B,C]``,
             ``b=G [F,B,O]`` -> ``[F,O,Cg]``).
         backend: ``"torch"`` or ``"triton"`` (already resolved).
+        precision: triton operand precision (see :func:`bltriton.kernels.band_mac.band_mac`).
     """
     if backend == "triton":
         from bltriton.kernels import band_mac
 
-        return band_mac.band_mac(mode, a, b, groups)
+        return band_mac.band_mac(mode, a, b, groups, precision=precision)
     return _TORCH_MACS[mode](a, b, groups)

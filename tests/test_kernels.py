@@ -1,0 +1,248 @@
+"""Triton kernels against the float64 reference: under TRITON_INTERPRET=1 on the CPU (tiny
+shapes), and on CUDA (marker ``gpu``) at real sizes in every precision mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bltriton import BLConv2d, bl_conv1d, bl_conv2d, convert
+from bltriton.functional import bl_conv_with_band
+from bltriton.reference import bl_conv_reference
+from tests.helpers import assert_close_rel
+
+band_mac_mod = pytest.importorskip("bltriton.kernels.band_mac")
+band_mac = band_mac_mod.band_mac
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _reference_mac(mode, a, b, groups):
+    """The three contractions by einsum in complex128 (independent of ops.py)."""
+    a, b = a.to(torch.complex128), b.to(torch.complex128)
+    f = a.shape[0]
+    if mode == "fwd":  # a = X [F,B,C], b = W [F,O,Cg]
+        x = a.reshape(f, a.shape[1], groups, -1)
+        w = b.reshape(f, groups, -1, b.shape[2])
+        return torch.einsum("fbgc,fgoc->fbgo", x, w.conj()).reshape(f, a.shape[1], -1)
+    if mode == "dx":  # a = G [F,B,O], b = W [F,O,Cg]
+        g = a.reshape(f, a.shape[1], groups, -1)
+        w = b.reshape(f, groups, -1, b.shape[2])
+        return torch.einsum("fbgo,fgoc->fbgc", g, w).reshape(f, a.shape[1], -1)
+    x = a.reshape(f, a.shape[1], groups, -1)  # dw: a = X, b = G
+    g = b.reshape(f, b.shape[1], groups, -1)
+    return torch.einsum("fbgc,fbgo->fgoc", x, g.conj()).reshape(f, -1, x.shape[-1])
+
+
+def _operands(mode, f, bsz, c, o, groups, dtype, device, transposed):
+    def rnd(*shape):
+        if transposed:  # a non-contiguous view with the same logical shape
+            t = torch.randn(*shape[::-1], dtype=dtype, device=device)
+            return t.permute(*range(len(shape) - 1, -1, -1))
+        return torch.randn(*shape, dtype=dtype, device=device)
+
+    x, w, g = rnd(f, bsz, c), rnd(f, o, c // groups), rnd(f, bsz, o)
+    return {"fwd": (x, w), "dx": (g, w), "dw": (x, g)}[mode]
+
+
+# (id, F, B, C, O, groups): odd sizes, 1s, depthwise, and sizes that take the tl.dot path.
+MAC_SHAPES = [
+    ("f1-b1-c1-o1", 1, 1, 1, 1, 1),
+    ("f3-b3-c7-o5", 3, 3, 7, 5, 1),
+    ("f5-b17-c32-o48-dot", 5, 17, 32, 48, 1),
+    ("f2-b33-c40-o20-g2-dot", 2, 33, 40, 20, 2),
+    ("f4-b2-c6-o6-depthwise", 4, 2, 6, 6, 6),
+    ("f3-b5-c4-o8-dw-mult2", 3, 5, 4, 8, 4),
+    ("f7-b16-c16-o16-dot", 7, 16, 16, 16, 1),
+]
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["contig", "strided"])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=["c64", "c128"])
+@pytest.mark.parametrize("mode", ["fwd", "dx", "dw"])
+@pytest.mark.parametrize("shape", [pytest.param(s[1:], id=s[0]) for s in MAC_SHAPES])
+def test_band_mac_matches_reference(shape, mode, dtype, transposed, poison_empty):
+    f, bsz, c, o, groups = shape
+    a, b = _operands(mode, f, bsz, c, o, groups, dtype, DEVICE, transposed)
+    out = band_mac(mode, a, b, groups, precision="ieee")
+    ref = _reference_mac(mode, a, b, groups)
+    tol = 1e-5 if dtype == torch.complex64 else 1e-12
+    assert_close_rel(torch.view_as_real(out), torch.view_as_real(ref), tol, f"band_mac {mode}")
+
+
+@pytest.mark.parametrize("precision,tol", [("bf16", 2e-2), ("fp16", 4e-3)])
+def test_band_mac_half_precision(precision, tol):
+    """Half-precision operands with fp32 accumulation (the autocast path) on the tl.dot path."""
+    a, b = _operands("fwd", 2, 32, 32, 32, 1, torch.complex64, DEVICE, False)
+    out = band_mac("fwd", a, b, 1, precision=precision)
+    assert out.dtype == torch.complex64
+    assert_close_rel(
+        torch.view_as_real(out), torch.view_as_real(_reference_mac("fwd", a, b, 1)), tol, precision
+    )
+
+
+def test_band_mac_rejects_bad_operands():
+    a = torch.randn(2, 3, 4, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="complex"):
+        band_mac("fwd", a.real, a, 1)
+    with pytest.raises(ValueError, match="mode"):
+        band_mac("up", a, torch.randn(2, 5, 4, dtype=torch.complex64), 1)
+    with pytest.raises(ValueError, match="frequency counts"):
+        band_mac("fwd", a, torch.randn(3, 5, 4, dtype=torch.complex64), 1)
+
+
+CONV_CASES = [
+    # (id, ndim, b, c, o, groups, size, k, stride, padding, dilation, mode)
+    ("2d-c3o4-k3", 2, 2, 3, 4, 1, (9, 10), (3, 3), 1, 1, 1, "zeros"),
+    ("2d-g2-k2x3-s2-reflect", 2, 2, 4, 6, 2, (8, 9), (2, 3), 2, 1, 1, "reflect"),
+    ("2d-dw-k3-d2", 2, 1, 3, 3, 3, (10, 10), (3, 3), 1, 2, 2, "circular"),
+    ("1d-c2o3-k5", 1, 2, 2, 3, 1, (21,), (5,), 1, 2, 1, "zeros"),
+    ("1d-g2-k3-s2", 1, 2, 4, 4, 2, (15,), (3,), 2, 1, 1, "replicate"),
+]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.8])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in CONV_CASES])
+def test_triton_conv_matches_reference(case, rate):
+    """Forward and all gradients through the triton backend vs the dense float64 reference."""
+    _, ndim, b, c, o, g, size, k, stride, padding, dilation, mode = case
+    x = torch.randn(b, c, *size, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    w = torch.randn(o, c // g, *k, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    bias = torch.randn(o, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    y, _ = bl_conv_with_band(
+        x,
+        w,
+        bias,
+        stride,
+        padding,
+        dilation,
+        g,
+        ndim=ndim,
+        padding_mode=mode,
+        compress_rate=rate,
+        backend="triton",
+    )
+    y_ref, _ = bl_conv_reference(
+        x,
+        w,
+        bias,
+        stride=(stride,) * ndim,
+        padding=((padding, padding),) * ndim,
+        dilation=(dilation,) * ndim,
+        groups=g,
+        padding_mode=mode,
+        compress_rate=rate,
+    )
+    assert_close_rel(y, y_ref, 1e-12, "output")
+    gy = torch.randn_like(y)
+    for name, a, r in zip(
+        ["dx", "dw", "db"],
+        torch.autograd.grad(y, (x, w, bias), gy),
+        torch.autograd.grad(y_ref, (x, w, bias), gy),
+    ):
+        assert_close_rel(a, r, 1e-11, name)
+
+
+def test_triton_conv_fp32_matches_torch_path():
+    x = torch.randn(3, 5, 12, 11, device=DEVICE, requires_grad=True)
+    w = torch.randn(7, 5, 3, 3, device=DEVICE, requires_grad=True)
+    outs = {}
+    for backend in ("torch", "triton"):
+        y = bl_conv2d(x, w, None, 1, 1, compress_rate=0.5, backend=backend)
+        outs[backend] = (y, *torch.autograd.grad(y.square().sum(), (x, w)))
+    for name, a, r in zip(["y", "dx", "dw"], outs["triton"], outs["torch"]):
+        assert_close_rel(a, r, 1e-5, name)
+
+
+def test_triton_gradcheck_fp64():
+    # fast_mode: random projections instead of one evaluation per input element (the interpreter
+    # launches are slow); the full Jacobians are compared against the reference above.
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    w = torch.randn(4, 1, 3, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def f(x, w, bias):
+        return bl_conv2d(x, w, bias, (2, 1), 1, 1, 2, compress_rate=0.5, backend="triton")
+
+    assert torch.autograd.gradcheck(f, (x, w, bias), eps=1e-6, atol=1e-7, fast_mode=True)
+    x1 = torch.randn(1, 2, 11, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    w1 = torch.randn(3, 2, 4, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w: bl_conv1d(x, w, None, 1, 2, compress_rate=0.6, backend="triton"),
+        (x1, w1),
+        eps=1e-6,
+        atol=1e-7,
+        fast_mode=True,
+    )
+
+
+def test_module_trains_identically_on_both_backends():
+    """A few SGD steps of a small CNN: triton and torch backends stay within fp32 tolerance."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1))
+    x = torch.randn(4, 2, 10, 10, device=DEVICE)
+    target = torch.randn(4, 3, 10, 10, device=DEVICE)
+    params = {}
+    for backend in ("torch", "triton"):
+        model = convert(_clone(base), compress_rate=0.5, backend=backend).to(DEVICE)
+        assert all(isinstance(m, BLConv2d) for m in (model[0], model[2]))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        for _ in range(3):
+            loss = F.mse_loss(model(x), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        params[backend] = [p.detach().clone() for p in model.parameters()]
+    for a, r in zip(params["triton"], params["torch"]):
+        assert_close_rel(a, r, 1e-5, "parameters after training")
+
+
+def _clone(module):
+    import copy
+
+    return copy.deepcopy(module)
+
+
+# ---------------------------------------------------------------------------------- GPU lane
+
+GPU_SHAPES = [  # (F, B, C, O, groups): CIFAR 3x3 layer band at r=0.5, a grouped and a depthwise one
+    (325, 128, 64, 64, 1),
+    (180, 128, 128, 128, 1),
+    (300, 64, 64, 64, 4),
+    (300, 64, 64, 64, 64),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision,tol", [("ieee", 1e-5), ("tf32", 5e-3), ("bf16", 2e-2), ("fp16", 4e-3)])
+@pytest.mark.parametrize("mode", ["fwd", "dx", "dw"])
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "f{}-b{}-c{}-o{}-g{}".format(*s))
+def test_band_mac_gpu_real_sizes(shape, mode, precision, tol, poison_empty):
+    f, bsz, c, o, groups = shape
+    a, b = _operands(mode, f, bsz, c, o, groups, torch.complex64, "cuda", False)
+    out = band_mac(mode, a, b, groups, precision=precision)
+    ref = _reference_mac(mode, a, b, groups)
+    assert_close_rel(torch.view_as_real(out), torch.view_as_real(ref), tol, f"{mode} {precision}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.75])
+def test_triton_conv_gpu_real_size(rate):
+    x = torch.randn(32, 64, 32, 32, device="cuda", requires_grad=True)
+    conv = nn.Conv2d(64, 64, 3, padding=1).cuda()
+    layer = BLConv2d.from_conv(conv, compress_rate=rate, backend="triton")
+    ref_layer = BLConv2d.from_conv(conv, compress_rate=rate, backend="torch")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        y, y_ref = layer(x), ref_layer(x)
+        assert_close_rel(y, y_ref, 1e-5, "forward")
+        gy = torch.randn_like(y)
+        for a, r in zip(
+            torch.autograd.grad(y, (x, layer.weight), gy),
+            torch.autograd.grad(y_ref, (x, ref_layer.weight), gy),
+        ):
+            assert_close_rel(a, r, 1e-5, "grad")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
