@@ -806,6 +806,19 @@ def test_cli_cache_show(capsys):
     assert "2 entries" in capsys.readouterr().out
 
 
+def test_cli_cache_show_leaves_a_bad_file_alone(capsys):
+    path = cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text('{"schema": 2, "entries": {}}')
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        assert run_cli("cache", "show") == 0
+        assert run_cli("cache", "show", "--all") == 0
+    assert our_warnings(records) == []
+    assert capsys.readouterr().out.count("unusable") == 2
+    assert path.read_text() == '{"schema": 2, "entries": {}}'
+
+
 def test_cli_cache_clear(capsys):
     StubKernel().get()
     folder = cache_path().parent

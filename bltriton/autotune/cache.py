@@ -226,6 +226,14 @@ class CacheFile:
                 )
             return {}
 
+    def peek(self) -> tuple[Entries, str | None]:
+        """Entries without side effects: ``(entries, None)``, or ``({}, reason)`` for a file that
+        cannot be used (left where it is, no warning). For ``cache show``."""
+        try:
+            return self._read_unlocked(), None
+        except _BadFile as bad:
+            return {}, str(bad)
+
     def _stat(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self.path)

@@ -132,7 +132,10 @@ def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
         print(f"no autotune cache{which} in {folder}")
         return 0
     for path in files:
-        entries = _cache.CacheFile(path.parent, path.stem).read()
+        entries, problem = _cache.CacheFile(path.parent, path.stem).peek()
+        if problem is not None:
+            print(f"{path}: unusable ({problem}); the tuner will set it aside and rebuild it")
+            continue
         print(f"{path}: {len(entries)} entries")
         for name in sorted(entries, key=lambda n: _sort_key(entries[n])):
             entry = entries[name]
