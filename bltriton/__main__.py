@@ -12,6 +12,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from bltriton import check
+    from bltriton.autotune import cli as autotune_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m bltriton",
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     check.add_parsers(sub)
+    autotune_cli.add_parsers(sub)
     return parser
 
 

@@ -92,31 +92,60 @@ def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
-def _gather_rows(spec: torch.Tensor, band: Band) -> torch.Tensor:
-    """``[..., nH, cols] -> [..., kept_rows, cols]`` (2D only)."""
-    if band.rows_bottom == band.n_rows:
-        return spec[..., : band.rows_top, :]
-    if band.rows_top == band.rows_bottom:
-        return spec
-    return torch.cat([spec[..., : band.rows_top, :], spec[..., band.rows_bottom :, :]], dim=-2)
+@lru_cache(maxsize=256)
+def _row_dft(
+    band: Band, length: int, step: int, inverse: bool, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """DFT along the first spatial axis restricted to the kept rows (a small GEMM operand).
+
+    Forward (``inverse=False``): ``[kept_rows, length]``, ``E[r, t] = exp(-2πi·row_r·t·step/nH)``
+    (``step`` > 1 evaluates the spectrum of a signal zero-upsampled by ``step`` without building it).
+    Inverse: ``[length, kept_rows]``, ``exp(+2πi·row_r·t·step/nH) / nH`` — the rows ``t·step`` of
+    the inverse FFT of the zero-filled column, i.e. crop and stride folded into the GEMM.
+    """
+    nh = band.n[0]
+    rows = torch.tensor(band.kept_row_indices().tolist(), dtype=torch.float64)
+    t = torch.arange(length, dtype=torch.float64) * step
+    phase = 2 * math.pi * ((rows[:, None] * t[None, :]) % nh) / nh
+    if inverse:
+        e = torch.polar(torch.full_like(phase, 1.0 / nh), phase).T
+    else:
+        e = torch.polar(torch.ones_like(phase), -phase)
+    return e.to(device=device, dtype=dtype).contiguous()
 
 
-def forward_transform(x: torch.Tensor, band: Band) -> torch.Tensor:
-    """Band of ``rfftn(x, s=band.n)``, frequency-major.
+def forward_transform(
+    x: torch.Tensor, band: Band, stride: tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """Band of ``rfftn(up(x), s=band.n)``, frequency-major, where ``up`` zero-upsamples by
+    ``stride`` (1 for the input; the output stride for the gradient of a strided layer).
+
+    Layout: one copy moves ``x`` to ``[*L, B, C]`` (zero-padded to ``n`` and upsampled along the
+    last axis on the way), the ``rfft`` runs along the last spatial axis, and in 2D the first
+    axis is a GEMM against the kept-row DFT (:func:`_row_dft`) whose output is already
+    ``[rows, cols, B, C]``: no gather, no transpose of the complex spectrum.
 
     Args:
-        x: ``[B, C, *Lp]`` real, ``Lp <= band.n`` per axis (zero-padded at the end by the FFT).
+        x: ``[B, C, *L]`` real with ``L·stride <= band.n`` per axis.
 
     Returns:
-        ``[F, B, C]`` complex, contiguous.
+        ``[F, B, C]`` complex, contiguous (a fresh tensor: safe to save for backward).
     """
     b, c = x.shape[:2]
-    spec = torch.fft.rfft(x, n=band.n[-1], dim=-1)[..., : band.cols]
-    if band.ndim == 2:
-        spec = torch.fft.fft(spec, n=band.n[0], dim=-2)
-        spec = _gather_rows(spec, band)
-        return spec.permute(2, 3, 0, 1).reshape(band.num_kept, b, c)
-    return spec.permute(2, 0, 1).contiguous()
+    stride = stride or (1,) * band.ndim
+    nw, sw = band.n[-1], stride[-1]
+    spatial = x.shape[2:]
+    lead = tuple(spatial[:-1])
+    buf = x.new_zeros(*lead, nw, b, c)
+    perm = (*range(2, x.dim()), 0, 1)
+    buf[..., : spatial[-1] * sw : sw, :, :] = x.permute(*perm)
+    spec = torch.fft.rfft(buf, dim=band.ndim - 1)  # [*lead, nw//2+1, B, C]
+    spec = spec.narrow(band.ndim - 1, 0, band.cols)
+    if band.ndim == 1:
+        return spec.clone(memory_format=torch.contiguous_format)
+    e = _row_dft(band, spatial[0], stride[0], False, x.device, spec.dtype)
+    out = e @ spec.reshape(spatial[0], band.cols * b * c)
+    return out.view(band.num_kept, b, c)
 
 
 def grad_transform(
@@ -126,16 +155,12 @@ def grad_transform(
 
     Args:
         dy: ``[B, O, *out]``.
-        full_len: stride-1 output length per axis (``Lp - ke + 1``).
+        full_len: stride-1 output length per axis (``Lp - ke + 1``); unused beyond checking.
 
     Returns:
         ``[F, B, O]`` complex.
     """
-    if any(s != 1 for s in stride):
-        up = dy.new_zeros(*dy.shape[:2], *full_len)
-        up[(Ellipsis, *(slice(0, None, s) for s in stride))] = dy
-        dy = up
-    return forward_transform(dy, band)
+    return forward_transform(dy, band, stride)
 
 
 def inverse_transform(
@@ -143,28 +168,25 @@ def inverse_transform(
 ) -> torch.Tensor:
     """Zero-filled band -> ``irfftn(·, s=band.n)`` cropped to ``crop`` and subsampled by ``stride``.
 
+    2D: a GEMM against the inverse kept-row DFT computes only the output rows that survive the
+    crop and the stride; the ``irfft`` along the last axis zero-pads the dropped columns.
+
     Args:
         yb: ``[F, B, O]`` complex band.
         crop: length per axis kept from the start of the circular result (before ``stride``).
 
     Returns:
-        ``[B, O, *out]`` real, ``out = ceil(crop / stride)``.
+        ``[B, O, *out]`` real and contiguous, ``out = ceil(crop / stride)``.
     """
     _, b, o = yb.shape
     if band.ndim == 2:
-        rows, cols = band.kept_rows, band.cols
-        spec = yb.reshape(rows, cols, b, o).permute(2, 3, 0, 1)
-        if rows != band.n_rows:
-            full = spec.new_zeros(b, o, band.n_rows, cols)
-            full[..., : band.rows_top, :] = spec[..., : band.rows_top, :]
-            full[..., band.rows_bottom :, :] = spec[..., band.rows_top :, :]
-            spec = full
-        spec = torch.fft.ifft(spec, dim=-2)[..., : crop[0] : stride[0], :]
-        y = torch.fft.irfft(spec, n=band.n[1], dim=-1)
-        return y[..., : crop[1] : stride[1]]
-    spec = yb.permute(1, 2, 0)
-    y = torch.fft.irfft(spec, n=band.n[0], dim=-1)
-    return y[..., : crop[0] : stride[0]]
+        rows_out = -(-crop[0] // stride[0])
+        e = _row_dft(band, rows_out, stride[0], True, yb.device, yb.dtype)
+        spec = (e @ yb.reshape(band.kept_rows, band.cols * b * o)).view(rows_out, band.cols, b, o)
+        y = torch.fft.irfft(spec, n=band.n[1], dim=1)[:, : crop[1] : stride[1]]
+        return y.permute(2, 3, 0, 1).contiguous()
+    y = torch.fft.irfft(yb, n=band.n[0], dim=0)[: crop[0] : stride[0]]
+    return y.permute(1, 2, 0).contiguous()
 
 
 @lru_cache(maxsize=256)
@@ -255,17 +277,23 @@ def weight_from_band(
 # --------------------------------------------------------------------------------------------
 
 
+def _conj(t: torch.Tensor) -> torch.Tensor:
+    """Physical conjugate. A lazily conjugated operand makes CPU ``bmm`` clone it once per batch
+    element (378 clones for one ResNet layer, 2× the matmul time in a profile)."""
+    return t.conj().resolve_conj()
+
+
 def _torch_mac_fwd(xb: torch.Tensor, wb: torch.Tensor, groups: int) -> torch.Tensor:
     f, b, _ = xb.shape
     o, cg = wb.shape[1], wb.shape[2]
     if groups == 1:
-        return torch.matmul(xb, wb.conj().transpose(1, 2))
+        return torch.matmul(xb, _conj(wb).transpose(1, 2))
     og = o // groups
     if cg == 1:  # depthwise-style: an element-wise product per channel
-        y = xb.reshape(f, b, groups, 1) * wb.reshape(f, 1, groups, og).conj()
+        y = xb.reshape(f, b, groups, 1) * _conj(wb).reshape(f, 1, groups, og)
         return y.reshape(f, b, o)
     xg = xb.reshape(f, b, groups, cg).transpose(1, 2)  # [F, g, B, Cg]
-    wg = wb.reshape(f, groups, og, cg).conj().transpose(-1, -2)  # [F, g, Cg, Og]
+    wg = _conj(wb).reshape(f, groups, og, cg).transpose(-1, -2)  # [F, g, Cg, Og]
     return torch.matmul(xg, wg).transpose(1, 2).reshape(f, b, o)
 
 
@@ -288,11 +316,11 @@ def _torch_mac_dw(xb: torch.Tensor, gb: torch.Tensor, groups: int) -> torch.Tens
     o = gb.shape[2]
     cg, og = c // groups, o // groups
     if groups == 1:
-        return torch.matmul(gb.conj().transpose(1, 2), xb)
+        return torch.matmul(_conj(gb).transpose(1, 2), xb)
     if cg == 1:
-        dw = (gb.reshape(f, b, groups, og).conj() * xb.reshape(f, b, groups, 1)).sum(1)
+        dw = (_conj(gb).reshape(f, b, groups, og) * xb.reshape(f, b, groups, 1)).sum(1)
         return dw.reshape(f, o, 1)
-    gg = gb.reshape(f, b, groups, og).permute(0, 2, 3, 1).conj()  # [F, g, Og, B]
+    gg = _conj(gb).reshape(f, b, groups, og).permute(0, 2, 3, 1)  # [F, g, Og, B]
     xg = xb.reshape(f, b, groups, cg).transpose(1, 2)  # [F, g, B, Cg]
     return torch.matmul(gg, xg).reshape(f, o, cg)
 

@@ -1,0 +1,50 @@
+"""Benchmark shapes shared by the CPU and GPU suites and the report script."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One convolution layer: ``[N, C, *size]`` input, ``O`` filters of ``kernel``, ``padding``."""
+
+    name: str
+    n: int
+    c: int
+    o: int
+    size: tuple[int, ...]
+    kernel: int
+    padding: int
+
+    @property
+    def ndim(self) -> int:
+        return len(self.size)
+
+    def with_batch(self, n: int) -> ConvShape:
+        return ConvShape(self.name, n, self.c, self.o, self.size, self.kernel, self.padding)
+
+    @property
+    def id(self) -> str:
+        size = "x".join(map(str, self.size))
+        return f"{self.name}-n{self.n}-c{self.c}-o{self.o}-{size}-k{self.kernel}"
+
+
+# The foundation's CPU shapes (batch as given; the GPU suite uses batch 128 for 2D).
+SHAPES_2D = [
+    ConvShape("cifar3x3", 32, 64, 64, (32, 32), 3, 1),
+    ConvShape("cifar3x3-wide", 32, 128, 128, (16, 16), 3, 1),
+    ConvShape("k7", 32, 64, 64, (32, 32), 7, 3),
+    ConvShape("k11", 16, 32, 32, (64, 64), 11, 5),
+]
+SHAPES_1D = [
+    ConvShape("fcn-k5", 32, 128, 256, (150,), 5, 2),
+    ConvShape("long-k63", 16, 64, 64, (4096,), 63, 31),
+]
+# The paper's FCN layers (UCR-like length 150): kernels 8, 5, 3.
+FCN_LAYERS = [
+    ConvShape("fcn1-k8", 64, 1, 128, (150,), 8, 4),
+    ConvShape("fcn2-k5", 64, 128, 256, (150,), 5, 2),
+    ConvShape("fcn3-k3", 64, 256, 128, (150,), 3, 1),
+]
+RATES = (0.0, 0.5, 0.75)
