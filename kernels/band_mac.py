@@ -25,6 +25,7 @@ several frequencies (``FREQS``) so tiny per-frequency products still give each p
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -199,43 +200,58 @@ def default_config(m: int, n: int, k: int, f: int) -> dict:
     }
 
 
-def candidate_configs(m: int, n: int, k: int, f: int) -> list[dict]:
-    """Configs the autotuner times for this shape (pruned to tiles the shape can fill)."""
+# Dot-path candidates: the usual GEMM tile menu (a compile costs ~1 s, so the list is short and
+# pruned per shape rather than a full product of every knob).
+_DOT_MENU = [
+    (16, 16, 32, 4, 3),
+    (32, 32, 32, 4, 3),
+    (32, 64, 32, 4, 3),
+    (64, 32, 32, 4, 3),
+    (64, 64, 32, 4, 3),
+    (64, 64, 64, 4, 3),
+    (64, 64, 32, 8, 4),
+    (64, 128, 32, 4, 4),
+    (128, 64, 32, 4, 4),
+    (128, 128, 32, 8, 3),
+    (128, 128, 64, 8, 3),
+    (32, 32, 64, 4, 4),
+]
+
+
+@lru_cache(maxsize=1024)
+def _candidate_configs(m: int, n: int, k: int, f: int) -> tuple[dict, ...]:
     base = default_config(m, n, k, f)
     if not base["USE_DOT"]:
         out = [base]
         for freqs in (1, 2, 4, 8, 16):
             if freqs != base["FREQS"] and freqs <= _pow2(f):
                 out.append({**base, "FREQS": freqs})
-        return out
+        return tuple(out)
     configs = []
-    for bm in (16, 32, 64, 128):
-        if bm > max(16, _pow2(m)):
+    for bm, bn, bk, warps, stages in _DOT_MENU:
+        # A tile more than twice the matrix only computes masked zeros.
+        if bm > max(16, _pow2(m)) or bn > max(16, _pow2(n)) or bk > max(16, _pow2(k)):
             continue
-        for bn in (16, 32, 64, 128):
-            if bn > max(16, _pow2(n)):
-                continue
-            for bk in (16, 32, 64):
-                if bk > max(16, _pow2(k)) or bm * bn * bk > 128 * 128 * 32:
-                    continue
-                for warps in (4, 8):
-                    if warps == 8 and bm * bn < 64 * 64:
-                        continue
-                    for stages in (2, 3, 4):
-                        configs.append(
-                            {
-                                "BLOCK_M": bm,
-                                "BLOCK_N": bn,
-                                "BLOCK_K": bk,
-                                "FREQS": 1,
-                                "USE_DOT": True,
-                                "num_warps": warps,
-                                "num_stages": stages,
-                            }
-                        )
+        configs.append(
+            {
+                "BLOCK_M": bm,
+                "BLOCK_N": bn,
+                "BLOCK_K": bk,
+                "FREQS": 1,
+                "USE_DOT": True,
+                "num_warps": warps,
+                "num_stages": stages,
+            }
+        )
     if base not in configs:
         configs.append(base)
-    return configs
+    return tuple(configs)
+
+
+def candidate_configs(m: int, n: int, k: int, f: int) -> tuple[dict, ...]:
+    """Configs the autotuner times for this shape (pruned to tiles the shape can fill). The same
+    tuple object is returned for the same shape, which keeps the tuner's lookups cheap."""
+    return _candidate_configs(m, n, k, f)
 
 
 def resolve_precision(dtype: torch.dtype, device: torch.device, precision: str | None) -> str:

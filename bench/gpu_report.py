@@ -1,0 +1,389 @@
+"""The GPU report: one call on a lent GPU machine (under 10 minutes) that
+
+1. measures the device's two ceilings (device-to-device copy GB/s, matmul TFLOP/s per precision);
+2. runs the test suite on CUDA (the ``gpu`` lane included);
+3. checks autotune cache reuse: a cold process tunes every benchmark layer into a fresh cache
+   directory, a second process with the same cache must do zero timings (cold vs warm time);
+4. compares tuned against default kernel configs on the MAC benchmark shapes;
+5. runs ``pytest bench --benchmark-only`` (the tuned cache from step 3 is reused);
+6. writes ``bench/results/<date>-<gpu>.json`` and ``.md`` (and copies them to ``$OUT`` if set).
+
+Each step has its own time budget and the results file is rewritten after every step, so a run
+cut short still leaves what it measured. Usage: ``bash bench/gpu_report.sh [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+# A child process that runs fwd+bwd of every benchmark layer on the triton backend (so every
+# launcher asks the autotuner) and prints the tuner's stats as JSON on its last line.
+TUNE_CHILD = r"""
+import json, sys, time, torch
+from bench.shapes import SHAPES_2D, SHAPES_1D, FCN_LAYERS, RATES
+from bltriton import BLConv1d, BLConv2d, autotune
+quick = sys.argv[1] == "1"
+shapes = [s.with_batch(128) for s in SHAPES_2D] + SHAPES_1D + FCN_LAYERS
+if quick:
+    shapes = shapes[:2]
+t0 = time.perf_counter()
+for s in shapes:
+    cls = BLConv2d if s.ndim == 2 else BLConv1d
+    for r in RATES:
+        layer = cls(s.c, s.o, s.kernel, padding=s.padding, compress_rate=r, backend="triton").cuda()
+        x = torch.randn(s.n, s.c, *s.size, device="cuda", requires_grad=True)
+        layer(x).sum().backward()
+torch.cuda.synchronize()
+st = autotune.stats()
+st["wall_s"] = time.perf_counter() - t0
+print(json.dumps(st))
+"""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, str, float]:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        out, rc = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        out += f"\n[timed out after {timeout:.0f} s]"
+        rc = 124
+    return rc, out, time.perf_counter() - t0
+
+
+def measure_peaks() -> dict:
+    """The two ceilings, measured: copy bandwidth (read + write bytes) and matmul rates."""
+    import torch
+    import triton.testing
+
+    peaks: dict = {}
+    n = 1 << 28  # 1 GiB of fp32
+    a = torch.randn(n, device="cuda")
+    b = torch.empty_like(a)
+    ms = triton.testing.do_bench(lambda a=a, b=b: b.copy_(a), warmup=25, rep=100, return_mode="median")
+    peaks["copy_gbps"] = 2 * a.numel() * 4 / (ms * 1e-3) / 1e9
+    size = 8192
+    for name, dtype, tf32 in (
+        ("fp32_ieee", torch.float32, False),
+        ("tf32", torch.float32, True),
+        ("bf16", torch.bfloat16, False),
+    ):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        x = torch.randn(size, size, device="cuda", dtype=dtype)
+        y = torch.randn(size, size, device="cuda", dtype=dtype)
+        ms = triton.testing.do_bench(lambda x=x, y=y: x @ y, warmup=25, rep=100, return_mode="median")
+        peaks[f"matmul_{name}_tflops"] = 2 * size**3 / (ms * 1e-3) / 1e12
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return peaks
+
+
+def run_tests(timeout: float) -> dict:
+    junit = Path(tempfile.mkdtemp()) / "junit.xml"
+    rc, out, wall = _run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests",
+            "-q",
+            "-m",
+            "not slow",
+            "--benchmark-disable",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+        ],
+        timeout,
+    )
+    summary = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
+    failures = [line for line in out.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return {
+        "rc": rc,
+        "wall_s": round(wall, 1),
+        "summary": summary[-1] if summary else out[-400:],
+        "failures": failures[:30],
+    }
+
+
+def cache_reuse(quick: bool, timeout: float) -> dict:
+    cache = Path(tempfile.mkdtemp(prefix="bltriton-cache-"))
+    env = {**os.environ, "BLTRITON_CACHE_DIR": str(cache), "BLTRITON_AUTOTUNE": "1"}
+    env.pop("BLTRITON_FORCE_RETUNE", None)
+    result: dict = {"cache_dir": str(cache)}
+    for phase in ("cold", "warm"):
+        rc, out, wall = _run([sys.executable, "-c", TUNE_CHILD, "1" if quick else "0"], timeout, env)
+        stats = None
+        for line in reversed(out.splitlines()):
+            if line.startswith("{"):
+                stats = json.loads(line)
+                break
+        result[phase] = {
+            "rc": rc,
+            "process_wall_s": round(wall, 2),
+            "stats": stats,
+            "tail": None if stats else out[-800:],
+        }
+    warm = result["warm"]["stats"] or {}
+    result["warm_did_no_timing"] = bool(warm) and warm.get("timings", -1) == 0
+    # Reuse the tuned cache for the benchmarks below.
+    os.environ["BLTRITON_CACHE_DIR"] = str(cache)
+    return result
+
+
+def tuned_vs_default() -> list[dict]:
+    """Per MAC benchmark shape and mode: median time with the heuristic default config and with
+    the autotuned config (same process, side by side)."""
+    import torch
+    import triton.testing
+    from bltriton.kernels import band_mac as bm
+
+    from bench.bench_mac import MAC_SHAPES
+
+    rows = []
+    for name, f, b, c, o, g in MAC_SHAPES:
+        x = torch.randn(f, b, c, dtype=torch.complex64, device="cuda")
+        w = torch.randn(f, o, c // g, dtype=torch.complex64, device="cuda")
+        gr = torch.randn(f, b, o, dtype=torch.complex64, device="cuda")
+        for mode, (a, bb) in {"fwd": (x, w), "dx": (gr, w), "dw": (x, gr)}.items():
+            _, _, _, _, _, _, m, n, k = bm._operands(mode, a, bb, g)
+            default = bm.default_config(m, n, k, f)
+            bm.band_mac(mode, a, bb, g)  # tunes (or reads the cache)
+            tuned = bm._tuned_config(
+                mode, m, n, k, f, g, bm.resolve_precision(a.dtype, a.device, None), a, lambda cfg: None
+            )
+            t_def = triton.testing.do_bench(
+                lambda mode=mode, a=a, bb=bb, g=g, default=default: bm.band_mac(
+                    mode, a, bb, g, config=default
+                ),
+                return_mode="median",
+            )
+            t_tun = triton.testing.do_bench(
+                lambda mode=mode, a=a, bb=bb, g=g, tuned=tuned: bm.band_mac(mode, a, bb, g, config=tuned),
+                return_mode="median",
+            )
+            rows.append(
+                {
+                    "shape": name,
+                    "mode": mode,
+                    "default_ms": t_def,
+                    "tuned_ms": t_tun,
+                    "speedup": t_def / t_tun,
+                    "tuned": tuned,
+                }
+            )
+    return rows
+
+
+def run_benchmarks(timeout: float, quick: bool) -> dict:
+    out_json = Path(tempfile.mkdtemp()) / "bench.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "bench",
+        "--benchmark-only",
+        f"--benchmark-json={out_json}",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
+    if quick:
+        cmd += ["-k", "cifar3x3-n128 or long-k63 or mac and fwd"]
+    rc, out, wall = _run(cmd, timeout)
+    data = json.loads(out_json.read_text()) if out_json.exists() else {"benchmarks": []}
+    rows = []
+    for bench in data.get("benchmarks", []):
+        rows.append(
+            {
+                "name": bench["name"],
+                "group": bench.get("group"),
+                "median_ms": bench["stats"]["median"] * 1e3,
+                "iqr_ms": bench["stats"]["iqr"] * 1e3,
+                **bench.get("extra_info", {}),
+            }
+        )
+    return {"rc": rc, "wall_s": round(wall, 1), "rows": rows, "tail": out[-1500:] if rc else ""}
+
+
+def conv_table(rows: list[dict]) -> list[str]:
+    """Markdown: per layer shape, median fwd+bwd ms of nn / torch / triton at each rate, and the
+    triton-vs-cuDNN and triton-vs-torch ratios at rate 0.5."""
+    groups: dict[str, dict] = {}
+    for r in rows:
+        if not r["name"].startswith("test_conv_fwd_bwd"):
+            continue
+        key = "nn" if r.get("impl") == "nn" else f"{r.get('impl')}-r{r.get('rate')}"
+        groups.setdefault(r["group"], {})[key] = r["median_ms"]
+    lines = [
+        "| layer | nn.Conv (cuDNN) | torch r0 | torch r0.5 | torch r0.75 | triton r0 | triton r0.5 "
+        "| triton r0.75 | cuDNN / triton r0.5 | torch / triton r0.5 |",
+        "|" + "---|" * 10,
+    ]
+    for group, t in groups.items():
+
+        def cell(k, t=t):
+            return f"{t[k]:.3f}" if k in t else "-"
+
+        tri = t.get("triton-r0.5")
+        ratio_nn = f"{t['nn'] / tri:.2f}×" if tri and "nn" in t else "-"
+        ratio_torch = f"{t['torch-r0.5'] / tri:.2f}×" if tri and "torch-r0.5" in t else "-"
+        lines.append(
+            f"| {group} | {cell('nn')} | {cell('torch-r0.0')} | {cell('torch-r0.5')} | "
+            f"{cell('torch-r0.75')} | {cell('triton-r0.0')} | {cell('triton-r0.5')} | "
+            f"{cell('triton-r0.75')} | {ratio_nn} | {ratio_torch} |"
+        )
+    return lines
+
+
+def mac_table(rows: list[dict], peaks: dict) -> list[str]:
+    from bench.roofline import MacCount, roofline_fraction
+
+    peak_by_prec = {
+        "ieee": peaks.get("matmul_fp32_ieee_tflops"),
+        "tf32": peaks.get("matmul_tf32_tflops"),
+        "bf16": peaks.get("matmul_bf16_tflops"),
+    }
+    lines = ["| kernel | median ms | TFLOP/s | GB/s | roofline fraction |", "|---|---|---|---|---|"]
+    for r in rows:
+        if not r["name"].startswith("test_band_mac") or "flops" not in r:
+            continue
+        prec = re.search(r"-(ieee|tf32|bf16)\]", r["name"])
+        peak_t = peak_by_prec.get(prec.group(1) if prec else "ieee")
+        frac = "-"
+        if peak_t and peaks.get("copy_gbps"):
+            count = MacCount(r["flops"], r["bytes"])
+            value = roofline_fraction(count, r["median_ms"] * 1e-3, peak_t, peaks["copy_gbps"])
+            frac = f"{value:.2f}"
+        lines.append(
+            f"| {r['name'].removeprefix('test_band_mac')} | {r['median_ms']:.4f} | {r['tflops']:.1f} | "
+            f"{r['gbps']:.0f} | {frac} |"
+        )
+    return lines
+
+
+def write(report: dict, stem: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
+    md = [f"# GPU report {report['date']} — {report['env'].get('device', '?')}", ""]
+    md += ["```", json.dumps(report["env"], indent=1), "```", ""]
+    if "peaks" in report:
+        md += ["## Measured ceilings", "", "```", json.dumps(report["peaks"], indent=1), "```", ""]
+    if "tests" in report:
+        md += ["## Tests on CUDA", "", f"`{report['tests']['summary']}` ({report['tests']['wall_s']} s)", ""]
+        md += [f"- {f}" for f in report["tests"]["failures"]] + [""]
+    if "cache_reuse" in report:
+        c = report["cache_reuse"]
+        cold, warm = c["cold"], c["warm"]
+        md += [
+            "## Autotune cache reuse",
+            "",
+            f"- cold: {cold['process_wall_s']} s, stats {json.dumps(cold['stats'])}",
+            f"- warm: {warm['process_wall_s']} s, stats {json.dumps(warm['stats'])}",
+            f"- second run did no timing: **{c['warm_did_no_timing']}**",
+            "",
+        ]
+    if "tuned_vs_default" in report:
+        md += [
+            "## Tuned vs default configs (band MAC)",
+            "",
+            "| shape | mode | default ms | tuned ms | speedup |",
+            "|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r['shape']} | {r['mode']} | {r['default_ms']:.4f} | {r['tuned_ms']:.4f} "
+            f"| {r['speedup']:.2f}× |"
+            for r in report["tuned_vs_default"]
+        ] + [""]
+    if "bench" in report:
+        md += ["## fwd+bwd (median ms)", "", *conv_table(report["bench"]["rows"]), ""]
+        md += ["## Band MAC kernels", "", *mac_table(report["bench"]["rows"], report.get("peaks", {})), ""]
+    (RESULTS / f"{stem}.md").write_text("\n".join(md))
+    out = os.environ.get("OUT")
+    if out:
+        for ext in ("json", "md"):
+            shutil.copy(RESULTS / f"{stem}.{ext}", Path(out) / f"{stem}.{ext}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few shapes only (a smoke run)")
+    parser.add_argument(
+        "--skip", default="", help="comma list of steps to skip: peaks,tests,cache,tuned,bench"
+    )
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+
+    import torch
+    import triton
+
+    if not torch.cuda.is_available():
+        print("gpu_report: no CUDA device", file=sys.stderr)
+        return 2
+    props = torch.cuda.get_device_properties(0)
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", props.name).strip("-")
+    date = _dt.date.today().isoformat()
+    stem = f"{date}-{gpu}"
+    report: dict = {
+        "date": _now(),
+        "env": {
+            "device": props.name,
+            "capability": f"{props.major}.{props.minor}",
+            "sms": props.multi_processor_count,
+            "torch": torch.__version__,
+            "triton": triton.__version__,
+            "python": sys.version.split()[0],
+            "git": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+            or "unknown",
+        },
+    }
+    steps = [
+        ("peaks", lambda: measure_peaks()),
+        ("tests", lambda: run_tests(150 if not args.quick else 90)),
+        ("cache_reuse", lambda: cache_reuse(args.quick, 150)),
+        ("tuned_vs_default", lambda: tuned_vs_default()),
+        ("bench", lambda: run_benchmarks(200 if not args.quick else 90, args.quick)),
+    ]
+    short = {
+        "peaks": "peaks",
+        "tests": "tests",
+        "cache_reuse": "cache",
+        "tuned_vs_default": "tuned",
+        "bench": "bench",
+    }
+    for name, fn in steps:
+        if short[name] in skip:
+            continue
+        t0 = time.perf_counter()
+        print(f"[{_now()}] {name} ...", flush=True)
+        try:
+            report[name] = fn()
+        except Exception as err:  # keep going: a report with one failed step still says a lot
+            report[name + "_error"] = repr(err)
+        print(f"[{_now()}] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        write(report, stem)
+    print((RESULTS / f"{stem}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The benchmark helpers: roofline counts and the GPU report's tables (no GPU needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.gpu_report import conv_table, mac_table
+from bench.roofline import MacCount, mac_count, roofline_fraction
+
+
+def test_mac_count_forward():
+    c = mac_count("fwd", f=10, b=4, c=6, o=8, groups=2)
+    assert c.flops == 8 * 10 * 4 * 4 * 3 * 2  # 8 FLOPs per complex MAC, per group Og·Cg
+    assert c.bytes == 8 * (10 * 4 * 6 + 10 * 8 * 3 + 10 * 4 * 8)
+
+
+def test_roofline_fraction_binding_term():
+    count = MacCount(flops=1e12, bytes=1e9)
+    # compute-bound at 100 TFLOP/s: ideal 10 ms; measured 20 ms -> 0.5
+    assert roofline_fraction(count, 0.02, peak_tflops=100, peak_gbps=1000) == pytest.approx(0.5)
+    # memory-bound at 10 GB/s: ideal 100 ms
+    assert roofline_fraction(count, 0.2, peak_tflops=100, peak_gbps=10) == pytest.approx(0.5)
+
+
+def test_report_tables():
+    rows = [
+        {"name": "test_conv_fwd_bwd[a-nn]", "group": "a", "median_ms": 3.0, "impl": "nn"},
+        {
+            "name": "test_conv_fwd_bwd[a-triton-r0.5]",
+            "group": "a",
+            "median_ms": 1.5,
+            "impl": "triton",
+            "rate": 0.5,
+        },
+        {
+            "name": "test_conv_fwd_bwd[a-torch-r0.5]",
+            "group": "a",
+            "median_ms": 6.0,
+            "impl": "torch",
+            "rate": 0.5,
+        },
+        {
+            "name": "test_band_mac[s-fwd-tf32]",
+            "median_ms": 0.5,
+            "tflops": 2.0,
+            "gbps": 200.0,
+            "flops": 1e9,
+            "bytes": 1e8,
+        },
+    ]
+    table = conv_table(rows)
+    assert table[2].startswith("| a | 3.000 |") and "2.00×" in table[2] and "4.00×" in table[2]
+    mac = mac_table(rows, {"copy_gbps": 1000.0, "matmul_tf32_tflops": 100.0})
+    # ideal = max(1e9 / 100e12, 1e8 / 1000e9) = 1e-4 s; measured 5e-4 s -> 0.20
+    assert mac[2].endswith("| 0.20 |")
