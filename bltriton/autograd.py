@@ -1,5 +1,6 @@
-"""The autograd Function: the forward saves band spectra only; the backward runs the masked
-gradient paths of DESIGN §1.7.
+"""The differentiable op: the forward saves band spectra only; the backward runs the masked
+gradient paths of DESIGN §1.7. Registered with ``torch.library`` so ``torch.compile`` keeps it
+whole.
 
 The padding is applied outside (by ``F.pad`` under autograd, which folds the gradient back through
 ``padding_mode``), so this Function computes a *valid* band-limited correlation of an already
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from bltriton import ops
 from bltriton.spectral import Band
@@ -53,43 +53,199 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-class BLConvFunction(torch.autograd.Function):
-    """``y = crop(irfftn(band(rfftn(x_pad) · conj(rfftn(w))))) [::stride] + bias``."""
+def band_conv_forward(
+    x_pad: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``y = crop(irfftn(band(rfftn(x_pad) · conj(rfftn(w)))))[::stride] + bias``.
 
-    @staticmethod
-    def forward(ctx, x_pad, weight, bias, spec: ConvSpec):
-        out_dtype = spec.out_dtype or x_pad.dtype
-        cdt = _compute_dtype(x_pad.dtype)
-        xb = ops.forward_transform(x_pad.to(cdt), spec.band)
-        wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
-        yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
-        y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
-        if bias is not None:
-            y = y + bias.to(cdt).reshape(-1, *([1] * spec.band.ndim))
-        ctx.spec = spec
-        ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(xb, wb)
-        return y.to(out_dtype)
+    Returns ``(y, xb, wb)``: the output ``[B, O, *out]`` and the band spectra ``[F, B, C]`` and
+    ``[F, O, Cg]``, the only tensors the backward needs.
+    """
+    out_dtype = spec.out_dtype or x_pad.dtype
+    cdt = _compute_dtype(x_pad.dtype)
+    xb = ops.forward_transform(x_pad.to(cdt), spec.band)
+    wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
+    yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
+    y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
+    if bias is not None:
+        y = y + bias.to(cdt).reshape(-1, *([1] * spec.band.ndim))
+    return y.to(out_dtype), xb, wb
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        spec: ConvSpec = ctx.spec
-        xb, wb = ctx.saved_tensors
-        x_dtype, w_dtype, b_dtype = ctx.dtypes
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = dw = db = None
-        dyc = dy.to(xb.real.dtype)
-        if need_x or need_w:
-            gb = ops.grad_transform(dyc, spec.band, spec.full_out, spec.stride)
-            if need_x:
-                dxb = ops.mac("dx", gb, wb, spec.groups, spec.backend, spec.precision)
-                dx = ops.inverse_transform(dxb, spec.band, spec.padded, (1,) * spec.band.ndim)
-                dx = dx.to(x_dtype)
-            if need_w:
-                dwb = ops.mac("dw", xb, gb, spec.groups, spec.backend, spec.precision)
-                dw = ops.weight_from_band(dwb, spec.band, spec.kernel, spec.dilation).to(w_dtype)
-        if need_b and ctx.has_bias:
-            db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype)
-        return dx, dw, db, None
+
+def band_conv_backward(
+    dy: torch.Tensor,
+    xb: torch.Tensor,
+    wb: torch.Tensor,
+    spec: ConvSpec,
+    need_x: bool,
+    need_w: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The masked gradient paths: ``(dx_pad, dw)`` (``None`` where not needed), in the compute
+    dtype. ``G = band(rfftn(up(dy)))``; ``dX = Σ_o G·W``; ``dW = Σ_b conj(G)·X``."""
+    dx = dw = None
+    if need_x or need_w:
+        gb = ops.grad_transform(dy.to(xb.real.dtype), spec.band, spec.full_out, spec.stride)
+        if need_x:
+            dxb = ops.mac("dx", gb, wb, spec.groups, spec.backend, spec.precision)
+            dx = ops.inverse_transform(dxb, spec.band, spec.padded, (1,) * spec.band.ndim)
+        if need_w:
+            dwb = ops.mac("dw", xb, gb, spec.groups, spec.backend, spec.precision)
+            dw = ops.weight_from_band(dwb, spec.band, spec.kernel, spec.dilation)
+    return dx, dw
+
+
+# ------------------------------------------------------------------------------------------
+# torch.library registration: torch.compile sees one opaque op per direction (no graph break,
+# no tracing into torch.fft or Triton), with fake implementations for shape propagation.
+# ------------------------------------------------------------------------------------------
+
+
+def _spec_args(spec: ConvSpec) -> tuple:
+    b = spec.band
+    return (
+        list(b.n),
+        [b.rows_top, b.rows_bottom, b.cols],
+        list(spec.stride),
+        list(spec.dilation),
+        spec.groups,
+        spec.backend,
+        spec.precision,
+        spec.out_dtype,
+    )
+
+
+def _spec_from_args(x_shape, w_shape, n, band, stride, dilation, groups, backend, precision, out_dtype):
+    ndim = len(n)
+    return ConvSpec(
+        band=Band(n=tuple(n), rows_top=band[0], rows_bottom=band[1], cols=band[2]),
+        padded=tuple(x_shape[-ndim:]),
+        kernel=tuple(w_shape[-ndim:]),
+        stride=tuple(stride),
+        dilation=tuple(dilation),
+        groups=groups,
+        backend=backend,
+        precision=precision,
+        out_dtype=out_dtype,
+    )
+
+
+@torch.library.custom_op("bltriton::band_conv", mutates_args=())
+def _band_conv_op(
+    x_pad: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    n: list[int],
+    band: list[int],
+    stride: list[int],
+    dilation: list[int],
+    groups: int,
+    backend: str,
+    precision: str | None,
+    out_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    spec = _spec_from_args(
+        x_pad.shape, weight.shape, n, band, stride, dilation, groups, backend, precision, out_dtype
+    )
+    return band_conv_forward(x_pad, weight, bias, spec)
+
+
+@_band_conv_op.register_fake
+def _(x_pad, weight, bias, n, band, stride, dilation, groups, backend, precision, out_dtype):
+    spec = _spec_from_args(
+        x_pad.shape, weight.shape, n, band, stride, dilation, groups, backend, precision, out_dtype
+    )
+    cdt = torch.complex128 if x_pad.dtype == torch.float64 else torch.complex64
+    out = tuple(-(-f // s) for f, s in zip(spec.full_out, spec.stride))
+    f = spec.band.num_kept
+    y = x_pad.new_empty((x_pad.shape[0], weight.shape[0], *out), dtype=out_dtype or x_pad.dtype)
+    xb = x_pad.new_empty((f, x_pad.shape[0], x_pad.shape[1]), dtype=cdt)
+    wb = x_pad.new_empty((f, weight.shape[0], weight.shape[1]), dtype=cdt)
+    return y, xb, wb
+
+
+@torch.library.custom_op("bltriton::band_conv_backward", mutates_args=())
+def _band_conv_backward_op(
+    dy: torch.Tensor,
+    xb: torch.Tensor,
+    wb: torch.Tensor,
+    x_shape: list[int],
+    w_shape: list[int],
+    n: list[int],
+    band: list[int],
+    stride: list[int],
+    dilation: list[int],
+    groups: int,
+    backend: str,
+    precision: str | None,
+    need_x: bool,
+    need_w: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    spec = _spec_from_args(x_shape, w_shape, n, band, stride, dilation, groups, backend, precision, None)
+    dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
+    empty = dy.new_empty(0, dtype=xb.real.dtype)
+    return (empty if dx is None else dx), (empty if dw is None else dw)
+
+
+@_band_conv_backward_op.register_fake
+def _(dy, xb, wb, x_shape, w_shape, n, band, stride, dilation, groups, backend, precision, need_x, need_w):
+    rdt = torch.float64 if xb.dtype == torch.complex128 else torch.float32
+    dx = dy.new_empty(tuple(x_shape) if need_x else (0,), dtype=rdt)
+    dw = dy.new_empty(tuple(w_shape) if need_w else (0,), dtype=rdt)
+    return dx, dw
+
+
+def _setup_context(ctx, inputs, output):
+    x_pad, weight, bias, n, band, stride, dilation, groups, backend, precision, _ = inputs
+    _, xb, wb = output
+    ctx.save_for_backward(xb, wb)
+    ctx.geometry = (
+        list(x_pad.shape),
+        list(weight.shape),
+        n,
+        band,
+        stride,
+        dilation,
+        groups,
+        backend,
+        precision,
+    )
+    ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
+
+
+def _backward(ctx, dy, _dxb, _dwb):
+    xb, wb = ctx.saved_tensors
+    x_dtype, w_dtype, b_dtype = ctx.dtypes
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dx, dw = _band_conv_backward_op(dy, xb, wb, *ctx.geometry, bool(need_x), bool(need_w))
+    db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype) if need_b else None
+    return (
+        dx.to(x_dtype) if need_x else None,
+        dw.to(w_dtype) if need_w else None,
+        db,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+_band_conv_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def band_conv(
+    x_pad: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec
+) -> torch.Tensor:
+    """Band-limited valid correlation of a padded input (differentiable; see module docstring).
+
+    Args:
+        x_pad: ``[B, C, *Lp]``; weight: ``[O, C/groups, *k]``; bias: ``[O]`` or ``None``.
+
+    Returns:
+        ``[B, O, *out]``.
+    """
+    y, _, _ = _band_conv_op(x_pad, weight, bias, *_spec_args(spec))
+    return y

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from bltriton import ops
-from bltriton.autograd import BLConvFunction, ConvSpec
+from bltriton.autograd import ConvSpec, band_conv
 from bltriton.reference import pad_input
 from bltriton.spectral import Band, band_for_rate, energy_band, fft_lengths
 
@@ -216,7 +216,7 @@ def bl_conv_with_band(
         precision=precision,
         out_dtype=out_dtype,
     )
-    y = BLConvFunction.apply(x_pad, weight, bias, spec)
+    y = band_conv(x_pad, weight, bias, spec)
     if unbatched:
         y = y.squeeze(0)
     return y, band
