@@ -13,12 +13,14 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from bltriton import check
     from bltriton.autotune import cli as autotune_cli
+    from bltriton.demo import cli as demo_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m bltriton",
         description="bltriton: band-limited convolution for PyTorch.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo_cli.add_parsers(sub)
     check.add_parsers(sub)
     autotune_cli.add_parsers(sub)
     return parser
