@@ -4,7 +4,6 @@ band arguments. Argument checking lives here; the math lives in :mod:`bltriton.a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -12,7 +11,7 @@ import torch
 from bltriton import ops
 from bltriton.autograd import ConvSpec, band_conv
 from bltriton.reference import pad_input
-from bltriton.spectral import Band, band_for_rate, energy_band, fft_lengths
+from bltriton.spectral import Band, band_for_rate, check_rate, energy_band, fft_lengths
 
 __all__ = ["bl_conv1d", "bl_conv2d", "bl_conv_with_band"]
 
@@ -162,9 +161,7 @@ def bl_conv_with_band(
     if any(k < 1 for k in kernel):
         raise ValueError(f"{conv}: weight has an empty kernel {kernel}")
     pads = _padding_pairs(padding, ndim, kernel, dilation_t, stride_t)
-    from bltriton.spectral import _check_rate
-
-    _check_rate(compress_rate)
+    check_rate(compress_rate)
     _check_rate_energy(compress_rate, energy)
     backend_r = ops.resolve_backend(backend, input.device)
 
@@ -313,7 +310,3 @@ def bl_conv2d(
         fft_size=fft_size,
         backend=backend,
     )[0]
-
-
-def output_length(length: int, pad: tuple[int, int], k: int, d: int, s: int) -> int:
-    return math.floor((length + pad[0] + pad[1] - d * (k - 1) - 1) / s) + 1

@@ -15,7 +15,7 @@ from torch import nn
 
 from bltriton.functional import _check_rate_energy, bl_conv_with_band
 from bltriton.ops import BACKENDS
-from bltriton.spectral import Band, _check_rate
+from bltriton.spectral import Band, check_rate
 
 __all__ = ["BLConv1d", "BLConv2d", "convert", "set_compress_rate"]
 
@@ -33,7 +33,7 @@ class _BLConvMixin:
         fft_size: str | int | tuple[int, ...] | None,
         backend: str | None,
     ) -> None:
-        _check_rate(compress_rate)
+        check_rate(compress_rate)
         _check_rate_energy(compress_rate, energy)
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None; got {backend!r}")
@@ -50,7 +50,7 @@ class _BLConvMixin:
 
     @compress_rate.setter
     def compress_rate(self, value: float) -> None:
-        _check_rate(value)
+        check_rate(value)
         _check_rate_energy(value, self.energy)
         self._compress_rate = float(value)
 
@@ -253,7 +253,7 @@ def convert(
 
 def set_compress_rate(model: nn.Module, compress_rate: float) -> nn.Module:
     """Set ``compress_rate`` on every band-limited layer of ``model`` (energy mode is cleared)."""
-    _check_rate(compress_rate)
+    check_rate(compress_rate)
     for module in model.modules():
         if isinstance(module, _BLConvMixin):
             module.energy = None

@@ -21,6 +21,7 @@ __all__ = [
     "Band",
     "band_for_rate",
     "band_index_candidates",
+    "check_rate",
     "energy_band",
     "fast_length",
     "fft_lengths",
@@ -147,7 +148,8 @@ class Band:
         return [r if r < self.rows_top else r - nh for r in self.kept_row_indices().tolist()]
 
 
-def _check_rate(compress_rate: float) -> float:
+def check_rate(compress_rate: float) -> float:
+    """Validate ``compress_rate`` (a fraction in ``[0, 1)``) and return it as a float."""
     if isinstance(compress_rate, bool) or not isinstance(compress_rate, (int, float)):
         raise TypeError(f"compress_rate must be a float in [0, 1); got {type(compress_rate).__name__}")
     r = float(compress_rate)
@@ -180,7 +182,7 @@ def band_for_rate(n: tuple[int, ...], compress_rate: float) -> Band:
     2D: ``iH = max(1, int((nH//2+1)·sqrt(1−r)))``, ``iW`` likewise with ``nW``.
     1D: ``i = max(1, int((n//2+1)·(1−r)))``.
     """
-    r = _check_rate(compress_rate)
+    r = check_rate(compress_rate)
     if len(n) == 1:
         return _band_from_counts(n, 1, max(1, int((n[0] // 2 + 1) * (1.0 - r))))
     t = math.sqrt(1.0 - r)
