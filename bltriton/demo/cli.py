@@ -223,6 +223,8 @@ def resolve(args: argparse.Namespace, preset_name: str) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace, preset_name: str) -> int:
+    import torch
+
     from bltriton.demo import train
 
     try:
@@ -259,6 +261,13 @@ def _main(args: argparse.Namespace, preset_name: str) -> int:
     out = args.out or Path("bltriton_demo") / f"{preset_name}-{stamp}"
     for ds in datasets:
         print(ds.describe(), file=sys.stderr)
+    env = train.environment()  # the start date, versions, machine
+    try:
+        from bltriton.ops import resolve_backend
+
+        env["backend_used"] = resolve_backend(run["backend"], torch.device(device))
+    except (ImportError, ValueError, RuntimeError):
+        pass
     t0 = time.perf_counter()
     results = train.run_grid(
         datasets,
@@ -271,7 +280,7 @@ def _main(args: argparse.Namespace, preset_name: str) -> int:
     elapsed = time.perf_counter() - t0
     meta: dict[str, Any] = {
         "argv": " ".join(sys.argv[1:]),
-        **train.environment(),
+        **env,
         "wall_time_s": round(elapsed, 1),
         "device": device,
         "preset": preset_name,

@@ -22,9 +22,11 @@ import copy
 import csv
 import json
 import math
+import os
 import platform
 import random
 import statistics
+import subprocess
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -636,8 +638,6 @@ def _plots(summaries: Sequence[Summary], out: Path) -> dict[str, Path]:
 
 def environment() -> dict[str, object]:
     """Versions and machine facts recorded next to the results."""
-    import os
-
     info: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "python": platform.python_version(),
@@ -650,6 +650,21 @@ def environment() -> dict[str, object]:
 
         info["triton"] = triton.__version__
     except ImportError:
+        pass
+    try:
+        import bltriton
+
+        info["bltriton"] = bltriton.__version__
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(bltriton.__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
+    except (ImportError, OSError, subprocess.SubprocessError):
         pass
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
