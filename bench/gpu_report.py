@@ -163,7 +163,7 @@ def tuned_vs_default() -> list[dict]:
         w = torch.randn(f, o, c // g, dtype=torch.complex64, device="cuda")
         gr = torch.randn(f, b, o, dtype=torch.complex64, device="cuda")
         for mode, (a, bb) in {"fwd": (x, w), "dx": (gr, w), "dw": (x, gr)}.items():
-            _, _, _, _, _, _, m, n, k = bm._operands(mode, a, bb, g)
+            _, _, _, _, m, n, k = bm._operands(mode, a, bb, g)
             default = bm.default_config(m, n, k, f)
             bm.band_mac(mode, a, bb, g)  # tunes (or reads the cache)
             tuned = bm._tuned_config(

@@ -58,8 +58,9 @@ def band_conv_forward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``y = crop(irfftn(band(rfftn(x_pad) · conj(rfftn(w)))))[::stride] + bias``.
 
-    Returns ``(y, xb, wb)``: the output ``[B, O, *out]`` and the band spectra ``[F, B, C]`` and
-    ``[F, O, Cg]``, the only tensors the backward needs.
+    Returns ``(y, xb, wb)``: the output ``[B, O, *out]``, the input band ``[F, B, C]`` and the
+    conjugate filter band ``[F, O, Cg]`` (see :mod:`bltriton.ops`), the only tensors the backward
+    needs.
     """
     out_dtype = spec.out_dtype or x_pad.dtype
     cdt = _compute_dtype(x_pad.dtype)
@@ -81,15 +82,17 @@ def band_conv_backward(
     need_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The masked gradient paths: ``(dx_pad, dw)`` (``None`` where not needed), in the compute
-    dtype. ``G = band(rfftn(up(dy)))``; ``dX = Σ_o G·W``; ``dW = Σ_b conj(G)·X``."""
+    dtype. ``G = band(rfftn(up(dy)))``; ``dX = Σ_o G·W``; ``dW = Σ_b conj(G)·X``, computed in the
+    conjugate domain of :mod:`bltriton.ops`."""
     dx = dw = None
     if need_x or need_w:
-        gb = ops.grad_transform(dy.to(xb.real.dtype), spec.band, spec.full_out, spec.stride)
+        gcb = ops.grad_transform(dy.to(xb.real.dtype), spec.band, spec.full_out, spec.stride)
         if need_x:
-            dxb = ops.mac("dx", gb, wb, spec.groups, spec.backend, spec.precision)
-            dx = ops.inverse_transform(dxb, spec.band, spec.padded, (1,) * spec.band.ndim)
+            dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision)
+            ones = (1,) * spec.band.ndim
+            dx = ops.inverse_transform(dxcb, spec.band, spec.padded, ones, conj_input=True)
         if need_w:
-            dwb = ops.mac("dw", xb, gb, spec.groups, spec.backend, spec.precision)
+            dwb = ops.mac("dw", xb, gcb, spec.groups, spec.backend, spec.precision)
             dw = ops.weight_from_band(dwb, spec.band, spec.kernel, spec.dilation)
     return dx, dw
 

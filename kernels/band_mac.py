@@ -2,20 +2,20 @@
 
 All three contractions of DESIGN §3 are batched complex GEMMs over the kept frequencies ``f``:
 
-    out[f, m, n] = sum_k  opP(P[f, m, k]) · opQ(Q[f, k, n])        (per channel group)
+    out[f, m, n] = sum_k  P[f, m, k] · Q[f, k, n]        (per channel group)
 
-with ``opP``/``opQ`` an optional complex conjugation (constexpr flags) and every operand addressed
-by explicit strides, so one kernel serves
+with every operand addressed by explicit strides, so one kernel serves
 
-    forward  Y[f, b, o]  = sum_c X[f, b, c] · conj(W[f, o, c])      P = X,        Q = W^T, conj Q
-    dX       dX[f, b, c] = sum_o G[f, b, o] · W[f, o, c]            P = G,        Q = W
-    dW       dW[f, o, c] = sum_b conj(G[f, b, o]) · X[f, b, c]      P = G^T conj, Q = X
+    forward  Y[f, b, o]   = sum_c X[f, b, c] · Wc[f, o, c]      P = X,    Q = Wc^T
+    dX       dXc[f, b, c] = sum_o Gc[f, b, o] · Wc[f, o, c]     P = Gc,   Q = Wc
+    dW       dW[f, o, c]  = sum_b Gc[f, b, o] · X[f, b, c]      P = Gc^T, Q = X
 
 on the compact frequency-major band tensors of :mod:`bltriton.ops` (``[F, B, C]``, ``[F, O, Cg]``).
+The filter and output-gradient bands arrive conjugated (``Wc = conj(W)``, ``Gc = conj(G)``: the
+transforms produce them for free), which is why no contraction needs a conjugation.
 Triton has no complex dtype: operands are ``torch.view_as_real`` views (re/im interleaved, the
 last stride is 1), each tile is loaded as a re and an im plane and the product is four real
-``tl.dot``s accumulated in fp32 (fp64 for complex128). Conjugation only flips signs, folded at
-compile time.
+``tl.dot``s accumulated in fp32 (fp64 for complex128).
 
 Tiles that cannot feed ``tl.dot`` (any of M, N, K below 16, e.g. depthwise layers where K = 1)
 take a broadcast-multiply-and-sum path instead (``USE_DOT=False``), and a program may loop over
@@ -67,8 +67,6 @@ def band_cmac_kernel(
     group_stride_o,
     tiles_m,
     tiles_n,
-    CONJ_P: tl.constexpr,
-    CONJ_Q: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -115,10 +113,6 @@ def band_cmac_kernel(
                 pi = tl.load(p_base + p_off + 1, mask=p_mask, other=0.0)
                 qr = tl.load(q_base + q_off, mask=q_mask, other=0.0)
                 qi = tl.load(q_base + q_off + 1, mask=q_mask, other=0.0)
-                if CONJ_P:
-                    pi = -pi
-                if CONJ_Q:
-                    qi = -qi
                 if USE_DOT:
                     if HALF_DTYPE is not None:
                         pr = pr.to(HALF_DTYPE)
@@ -277,7 +271,7 @@ _HALF = {"bf16": tl.bfloat16, "fp16": tl.float16}
 
 
 def _operands(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int):
-    """Map a mode onto (P, Q, out shape, strides, conj flags, M, N, K). Strides in real elements."""
+    """Map a mode onto (out, P, Q, out strides, M, N, K). Strides in real elements."""
     f = a.shape[0]
     if mode == "fwd":
         x, w = a, b
@@ -287,9 +281,9 @@ def _operands(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int):
         out = torch.empty((f, bsz, o), dtype=x.dtype, device=x.device)
         xs, ws, os_ = _rstrides(x), _rstrides(w), _rstrides(out)
         p = (x, xs[0], xs[1], xs[2], cg * xs[2])  # P[f, m=b, k=c]
-        q = (w, ws[0], ws[2], ws[1], og * ws[1])  # Q[f, k=c, n=o] = W[f, o, c]
+        q = (w, ws[0], ws[2], ws[1], og * ws[1])  # Q[f, k=c, n=o] = Wc[f, o, c]
         o_ = (os_[0], os_[1], os_[2], og * os_[2])
-        return out, p, q, o_, False, True, bsz, og, cg
+        return out, p, q, o_, bsz, og, cg
     if mode == "dx":
         gr, w = a, b
         _, bsz, o = gr.shape
@@ -298,9 +292,9 @@ def _operands(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int):
         out = torch.empty((f, bsz, cg * groups), dtype=gr.dtype, device=gr.device)
         gs, ws, os_ = _rstrides(gr), _rstrides(w), _rstrides(out)
         p = (gr, gs[0], gs[1], gs[2], og * gs[2])  # P[f, m=b, k=o]
-        q = (w, ws[0], ws[1], ws[2], og * ws[1])  # Q[f, k=o, n=c] = W[f, o, c]
+        q = (w, ws[0], ws[1], ws[2], og * ws[1])  # Q[f, k=o, n=c] = Wc[f, o, c]
         o_ = (os_[0], os_[1], os_[2], cg * os_[2])
-        return out, p, q, o_, False, False, bsz, cg, og
+        return out, p, q, o_, bsz, cg, og
     if mode == "dw":
         x, gr = a, b
         _, bsz, c = x.shape
@@ -308,10 +302,10 @@ def _operands(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int):
         cg, og = c // groups, o // groups
         out = torch.empty((f, o, cg), dtype=x.dtype, device=x.device)
         xs, gs, os_ = _rstrides(x), _rstrides(gr), _rstrides(out)
-        p = (gr, gs[0], gs[2], gs[1], og * gs[2])  # P[f, m=o, k=b] = G[f, b, o], conj
+        p = (gr, gs[0], gs[2], gs[1], og * gs[2])  # P[f, m=o, k=b] = Gc[f, b, o]
         q = (x, xs[0], xs[1], xs[2], cg * xs[2])  # Q[f, k=b, n=c] = X[f, b, c]
         o_ = (os_[0], os_[1], os_[2], og * os_[1])
-        return out, p, q, o_, True, False, og, cg, bsz
+        return out, p, q, o_, og, cg, bsz
     raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
 
 
@@ -346,9 +340,10 @@ def band_mac(
     """Band contraction on Triton.
 
     Args:
-        mode: ``"fwd"``: ``a = X [F, B, C]``, ``b = W [F, O, C/groups]`` -> ``Y [F, B, O]``;
-            ``"dx"``: ``a = G [F, B, O]``, ``b = W [F, O, C/groups]`` -> ``dX [F, B, C]``;
-            ``"dw"``: ``a = X [F, B, C]``, ``b = G [F, B, O]`` -> ``dW [F, O, C/groups]``.
+        mode: ``"fwd"``: ``a = X [F, B, C]``, ``b = Wc [F, O, C/groups]`` -> ``Y [F, B, O]``;
+            ``"dx"``: ``a = Gc [F, B, O]``, ``b = Wc [F, O, C/groups]`` -> ``dXc [F, B, C]``;
+            ``"dw"``: ``a = X [F, B, C]``, ``b = Gc [F, B, O]`` -> ``dW [F, O, C/groups]``.
+            Plain (unconjugated) contractions; see the module docstring.
             All complex64 (or complex128), any strides.
         groups: channel groups.
         precision: ``None`` (follow torch's tf32 flag), ``"ieee"``, ``"tf32"``, ``"bf16"``,
@@ -361,7 +356,7 @@ def band_mac(
         The complex result, contiguous, on ``a``'s device.
     """
     _check(mode, a, b, groups)
-    out, p, q, o_strides, conj_p, conj_q, m, n, k = _operands(mode, a, b, groups)
+    out, p, q, o_strides, m, n, k = _operands(mode, a, b, groups)
     f = a.shape[0]
     if out.numel() == 0:
         return out
@@ -379,7 +374,6 @@ def band_mac(
             p_t, q_t, out_r, m, n, k, f,
             *p[1:], *q[1:], *o_strides,
             tiles_m, tiles_n,
-            CONJ_P=conj_p, CONJ_Q=conj_q,
             BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             FREQS=cfg["FREQS"], USE_DOT=use_dot,
             INPUT_PRECISION="ieee" if half is not None else prec,

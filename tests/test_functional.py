@@ -285,3 +285,19 @@ def test_nonfinite_propagates():
     w = torch.randn(2, 2, 3, 3)
     y = bl_conv2d(x, w, padding=1, backend="torch")
     assert torch.isnan(y).any()
+
+
+@pytest.mark.parametrize("column_path", ["fft", "dft-gemm"])
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+@pytest.mark.parametrize("shape", [(3, 4, 20), (3, 4, 9, 12)], ids=["1d", "2d"])
+def test_band_tensors_are_compact(shape, rate, column_path, monkeypatch):
+    """Band tensors own exactly their storage and are contiguous: a view into a larger spectrum
+    would keep it alive for backward, and a frequency stride of 1 sends CPU bmm to a slow path."""
+    monkeypatch.setattr(ops, "_DFT_GEMM_MAX_RATIO", 0.0 if column_path == "fft" else float("inf"))
+    from bltriton.spectral import band_for_rate
+
+    x = torch.randn(*shape)
+    band = band_for_rate(tuple(n + 2 for n in shape[2:]), rate)
+    for out in (ops.forward_transform(x, band), ops.grad_transform(x, band, shape[2:], (1,) * band.ndim)):
+        assert out.is_contiguous() and not out.is_conj()
+        assert out.untyped_storage().nbytes() == out.numel() * out.element_size()

@@ -20,20 +20,21 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _reference_mac(mode, a, b, groups):
-    """The three contractions by einsum in complex128 (independent of ops.py)."""
+    """The three (conjugate-domain, see bltriton.ops) contractions by einsum in complex128,
+    independent of ops.py: fwd Y = Σ_c X·Wc, dx dXc = Σ_o Gc·Wc, dw dW = Σ_b Gc·X."""
     a, b = a.to(torch.complex128), b.to(torch.complex128)
     f = a.shape[0]
-    if mode == "fwd":  # a = X [F,B,C], b = W [F,O,Cg]
+    if mode == "fwd":  # a = X [F,B,C], b = Wc [F,O,Cg]
         x = a.reshape(f, a.shape[1], groups, -1)
         w = b.reshape(f, groups, -1, b.shape[2])
-        return torch.einsum("fbgc,fgoc->fbgo", x, w.conj()).reshape(f, a.shape[1], -1)
-    if mode == "dx":  # a = G [F,B,O], b = W [F,O,Cg]
+        return torch.einsum("fbgc,fgoc->fbgo", x, w).reshape(f, a.shape[1], -1)
+    if mode == "dx":  # a = Gc [F,B,O], b = Wc [F,O,Cg]
         g = a.reshape(f, a.shape[1], groups, -1)
         w = b.reshape(f, groups, -1, b.shape[2])
         return torch.einsum("fbgo,fgoc->fbgc", g, w).reshape(f, a.shape[1], -1)
-    x = a.reshape(f, a.shape[1], groups, -1)  # dw: a = X, b = G
+    x = a.reshape(f, a.shape[1], groups, -1)  # dw: a = X, b = Gc
     g = b.reshape(f, b.shape[1], groups, -1)
-    return torch.einsum("fbgc,fbgo->fgoc", x, g.conj()).reshape(f, -1, x.shape[-1])
+    return torch.einsum("fbgc,fbgo->fgoc", x, g).reshape(f, -1, x.shape[-1])
 
 
 def _operands(mode, f, bsz, c, o, groups, dtype, device, transposed):
