@@ -175,3 +175,8 @@ def test_cli_rejects_bad_input(tmp_path, capsys):
     assert "fractions in [0, 1)" in capsys.readouterr().err
     assert cli.main(["demo", "--dataset", "nope", "--out", str(tmp_path)]) == 2
     assert "neither a bundled set" in capsys.readouterr().err
+    assert cli.main(["demo", "--device", "nonsense", "--out", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli.main(["demo", "--device", "cuda", "--out", str(tmp_path)]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err

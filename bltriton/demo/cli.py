@@ -22,6 +22,8 @@ from typing import Any
 
 from bltriton.demo.data import DEV_SETS, Dataset, bundled_names, load_dataset
 
+_BUNDLED_LOWER = {n.lower() for n in bundled_names()}
+
 #: Presets: the values used for options not given on the command line. ``per_dataset`` overrides
 #: epochs/batch size per set (unless given on the command line): the sets differ in size (36 to
 #: 1347 training samples), and ArrowHead, with 36 samples in 3 batches, needs more epochs.
@@ -192,8 +194,9 @@ def _datasets(args: argparse.Namespace, preset: dict[str, Any]) -> list[Dataset]
         names += [t.strip() for t in item.split(",") if t.strip()]
     if not names and not args.data:
         names = list(preset["datasets"])
-    if args.digits and "digits" not in [n.lower() for n in names]:
+    if args.digits:
         names.append("digits")
+    names = list(dict.fromkeys(n.lower() if n.lower() in _BUNDLED_LOWER else n for n in names))
     missing = "zero" if args.missing == "zero" else "error"
     sets = [load_dataset(n, missing=missing) for n in names]
     sets += [load_dataset(p, missing=missing) for p in args.data or []]
@@ -241,7 +244,11 @@ def _main(args: argparse.Namespace, preset_name: str) -> int:
         if not 0.0 < e <= 1.0:
             print(f"error: --energies takes fractions in (0, 1], got {e:g}", file=sys.stderr)
             return 2
-    device = str(train.resolve_device(run["device"]))
+    try:
+        device = str(train.resolve_device(run["device"]))
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     base = train.TrainConfig(
         epochs=run["epochs"],
         batch_size=run["batch_size"],
