@@ -12,7 +12,7 @@ from bltriton import ops
 from bltriton.functional import bl_conv1d, bl_conv2d, bl_conv_with_band
 from bltriton.reference import bl_conv_reference
 from bltriton.utils import SavedTensorBytes
-from tests.helpers import assert_close_rel
+from tests.helpers import assert_close_rel, check_against_reference
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
@@ -141,12 +141,6 @@ BAND_CASES = [
 ]
 
 
-def _pairs(padding, ndim, k, dilation):
-    if padding == "same":
-        return tuple((dilation * (kk - 1) // 2, dilation * (kk - 1) - dilation * (kk - 1) // 2) for kk in k)
-    return ((padding, padding),) * ndim
-
-
 @pytest.mark.parametrize("column_path", ["fft", "dft-gemm"])
 @pytest.mark.parametrize("rate", [0.0, 0.25, 0.5, 0.75, 0.95])
 @pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in BAND_CASES])
@@ -154,44 +148,7 @@ def test_band_limited_matches_dense_reference(case, rate, column_path, monkeypat
     """Forward and custom backward equal the dense reference (full spectrum × explicit mask) and
     autograd through it, in float64, with the last axis through the FFT and through the DFT GEMM."""
     monkeypatch.setattr(ops, "_DFT_GEMM_MAX_RATIO", 0.0 if column_path == "fft" else float("inf"))
-    _, ndim, b, c, o, g, size, k, stride, padding, dilation, mode = case
-    x = torch.randn(b, c, *size, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(o, c // g, *k, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(o, dtype=torch.float64, requires_grad=True)
-    y, band = bl_conv_with_band(
-        x,
-        w,
-        bias,
-        stride,
-        padding,
-        dilation,
-        g,
-        ndim=ndim,
-        padding_mode=mode,
-        compress_rate=rate,
-        backend="torch",
-    )
-    y_ref, band_ref = bl_conv_reference(
-        x,
-        w,
-        bias,
-        stride=(stride,) * ndim,
-        padding=_pairs(padding, ndim, k, dilation),
-        dilation=(dilation,) * ndim,
-        groups=g,
-        padding_mode=mode,
-        compress_rate=rate,
-    )
-    assert band == band_ref
-    assert (band.kept_fraction < 1.0) == (rate > 0)
-    assert_close_rel(y, y_ref, 1e-12, "output")
-    gy = torch.randn_like(y)
-    for name, a, r in zip(
-        ["dx", "dw", "db"],
-        torch.autograd.grad(y, (x, w, bias), gy),
-        torch.autograd.grad(y_ref, (x, w, bias), gy),
-    ):
-        assert_close_rel(a, r, 1e-11, name)
+    check_against_reference(case, rate, "torch")
 
 
 GRADCHECK_CASES = [

@@ -9,9 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bltriton import BLConv2d, bl_conv1d, bl_conv2d, convert
-from bltriton.functional import bl_conv_with_band
-from bltriton.reference import bl_conv_reference
-from tests.helpers import assert_close_rel
+from tests.helpers import assert_close_rel, check_against_reference
 
 band_mac_mod = pytest.importorskip("bltriton.kernels.band_mac")
 band_mac = band_mac_mod.band_mac
@@ -108,42 +106,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in CONV_CASES])
 def test_triton_conv_matches_reference(case, rate):
     """Forward and all gradients through the triton backend vs the dense float64 reference."""
-    _, ndim, b, c, o, g, size, k, stride, padding, dilation, mode = case
-    x = torch.randn(b, c, *size, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    w = torch.randn(o, c // g, *k, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    bias = torch.randn(o, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    y, _ = bl_conv_with_band(
-        x,
-        w,
-        bias,
-        stride,
-        padding,
-        dilation,
-        g,
-        ndim=ndim,
-        padding_mode=mode,
-        compress_rate=rate,
-        backend="triton",
-    )
-    y_ref, _ = bl_conv_reference(
-        x,
-        w,
-        bias,
-        stride=(stride,) * ndim,
-        padding=((padding, padding),) * ndim,
-        dilation=(dilation,) * ndim,
-        groups=g,
-        padding_mode=mode,
-        compress_rate=rate,
-    )
-    assert_close_rel(y, y_ref, 1e-12, "output")
-    gy = torch.randn_like(y)
-    for name, a, r in zip(
-        ["dx", "dw", "db"],
-        torch.autograd.grad(y, (x, w, bias), gy),
-        torch.autograd.grad(y_ref, (x, w, bias), gy),
-    ):
-        assert_close_rel(a, r, 1e-11, name)
+    check_against_reference(case, rate, "triton", DEVICE)
 
 
 def test_triton_conv_fp32_matches_torch_path():
