@@ -210,3 +210,24 @@ def test_triton_conv_gpu_real_size(rate):
             assert_close_rel(a, r, 1e-5, "grad")
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def test_env_backend_override_selects_triton(monkeypatch):
+    """BLTRITON_BACKEND=triton routes the default (backend=None) through the Triton launcher."""
+    calls = []
+    real = band_mac_mod.band_mac
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(band_mac_mod, "band_mac", counting)
+    monkeypatch.setenv("BLTRITON_BACKEND", "triton")
+    x = torch.randn(1, 2, 6, 6, device=DEVICE, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, device=DEVICE, requires_grad=True)
+    bl_conv2d(x, w, padding=1, compress_rate=0.5).sum().backward()
+    assert calls == ["fwd", "dx", "dw"]
+    calls.clear()
+    monkeypatch.setenv("BLTRITON_BACKEND", "torch")
+    bl_conv2d(x, w, padding=1, compress_rate=0.5).sum().backward()
+    assert calls == []
