@@ -369,21 +369,33 @@ def weight_from_band(
         ``[O, Cg, *kernel]`` real.
     """
     _, o, cg = dwb.shape
-    factors = _dft_factors(band, tuple(kernel), tuple(dilation), dwb.device, dwb.dtype)
-    # Columns whose conjugate is implied by the half layout count twice in irfft.
-    cw = torch.full((band.cols,), 2.0, dtype=dwb.real.dtype, device=dwb.device)
+    factors = _weight_grad_factors(band, tuple(kernel), tuple(dilation), dwb.device, dwb.dtype)
+    if band.ndim == 2:
+        e_h, e_w = factors
+        t = torch.einsum("rmoc,rj->ocjm", dwb.reshape(band.kept_rows, band.cols, o, cg), e_h)
+        return (t @ e_w).real  # [O, Cg, kh, kw]
+    (e,) = factors
+    return torch.einsum("moc,ml->ocl", dwb, e).real
+
+
+@lru_cache(maxsize=256)
+def _weight_grad_factors(
+    band: Band,
+    kernel: tuple[int, ...],
+    dilation: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, ...]:
+    """:func:`_dft_factors` with ``irfftn``'s weights folded into the column factor: columns whose
+    conjugate is implied by the half layout count twice, and ``1 / prod(n)``. Folding them here
+    saves a pass over the filter-gradient band (35 MB for the 1D k63 layer)."""
+    *rest, e_cols = _dft_factors(band, kernel, dilation, device, dtype)
+    cw = torch.full((band.cols, 1), 2.0, dtype=torch.float64)
     cw[0] = 1.0
     if band.n[-1] % 2 == 0 and band.cols == band.n_half:
         cw[-1] = 1.0
-    scale = 1.0 / math.prod(band.n)
-    if band.ndim == 2:
-        e_h, e_w = factors
-        z = dwb.reshape(band.kept_rows, band.cols, o, cg) * (cw * scale)[None, :, None, None]
-        t = torch.einsum("rmoc,rj->ocjm", z, e_h)  # [O, Cg, kh, cols]
-        return (t @ e_w).real  # [O, Cg, kh, kw]
-    (e,) = factors
-    z = dwb * (cw * scale)[:, None, None]
-    return torch.einsum("moc,ml->ocl", z, e).real
+    cw = (cw / math.prod(band.n)).to(device=device, dtype=e_cols.real.dtype)
+    return (*rest, (e_cols * cw).contiguous())
 
 
 # --------------------------------------------------------------------------------------------
