@@ -1,5 +1,6 @@
-"""The differentiable op: the forward saves band spectra only; the backward runs the masked
-gradient paths of DESIGN §1.7. Registered with ``torch.library`` so ``torch.compile`` keeps it
+"""The differentiable op: the forward saves band spectra only (the input band, and the filter band
+unless recomputing it from the weight is cheaper than one contraction); the backward runs the
+masked gradient paths of DESIGN §1.7. Registered with ``torch.library`` so ``torch.compile`` keeps it
 whole.
 
 The padding is applied outside (by ``F.pad`` under autograd, which folds the gradient back through
@@ -9,6 +10,7 @@ padded input.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -170,7 +172,8 @@ def _(x_pad, weight, bias, n, band, stride, dilation, groups, backend, precision
 def _band_conv_backward_op(
     dy: torch.Tensor,
     xb: torch.Tensor,
-    wb: torch.Tensor,
+    filt: torch.Tensor,
+    filt_is_weight: bool,
     x_shape: list[int],
     w_shape: list[int],
     n: list[int],
@@ -184,13 +187,17 @@ def _band_conv_backward_op(
     need_w: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     spec = _spec_from_args(x_shape, w_shape, n, band, stride, dilation, groups, backend, precision, None)
+    wb = filt
+    if filt_is_weight and need_x:  # recompute the (conjugate) filter band from the weight
+        wb = ops.weight_transform(filt.to(xb.real.dtype), spec.band, spec.dilation)
     dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
     empty = dy.new_empty(0, dtype=xb.real.dtype)
     return (empty if dx is None else dx), (empty if dw is None else dw)
 
 
 @_band_conv_backward_op.register_fake
-def _(dy, xb, wb, x_shape, w_shape, n, band, stride, dilation, groups, backend, precision, need_x, need_w):
+def _(dy, xb, filt, filt_is_weight, x_shape, w_shape, n, band, stride, dilation, groups, backend, precision,
+      need_x, need_w):  # fmt: skip
     rdt = torch.float64 if xb.dtype == torch.complex128 else torch.float32
     dx = dy.new_empty(tuple(x_shape) if need_x else (0,), dtype=rdt)
     dw = dy.new_empty(tuple(w_shape) if need_w else (0,), dtype=rdt)
@@ -200,7 +207,14 @@ def _(dy, xb, wb, x_shape, w_shape, n, band, stride, dilation, groups, backend, 
 def _setup_context(ctx, inputs, output):
     x_pad, weight, bias, n, band, stride, dilation, groups, backend, precision, _ = inputs
     _, xb, wb = output
-    ctx.save_for_backward(xb, wb)
+    # What the backward needs of the filter: its band only for dX. Recomputing the band from the
+    # weight (a tensor autograd keeps alive anyway) costs prod(kernel)/batch of one contraction;
+    # when that is at most one, saving the band would cost more memory than it saves time (for
+    # the demo's FCN at batch 16 the saved filter bands were 4× the input bands).
+    need_x = ctx.needs_input_grad[0]
+    recompute = math.prod(weight.shape[2:]) <= x_pad.shape[0] or not need_x
+    ctx.filt_is_weight = recompute
+    ctx.save_for_backward(xb, weight if recompute else wb)
     ctx.geometry = (
         list(x_pad.shape),
         list(weight.shape),
@@ -216,10 +230,12 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, dy, _dxb, _dwb):
-    xb, wb = ctx.saved_tensors
+    xb, filt = ctx.saved_tensors
     x_dtype, w_dtype, b_dtype = ctx.dtypes
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    dx, dw = _band_conv_backward_op(dy, xb, wb, *ctx.geometry, bool(need_x), bool(need_w))
+    dx, dw = _band_conv_backward_op(
+        dy, xb, filt, ctx.filt_is_weight, *ctx.geometry, bool(need_x), bool(need_w)
+    )
     db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype) if need_b else None
     return (
         dx.to(x_dtype) if need_x else None,

@@ -258,3 +258,21 @@ def test_band_tensors_are_compact(shape, rate, column_path, monkeypatch):
     for out in (ops.forward_transform(x, band), ops.grad_transform(x, band, shape[2:], (1,) * band.ndim)):
         assert out.is_contiguous() and not out.is_conj()
         assert out.untyped_storage().nbytes() == out.numel() * out.element_size()
+
+
+@pytest.mark.parametrize("batch", [4, 16], ids=["save-filter-band", "recompute-filter-band"])
+def test_filter_band_saved_or_recomputed(batch):
+    """The backward recomputes the filter band from the weight when that costs at most one
+    contraction (prod(kernel) <= batch) and saves it otherwise; both give the reference gradients,
+    and the recomputing one saves only the input band (plus the weight, alive anyway)."""
+    case = ("c", 2, batch, 8, 6, 1, (12, 11), (3, 3), 1, 1, 1, "zeros")
+    check_against_reference(case, 0.5, "torch")
+    x = torch.randn(batch, 8, 12, 11, requires_grad=True)
+    w = torch.randn(6, 8, 3, 3, requires_grad=True)
+    with SavedTensorBytes() as saved:
+        y, band = bl_conv_with_band(x, w, None, 1, 1, 1, 1, ndim=2, compress_rate=0.5, backend="torch")
+    x_band = band.num_kept * batch * 8 * 8  # complex64
+    w_band = band.num_kept * 6 * 8 * 8
+    expected = x_band + (w.numel() * 4 if batch >= 9 else w_band)
+    assert saved.nbytes == expected, (saved.nbytes, expected)
+    y.sum().backward()
