@@ -4,7 +4,7 @@ masked gradient paths of DESIGN §1.7. Registered with ``torch.library`` so ``to
 whole.
 
 The padding is applied outside (by ``F.pad`` under autograd, which folds the gradient back through
-``padding_mode``), so this Function computes a *valid* band-limited correlation of an already
+``padding_mode``), so this op computes a *valid* band-limited correlation of an already
 padded input.
 """
 

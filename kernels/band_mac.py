@@ -24,6 +24,7 @@ several frequencies (``FREQS``) so tiny per-frequency products still give each p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from functools import lru_cache
 from pathlib import Path
@@ -381,19 +382,12 @@ def band_mac(
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )  # fmt: skip
 
-    if config is None:
-        config = _tuned_config(mode, m, n, k, f, groups, prec, a, launch)
-    with torch.device(a.device) if a.device.type == "cuda" else _nullcontext():
+    # Launch (and tune) on the operands' GPU, whatever the current device is.
+    with torch.cuda.device(a.device) if a.device.type == "cuda" else contextlib.nullcontext():
+        if config is None:
+            config = _tuned_config(mode, m, n, k, f, groups, prec, a, launch)
         launch(config)
     return out
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _tuned_config(mode, m, n, k, f, groups, prec, a, launch) -> dict:
