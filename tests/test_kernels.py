@@ -231,3 +231,15 @@ def test_env_backend_override_selects_triton(monkeypatch):
     monkeypatch.setenv("BLTRITON_BACKEND", "torch")
     bl_conv2d(x, w, padding=1, compress_rate=0.5).sum().backward()
     assert calls == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_band_mac_launches_on_operand_device():
+    a, b = _operands("fwd", 3, 16, 16, 16, 1, torch.complex64, "cuda:1", False)
+    with torch.cuda.device(0):
+        out = band_mac("fwd", a, b, 1, precision="ieee")
+    assert out.device == a.device
+    assert_close_rel(
+        torch.view_as_real(out), torch.view_as_real(_reference_mac("fwd", a, b, 1)), 1e-5, "cuda:1"
+    )
