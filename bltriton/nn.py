@@ -195,7 +195,7 @@ def _is_1x1(conv: nn.Module) -> bool:
 
 def convert(
     model: nn.Module,
-    compress_rate: RateSpec = 0.5,
+    compress_rate: RateSpec | None = None,
     *,
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
@@ -210,7 +210,9 @@ def convert(
         model: any module (converted in place and returned).
         compress_rate: one rate for every layer; or a mapping ``{qualified name: rate}`` (layers
             not named are left alone, ``None`` skips); or a callable ``(name, conv) -> rate | None``.
-        energy: energy-mode band for every converted layer (then ``compress_rate`` must be 0).
+            Default: 0.5, or 0 when ``energy`` is given.
+        energy: energy-mode band for every converted layer (then ``compress_rate`` must be 0 or
+            left out).
         fft_size, backend: passed to each layer.
         skip_1x1: leave 1×1 convolutions alone (their spectrum is flat: nothing to gain), as the
             paper's ResNet did.
@@ -220,6 +222,8 @@ def convert(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: model must be an nn.Module; got {type(model).__name__}")
+    if compress_rate is None:
+        compress_rate = 0.0 if energy is not None else 0.5
     if isinstance(compress_rate, Mapping):
         missing = set(compress_rate) - {n for n, _ in model.named_modules()}
         if missing:

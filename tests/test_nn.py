@@ -118,3 +118,12 @@ def test_module_trains():
         loss.backward()
         opt.step()
     assert float(loss) < 0.5 * first
+
+
+def test_convert_energy_mode_without_rate():
+    model = convert(nn.Sequential(nn.Conv1d(1, 4, 5, padding=2)), energy=0.9)
+    assert isinstance(model[0], BLConv1d) and model[0].energy == 0.9 and model[0].compress_rate == 0.0
+    model[0](torch.randn(2, 1, 40).cumsum(-1))
+    assert model[0].kept_fraction < 1.0
+    default = convert(nn.Sequential(nn.Conv1d(1, 4, 5)))
+    assert default[0].compress_rate == 0.5
