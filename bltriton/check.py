@@ -29,7 +29,7 @@ def _time(fn, repeat: int) -> float:
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+    return float((a - b).detach().norm() / b.detach().norm())
 
 
 def run_check(device: str, backend: str | None, repeat: int = 5) -> int:
