@@ -46,6 +46,46 @@ PRECISIONS = ("ieee", "tf32", "bf16", "fp16")
 
 
 @triton.jit
+def _load_complex_tile(
+    base, start_r, start_c, limit_r, limit_c, stride_r, stride_c,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, UNIT: tl.constexpr,
+):  # fmt: skip
+    """Load the complex tile ``[start_r : start_r + BLOCK_R, start_c : start_c + BLOCK_C]`` (zero
+    past ``limit_r``/``limit_c``) as (re, im) planes from interleaved storage.
+
+    ``UNIT = 0``: two loads, re at +0 and im at +1 (any strides; each a stride-2 stream when the
+    tile is contiguous). ``UNIT = 1`` / ``2``: rows / columns are unit-stride complex (real stride
+    2): one contiguous load of the interleaved pairs, split in registers.
+    """
+    if UNIT == 2:
+        offs_r = start_r + tl.arange(0, BLOCK_R).to(tl.int64)
+        offs_c2 = tl.arange(0, 2 * BLOCK_C).to(tl.int64)
+        cols = start_c + offs_c2 // 2
+        ptr = base + offs_r[:, None] * stride_r + cols[None, :] * stride_c + (offs_c2 % 2)[None, :]
+        mask = (offs_r < limit_r)[:, None] & (cols < limit_c)[None, :]
+        pair = tl.load(ptr, mask=mask, other=0.0)
+        re, im = tl.split(tl.reshape(pair, (BLOCK_R, BLOCK_C, 2)))
+    elif UNIT == 1:
+        offs_c = start_c + tl.arange(0, BLOCK_C).to(tl.int64)
+        offs_r2 = tl.arange(0, 2 * BLOCK_R).to(tl.int64)
+        rows = start_r + offs_r2 // 2
+        ptr = base + offs_c[:, None] * stride_c + rows[None, :] * stride_r + (offs_r2 % 2)[None, :]
+        mask = (offs_c < limit_c)[:, None] & (rows < limit_r)[None, :]
+        pair = tl.load(ptr, mask=mask, other=0.0)
+        re_t, im_t = tl.split(tl.reshape(pair, (BLOCK_C, BLOCK_R, 2)))
+        re = tl.trans(re_t)
+        im = tl.trans(im_t)
+    else:
+        offs_r = start_r + tl.arange(0, BLOCK_R).to(tl.int64)
+        offs_c = start_c + tl.arange(0, BLOCK_C).to(tl.int64)
+        off = offs_r[:, None] * stride_r + offs_c[None, :] * stride_c
+        mask = (offs_r < limit_r)[:, None] & (offs_c < limit_c)[None, :]
+        re = tl.load(base + off, mask=mask, other=0.0)
+        im = tl.load(base + off + 1, mask=mask, other=0.0)
+    return re, im
+
+
+@triton.jit
 def band_cmac_kernel(
     p_ptr,
     q_ptr,
@@ -73,6 +113,8 @@ def band_cmac_kernel(
     BLOCK_K: tl.constexpr,
     FREQS: tl.constexpr,
     USE_DOT: tl.constexpr,
+    P_UNIT: tl.constexpr,
+    Q_UNIT: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     HALF_DTYPE: tl.constexpr,
     EMULATE_HALF: tl.constexpr,
@@ -88,9 +130,10 @@ def band_cmac_kernel(
     tiles = tiles_m * tiles_n
     g = (pid_t // tiles).to(tl.int64)
     t = pid_t % tiles
-    offs_m = ((t // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    offs_n = ((t % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
+    start_m = ((t // tiles_n) * BLOCK_M).to(tl.int64)
+    start_n = ((t % tiles_n) * BLOCK_N).to(tl.int64)
+    offs_m = start_m + tl.arange(0, BLOCK_M).to(tl.int64)
+    offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
     mask_m = offs_m < M
     mask_n = offs_n < N
     out_off = offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
@@ -104,16 +147,10 @@ def band_cmac_kernel(
             acc_re = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
             acc_im = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
             for k0 in range(0, K, BLOCK_K):
-                kk = k0 + offs_k
-                mask_k = kk < K
-                p_off = offs_m[:, None] * stride_pm + kk[None, :] * stride_pk
-                p_mask = mask_m[:, None] & mask_k[None, :]
-                q_off = kk[:, None] * stride_qk + offs_n[None, :] * stride_qn
-                q_mask = mask_k[:, None] & mask_n[None, :]
-                pr = tl.load(p_base + p_off, mask=p_mask, other=0.0)
-                pi = tl.load(p_base + p_off + 1, mask=p_mask, other=0.0)
-                qr = tl.load(q_base + q_off, mask=q_mask, other=0.0)
-                qi = tl.load(q_base + q_off + 1, mask=q_mask, other=0.0)
+                pr, pi = _load_complex_tile(p_base, start_m, k0, M, K, stride_pm, stride_pk,
+                                            BLOCK_M, BLOCK_K, P_UNIT)  # fmt: skip
+                qr, qi = _load_complex_tile(q_base, k0, start_n, K, N, stride_qk, stride_qn,
+                                            BLOCK_K, BLOCK_N, Q_UNIT)  # fmt: skip
                 if USE_DOT:
                     if HALF_DTYPE is not None:
                         pr = pr.to(HALF_DTYPE)
@@ -176,6 +213,7 @@ def default_config(m: int, n: int, k: int, f: int) -> dict:
             "BLOCK_K": bk,
             "FREQS": 1,
             "USE_DOT": True,
+            "SPLIT_LOAD": False,
             "num_warps": 4 if work <= 64 * 64 * 32 else 8,
             "num_stages": 3,
         }
@@ -213,6 +251,9 @@ _DOT_MENU = [
 ]
 
 
+_SPLIT_TILES = {(32, 32, 32), (64, 64, 32), (64, 128, 32), (128, 128, 32)}
+
+
 @lru_cache(maxsize=1024)
 def _candidate_configs(m: int, n: int, k: int, f: int) -> tuple[dict, ...]:
     base = default_config(m, n, k, f)
@@ -234,10 +275,16 @@ def _candidate_configs(m: int, n: int, k: int, f: int) -> tuple[dict, ...]:
                 "BLOCK_K": bk,
                 "FREQS": 1,
                 "USE_DOT": True,
+                "SPLIT_LOAD": False,
                 "num_warps": warps,
                 "num_stages": stages,
             }
         )
+    # The split-load layout variant (one contiguous load of re/im pairs, see _load_complex_tile)
+    # on a few of the tiles, so the tuner measures it against the two-stream loads.
+    for cfg in list(configs):
+        if (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]) in _SPLIT_TILES:
+            configs.append({**cfg, "SPLIT_LOAD": True})
     if base not in configs:
         configs.append(base)
     return tuple(configs)
@@ -310,6 +357,16 @@ def _operands(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int):
     raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
 
 
+def _unit_axis(stride_rows: int, stride_cols: int) -> int:
+    """Which tile axis holds unit-stride complex elements (real stride 2): 2 = columns, 1 = rows,
+    0 = neither (then the split load does not apply)."""
+    if stride_cols == 2:
+        return 2
+    if stride_rows == 2:
+        return 1
+    return 0
+
+
 def _rstrides(t: torch.Tensor) -> tuple[int, int, int]:
     """Strides of a complex ``[F, R, S]`` tensor in real elements of its ``view_as_real``."""
     return tuple(2 * s for s in t.stride())
@@ -366,6 +423,8 @@ def band_mac(
     half = _HALF.get(prec)
     interpret = a.device.type != "cuda"
     p_t, q_t, out_r = torch.view_as_real(p[0]), torch.view_as_real(q[0]), torch.view_as_real(out)
+    p_unit = _unit_axis(p[2], p[3])
+    q_unit = _unit_axis(q[2], q[3])
 
     def launch(cfg: dict) -> None:
         use_dot = bool(cfg["USE_DOT"]) and _use_dot(m, n, k)
@@ -377,6 +436,8 @@ def band_mac(
             tiles_m, tiles_n,
             BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
             FREQS=cfg["FREQS"], USE_DOT=use_dot,
+            P_UNIT=p_unit if cfg.get("SPLIT_LOAD") else 0,
+            Q_UNIT=q_unit if cfg.get("SPLIT_LOAD") else 0,
             INPUT_PRECISION="ieee" if half is not None else prec,
             HALF_DTYPE=half, EMULATE_HALF=interpret, ACC_DTYPE=acc,
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],

@@ -243,3 +243,34 @@ def test_band_mac_launches_on_operand_device():
     assert_close_rel(
         torch.view_as_real(out), torch.view_as_real(_reference_mac("fwd", a, b, 1)), 1e-5, "cuda:1"
     )
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["contig", "strided"])
+@pytest.mark.parametrize("mode", ["fwd", "dx", "dw"])
+@pytest.mark.parametrize(
+    "shape,use_dot",
+    [
+        pytest.param((3, 17, 32, 48, 1), True, id="f3-b17-c32-o48-dot"),
+        pytest.param((2, 33, 40, 20, 2), True, id="f2-b33-c40-o20-g2-dot"),
+        pytest.param((3, 5, 6, 10, 2), False, id="f3-b5-c6-o10-g2-small"),
+    ],
+)
+def test_band_mac_split_load_variant(shape, use_dot, mode, transposed, poison_empty):
+    """The split-load layout variant (one contiguous load of re/im pairs where an axis is
+    unit-stride) computes the same as the reference, and falls back on non-unit layouts."""
+    f, bsz, c, o, groups = shape
+    a, b = _operands(mode, f, bsz, c, o, groups, torch.complex64, DEVICE, transposed)
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "FREQS": 2, "USE_DOT": use_dot,
+           "SPLIT_LOAD": True, "num_warps": 4, "num_stages": 2}  # fmt: skip
+    out = band_mac(mode, a, b, groups, precision="ieee", config=cfg)
+    assert_close_rel(
+        torch.view_as_real(out), torch.view_as_real(_reference_mac(mode, a, b, groups)), 1e-5, mode
+    )
+
+
+def test_split_load_candidates():
+    from bltriton.kernels.band_mac import candidate_configs, default_config
+
+    configs = candidate_configs(128, 64, 64, 325)
+    assert any(c["SPLIT_LOAD"] for c in configs) and not default_config(128, 64, 64, 325)["SPLIT_LOAD"]
+    assert len({tuple(sorted(c.items())) for c in configs}) == len(configs)
