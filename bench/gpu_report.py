@@ -169,10 +169,7 @@ def tuned_vs_default() -> list[dict]:
         for mode, (a, bb) in {"fwd": (x, w), "dx": (gr, w), "dw": (x, gr)}.items():
             _, _, _, _, m, n, k = bm._operands(mode, a, bb, g)
             default = bm.default_config(m, n, k, f)
-            bm.band_mac(mode, a, bb, g)  # tunes (or reads the cache)
-            tuned = bm._tuned_config(
-                mode, m, n, k, f, g, bm.resolve_precision(a.dtype, a.device, None), a, lambda cfg: None
-            )
+            _, tuned = bm.band_mac(mode, a, bb, g, return_config=True)  # tunes or reads the cache
             t_def = triton.testing.do_bench(
                 lambda mode=mode, a=a, bb=bb, g=g, default=default: bm.band_mac(
                     mode, a, bb, g, config=default

@@ -394,7 +394,8 @@ def band_mac(
     *,
     precision: str | None = None,
     config: dict | None = None,
-) -> torch.Tensor:
+    return_config: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """Band contraction on Triton.
 
     Args:
@@ -407,17 +408,18 @@ def band_mac(
         precision: ``None`` (follow torch's tf32 flag), ``"ieee"``, ``"tf32"``, ``"bf16"``,
             ``"fp16"`` (half operands, fp32 accumulation).
         config: launch config (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_K``, ``FREQS``, ``USE_DOT``,
-            ``num_warps``, ``num_stages``); ``None`` asks the autotuner (heuristic default on the
-            interpreter or with ``BLTRITON_AUTOTUNE=0``).
+            ``SPLIT_LOAD``, ``num_warps``, ``num_stages``); ``None`` asks the autotuner
+            (heuristic default on the interpreter or with ``BLTRITON_AUTOTUNE=0``).
+        return_config: also return the config that ran (e.g. the tuner's choice).
 
     Returns:
-        The complex result, contiguous, on ``a``'s device.
+        The complex result, contiguous, on ``a``'s device (and the config, if asked).
     """
     _check(mode, a, b, groups)
     out, p, q, o_strides, m, n, k = _operands(mode, a, b, groups)
     f = a.shape[0]
     if out.numel() == 0:
-        return out
+        return (out, {}) if return_config else out
     prec = resolve_precision(a.dtype, a.device, precision)
     acc = tl.float64 if a.dtype == torch.complex128 else tl.float32
     half = _HALF.get(prec)
@@ -448,7 +450,7 @@ def band_mac(
         if config is None:
             config = _tuned_config(mode, m, n, k, f, groups, prec, a, launch)
         launch(config)
-    return out
+    return (out, config) if return_config else out
 
 
 def _tuned_config(mode, m, n, k, f, groups, prec, a, launch) -> dict:

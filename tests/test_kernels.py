@@ -274,3 +274,11 @@ def test_split_load_candidates():
     configs = candidate_configs(128, 64, 64, 325)
     assert any(c["SPLIT_LOAD"] for c in configs) and not default_config(128, 64, 64, 325)["SPLIT_LOAD"]
     assert len({tuple(sorted(c.items())) for c in configs}) == len(configs)
+
+
+def test_band_mac_returns_the_config_that_ran():
+    a, b = _operands("fwd", 2, 3, 4, 5, 1, torch.complex64, DEVICE, False)
+    out, cfg = band_mac("fwd", a, b, 1, return_config=True)
+    assert torch.equal(out, band_mac("fwd", a, b, 1, config=cfg))
+    if DEVICE == "cpu":  # the interpreter never tunes: the heuristic default ran
+        assert cfg == band_mac_mod.default_config(3, 5, 4, 2)

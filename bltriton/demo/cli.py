@@ -310,9 +310,6 @@ def _main(args: argparse.Namespace, preset_name: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the stand-alone parser (``python -m bltriton.demo demo --quick``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+    from bltriton.__main__ import run
+
+    return run(build_parser(), argv)
