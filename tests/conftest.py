@@ -28,6 +28,7 @@ def pytest_collection_modifyitems(config, items):
 def _fresh_seed(request):
     """A different seed per test (fresh random inputs every check), printed on failure."""
     seed = abs(hash(request.node.nodeid)) % (2**31)
+    print(f"torch seed {seed}")  # shown with the captured output of a failing test
     torch.manual_seed(seed)
     yield
 
