@@ -13,6 +13,7 @@ import time
 import torch
 from torch import nn
 
+from bltriton._env import BACKENDS
 from bltriton.nn import BLConv1d, BLConv2d
 
 
@@ -90,6 +91,6 @@ def _cmd(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("check", help="short forward/backward self-check against torch")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--backend", default=None, choices=["auto", "torch", "triton"])
+    p.add_argument("--backend", default=None, choices=BACKENDS)
     p.add_argument("--repeat", type=int, default=5)
     p.set_defaults(func=_cmd)
