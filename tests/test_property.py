@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from bltriton import bl_conv1d, bl_conv2d
 from bltriton.reference import bl_conv_reference
-from tests.helpers import assert_close_rel
+from tests.helpers import assert_close_rel, rel_err
 
 MODES = ["zeros", "reflect", "replicate", "circular"]
 
@@ -70,6 +70,15 @@ def _torch_conv(cfg, x, w, bias):
     return conv(x_pad, w, bias, cfg["stride"], 0, cfg["dilation"], cfg["g"])
 
 
+def _assert_close(out, ref, scale, tol, what):
+    """Relative error, with a floor for outputs that are zero up to rounding (a stride that
+    lands only on padding): there ``||ref||`` is noise, so compare with the operands' scale."""
+    if float(ref.detach().norm()) > 1e-6 * scale:
+        assert_close_rel(out, ref, tol, what)
+    else:
+        assert float((out.detach() - ref.detach()).norm()) <= tol * scale, f"{what}: {rel_err(out, ref)}"
+
+
 def check_config(cfg):
     ndim, unbatched = cfg["ndim"], cfg["unbatched"]
     dt = torch.float64
@@ -94,13 +103,14 @@ def check_config(cfg):
             groups=cfg["g"], padding_mode=cfg["mode"], compress_rate=cfg["rate"], energy=cfg["energy"],
             fft_size=cfg["fft_size"],
         )  # fmt: skip
-    assert_close_rel(y, y_ref, 1e-10, f"output {cfg}")
+    scale = float(x.detach().norm() * w.detach().norm()) + 1.0
+    _assert_close(y, y_ref, scale, 1e-10, f"output {cfg}")
     gy = torch.randn_like(y)
     inputs = [x, w] + ([bias] if bias is not None else [])
     for name, a, r in zip(
         ["dx", "dw", "db"], torch.autograd.grad(y, inputs, gy), torch.autograd.grad(y_ref, inputs, gy)
     ):
-        assert_close_rel(a, r, 1e-9, f"{name} {cfg}")
+        _assert_close(a, r, scale * float(gy.norm()) + 1.0, 1e-9, f"{name} {cfg}")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
