@@ -20,21 +20,25 @@ import torch
 from bench.models import MODELS, infer_fn, inputs, make_variant, saved_bytes, train_step_fn
 
 
-def interleaved_medians(fns: dict[str, object], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per callable, timed round-robin."""
+def interleaved_medians(
+    fns: dict[str, object], rounds: int, warmup: int = 2, clock=time.perf_counter
+) -> dict[str, float]:
+    """Median seconds per callable, timed round-robin with ``clock``."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def run(model: str, batch: int, rates: list[float], mode: str, rounds: int, **band_kwargs) -> list[dict]:
+def run(
+    model: str, batch: int, rates: list[float], mode: str, rounds: int, clock=time.perf_counter, **band_kwargs
+) -> list[dict]:
     """Rows ``{variant, ms, ratio, saved, saved_ratio}`` for one model, batch and mode."""
     case = MODELS[model]
     torch.manual_seed(0)
@@ -47,7 +51,7 @@ def run(model: str, batch: int, rates: list[float], mode: str, rounds: int, **ba
         fns = {k: train_step_fn(m, x, target) for k, m in variants.items()}
     else:
         fns = {k: infer_fn(m, x) for k, m in variants.items()}
-    med = interleaved_medians(fns, rounds)
+    med = interleaved_medians(fns, rounds, clock=clock)
     rows = []
     saved_nn = saved_bytes(variants["nn"], x, target) if mode == "train" else None
     for k, m in variants.items():
@@ -66,7 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", nargs="+", type=float, default=[0.0, 0.5, 0.75])
     parser.add_argument("--mode", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall time, or this process's CPU time (with --threads 1: the work done, robust to a "
+        "machine shared with other jobs)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.rounds} interleaved\n"
     )
@@ -76,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         batches = args.batch or ([8, 32] if model == "resnet18" else [16, 64])
         for batch in batches:
             for mode in args.mode:
-                for row in run(model, batch, args.rates, mode, args.rounds):
+                for row in run(model, batch, args.rates, mode, args.rounds, clock):
                     saved = (
                         f"{row['saved'] / 2**20:.1f} | {row['saved_ratio']:.2f}×"
                         if "saved" in row

@@ -40,13 +40,16 @@ def conv_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, tupl
     return seen
 
 
+CLOCK = time.perf_counter
+
+
 def _med(fn, reps: int) -> float:
     fn()
     t = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        t.append(time.perf_counter() - t0)
+        t.append(CLOCK() - t0)
     return statistics.median(t) * 1e3
 
 
@@ -113,9 +116,9 @@ def layer_rows(model_name: str, batch: int, rate: float, reps: int) -> list[dict
         t = {k: [] for k in fns}
         for _ in range(reps):
             for name, fn in fns.items():
-                t0 = time.perf_counter()
+                t0 = CLOCK()
                 fn()
-                t[name].append(time.perf_counter() - t0)
+                t[name].append(CLOCK() - t0)
         nn_ms, bl_ms = (statistics.median(t[k]) * 1e3 for k in ("nn", "bl"))
         stages = stage_times(bl, xi.detach(), reps)
         rows.append(dict(key=key, count=count, conv=conv, band=bl.last_band, nn=nn_ms, bl=bl_ms, **stages))
@@ -128,10 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rate", type=float, default=0.5)
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="see bench.ab_models")
     args = parser.parse_args(argv)
+    global CLOCK
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     rows = layer_rows(args.model, args.batch, args.rate, args.reps)
     print(
-        f"{args.model} batch {args.batch}, rate {args.rate}, median of {args.reps} (ms), fwd+bwd per layer\n"
+        f"{args.model} batch {args.batch}, rate {args.rate}, median of {args.reps} "
+        f"(ms, {args.clock} clock, {torch.get_num_threads()} threads), fwd+bwd per layer\n"
     )
     print("| layer | × | F | nn | BL | BL/nn | " + " | ".join(STAGES) + " | rest | limit |")
     print("|---|---|---|---|---|---|" + "---|" * (len(STAGES) + 2))
