@@ -227,7 +227,8 @@ class SignalPlan:
             return self._last_axis_inv(yb, conj).contiguous()
         # conj(E)·conj(Z) = conj(E·Z): the row stage keeps the conjugate, the column stage undoes it.
         rows_out, cols = self.length[0], self.band.cols
-        spec = (self._row_operand(conj, True) @ yb.reshape(self.band.kept_rows, -1)).view(rows_out, cols, b, o)
+        spec = self._row_operand(conj, True) @ yb.reshape(self.band.kept_rows, -1)
+        spec = spec.view(rows_out, cols, b, o)
         return self._last_axis_inv(spec, conj).permute(1, 2, 0, 3).contiguous()
 
     def _last_axis_inv(self, spec: torch.Tensor, conj: bool) -> torch.Tensor:
