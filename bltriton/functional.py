@@ -9,7 +9,7 @@ it, so a new argument (a save policy, a cached filter band) is one more keyword 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +42,13 @@ def bl_conv_with_band(
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
+    band_fn: Callable[[torch.Tensor, tuple[int, ...]], Band] | None = None,
 ) -> tuple[torch.Tensor, Band]:
     """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
 
     Arguments and shapes as :func:`bl_conv1d`/:func:`bl_conv2d`. The band is reported so a module
-    can show its measured kept fraction.
+    can show its measured kept fraction. ``band_fn(x_pad, n)``, when given, chooses the band
+    instead of ``compress_rate``/``energy`` (the modules' energy mode, :mod:`bltriton.energy`).
     """
     conv = f"bl_conv{ndim}d"
     out_dtype = check_tensors(conv, ndim, input, weight, bias)
@@ -60,7 +62,7 @@ def bl_conv_with_band(
     if _env.check_finite():
         _raise_if_not_finite(conv, input=x, weight=weight, bias=bias)
     x_pad = pad_input(x, geo.pads, padding_mode)
-    band = _choose_band(x_pad, n, rate, energy)
+    band = band_fn(x_pad, n) if band_fn is not None else _choose_band(x_pad, n, rate, energy)
     if x_pad.numel() == 0 or weight.numel() == 0:
         y = _empty_conv(x_pad, weight, bias, geo)  # nothing to transform: torch's own shapes/errors
     else:

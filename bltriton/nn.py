@@ -16,6 +16,7 @@ from torch.overrides import has_torch_function_variadic
 
 from bltriton import functional as BF
 from bltriton._env import BACKENDS
+from bltriton.energy import band_chooser
 from bltriton.spectral import Band, check_energy, check_fft_size, check_rate
 
 __all__ = ["BLConv1d", "BLConv2d", "BLConvMixin", "convert", "is_band_limited", "set_compress_rate"]
@@ -94,7 +95,10 @@ class BLConvMixin:
             # FX tracing (or a tensor subclass): one call of the functional entry, no band recorded.
             entry = BF.bl_conv2d if self._ndim == 2 else BF.bl_conv1d
             return entry(input, self.weight, self.bias, **self._conv_kwargs())
-        y, band = BF.bl_conv_with_band(input, self.weight, self.bias, ndim=self._ndim, **self._conv_kwargs())
+        band_fn = band_chooser(self)  # the energy mode's state; None: the fixed rate
+        y, band = BF.bl_conv_with_band(
+            input, self.weight, self.bias, ndim=self._ndim, band_fn=band_fn, **self._conv_kwargs()
+        )
         self.last_band = band
         return y
 
