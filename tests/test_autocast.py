@@ -91,3 +91,12 @@ def test_cuda_grad_scaler_trains():
         scaler.update()
         losses.append(float(loss))
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_backward_inside_autocast():
+    """A backward called inside the autocast region runs the op's transforms in fp32 too."""
+    layer = BLConv2d(3, 4, 3, padding=1, compress_rate=0.5)
+    x = torch.randn(2, 3, 10, 10, requires_grad=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        layer(x).float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and layer.weight.grad.dtype == torch.float32
