@@ -16,7 +16,7 @@ from torch.overrides import has_torch_function_variadic
 
 from bltriton import functional as BF
 from bltriton._env import BACKENDS
-from bltriton.energy import band_chooser
+from bltriton.energy import EnergyBand, band_chooser
 from bltriton.spectral import Band, check_energy, check_fft_size, check_rate
 
 __all__ = ["BLConv1d", "BLConv2d", "BLConvMixin", "convert", "is_band_limited", "set_compress_rate"]
@@ -261,6 +261,7 @@ def set_compress_rate(model: nn.Module, compress_rate: float) -> nn.Module:
 
 
 # A whole converted model saved with torch.save loads with torch.load(weights_only=True) without
-# the user allow-listing bltriton's classes: the layers and the Band they keep from their last call
-# hold only plain data (numbers, strings, tuples, tensors), nothing that runs code on unpickling.
-torch.serialization.add_safe_globals([BLConv1d, BLConv2d, Band])
+# the user allow-listing bltriton's classes: the layers, the Band they keep from their last call and
+# the energy mode's state hold only plain data (numbers, strings, tuples, tensors), nothing that
+# runs code on unpickling.
+torch.serialization.add_safe_globals([BLConv1d, BLConv2d, Band, EnergyBand])
