@@ -43,6 +43,14 @@ class _BLConvMixin:
         self.backend = backend
         self.last_band = None
 
+    def __prepare_scriptable__(self):
+        """Called by ``torch.jit.script`` on every submodule before compiling it: say clearly
+        that TorchScript cannot compile the layer (its band arguments and custom op are Python)."""
+        raise RuntimeError(
+            f"bltriton: torch.jit.script cannot compile {type(self).__name__} (TorchScript does not "
+            "support the band-limited op); use torch.compile, or torch.export.export for a saved graph"
+        )
+
     @property
     def compress_rate(self) -> float:
         """Fraction of the spectrum discarded, in ``[0, 1)``; can be changed between calls."""

@@ -3,10 +3,12 @@ fake implementations match the real ops exactly (``torch.library.opcheck``)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from bltriton import BLConv2d
+from bltriton import BLConv1d, BLConv2d
 from bltriton.autograd import ConvSpec, _band_conv_backward_op, _band_conv_op, _op_kwargs
 from bltriton.spectral import band_for_rate
 from tests.helpers import assert_close_rel
@@ -45,11 +47,11 @@ def _op_inputs(b, c, o, g, padded, kernel, stride, dilation, rate, save_band, dt
     ("b", "c", "o", "g", "padded", "kernel", "stride", "dilation", "rate", "save"), OPCHECK_CASES
 )
 def test_forward_op_passes_opcheck(b, c, o, g, padded, kernel, stride, dilation, rate, save):
+    """The op's autograd is bltriton.autograd._BandConv (checked by the compiled training
+    tests); here the op itself: schema, fake vs real (sizes, strides, dtypes), dynamic shapes."""
     spec, x, w, bias = _op_inputs(b, c, o, g, padded, kernel, stride, dilation, rate, save)
-    for t in (x, w, bias):
-        t.requires_grad_()
     torch.library.opcheck(_band_conv_op, (x, w, bias), _op_kwargs(spec))
-    torch.library.opcheck(_band_conv_op, (x.detach(), w.detach(), None), _op_kwargs(spec))
+    torch.library.opcheck(_band_conv_op, (x, w, None), _op_kwargs(spec))
 
 
 @pytest.mark.parametrize(
@@ -83,3 +85,68 @@ def test_compile_fullgraph_matches_eager():
     g_e = torch.autograd.grad(y_e, (x, layer.weight), gy)
     for a, b in zip(g_c, g_e):
         assert_close_rel(a, b, 1e-6, "compiled gradient")
+
+
+# ------------------------------------------------------------------------------------------
+# Training under the default inductor backend. Compiles are slow on a CPU: one tiny model per
+# dimensionality and mode, compiled once per module (fixture) and reused by the checks.
+# ------------------------------------------------------------------------------------------
+
+
+class TinyNet(torch.nn.Module):
+    """A 2D and a 1D branch of band-limited layers (strided, grouped), one compiled graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.c2a = BLConv2d(2, 4, 3, padding=1, compress_rate=0.5, backend="torch")
+        self.c2b = BLConv2d(4, 4, 3, stride=2, groups=2, compress_rate=0.25, backend="torch")
+        self.c1 = BLConv1d(2, 3, 5, padding=2, bias=False, compress_rate=0.5, backend="torch")
+
+    def forward(self, x2, x1):
+        y2 = self.c2b(torch.relu(self.c2a(x2)))
+        return y2.square().mean() + self.c1(x1).square().mean()
+
+
+def _train_steps(model, batches, compiled=None):
+    run = model if compiled is None else compiled
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses, grads = [], []
+    for x2, x1 in batches:
+        opt.zero_grad()
+        loss = run(x2, x1)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        opt.step()
+        losses.append(loss.detach())
+    return losses, grads
+
+
+@pytest.mark.parametrize("dynamic", [False], ids=["static"])
+def test_inductor_trains_like_eager(dynamic):
+    """fwd+bwd+step, fullgraph (a graph break raises), default inductor backend: the same losses,
+    gradients and parameters as eager; a second batch size reuses or recompiles without error
+    (with ``dynamic=True`` the batch stays symbolic)."""
+    torch._dynamo.reset()
+    model = TinyNet()
+    ref = copy.deepcopy(model)
+    batches = [(torch.randn(b, 2, 8, 7), torch.randn(b, 2, 12)) for b in (2, 2, 3)]
+    compiled = torch.compile(model, fullgraph=True, dynamic=dynamic)
+    losses_c, grads_c = _train_steps(model, batches, compiled)
+    losses_e, grads_e = _train_steps(ref, batches)
+    for step, (lc, le, gc, ge) in enumerate(zip(losses_c, losses_e, grads_c, grads_e)):
+        assert_close_rel(lc, le, 1e-5, f"loss at step {step}")
+        for g_c, g_e in zip(gc, ge):
+            assert_close_rel(g_c, g_e, 1e-5, f"gradient at step {step}")
+    for p_c, p_e in zip(model.parameters(), ref.parameters()):
+        assert_close_rel(p_c, p_e, 1e-5, "parameters after training")
+
+
+def test_energy_under_compile_says_what_to_do():
+    torch._dynamo.reset()
+    layer = BLConv2d(2, 3, 3, padding=1, energy=0.9, backend="torch")
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    with pytest.raises(Exception, match=r"energy=.*compress_rate=.*torch.compiler.disable"):
+        compiled(torch.randn(1, 2, 8, 8))
+    layer.forward = torch.compiler.disable(layer.forward)  # the documented way out
+    x = torch.randn(1, 2, 8, 8)
+    assert_close_rel(torch.compile(layer, backend="eager")(x), layer(x), 0.0, "energy layer kept out")
