@@ -7,8 +7,9 @@ import copy
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from bltriton import BLConv1d, BLConv2d
+from bltriton import BLConv1d, BLConv2d, set_compress_rate
 from bltriton.autograd import ConvSpec, _band_conv_backward_op, _band_conv_op, _op_kwargs
 from bltriton.spectral import band_for_rate
 from tests.helpers import assert_close_rel
@@ -94,13 +95,15 @@ def test_compile_fullgraph_matches_eager():
 
 
 class TinyNet(torch.nn.Module):
-    """A 2D and a 1D branch of band-limited layers (strided, grouped), one compiled graph."""
+    """A 2D and a 1D branch of band-limited layers (strided, grouped), one compiled graph. The
+    input channels (5) differ from the batch sizes: under ``dynamic=True`` dynamo gives equal
+    sizes one symbol, and the channel check would then specialise the batch too."""
 
     def __init__(self):
         super().__init__()
-        self.c2a = BLConv2d(2, 4, 3, padding=1, compress_rate=0.5, backend="torch")
+        self.c2a = BLConv2d(5, 4, 3, padding=1, compress_rate=0.5, backend="torch")
         self.c2b = BLConv2d(4, 4, 3, stride=2, groups=2, compress_rate=0.25, backend="torch")
-        self.c1 = BLConv1d(2, 3, 5, padding=2, bias=False, compress_rate=0.5, backend="torch")
+        self.c1 = BLConv1d(5, 3, 5, padding=2, bias=False, compress_rate=0.5, backend="torch")
 
     def forward(self, x2, x1):
         y2 = self.c2b(torch.relu(self.c2a(x2)))
@@ -121,18 +124,29 @@ def _train_steps(model, batches, compiled=None):
     return losses, grads
 
 
-@pytest.mark.parametrize("dynamic", [False], ids=["static"])
+@pytest.mark.parametrize(
+    "dynamic", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["static", "dynamic"]
+)
 def test_inductor_trains_like_eager(dynamic):
     """fwd+bwd+step, fullgraph (a graph break raises), default inductor backend: the same losses,
-    gradients and parameters as eager; a second batch size reuses or recompiles without error
-    (with ``dynamic=True`` the batch stays symbolic)."""
+    gradients and parameters as eager over batches of 2, 2, 3 and then at another compress rate
+    (the rate is a guarded constant, never a symbolic float). With ``dynamic=True`` the batch
+    stays symbolic: one graph for the three batches."""
     torch._dynamo.reset()
+    counters.clear()
     model = TinyNet()
     ref = copy.deepcopy(model)
-    batches = [(torch.randn(b, 2, 8, 7), torch.randn(b, 2, 12)) for b in (2, 2, 3)]
+    batches = [(torch.randn(b, 5, 8, 7), torch.randn(b, 5, 12)) for b in (2, 2, 3)]
     compiled = torch.compile(model, fullgraph=True, dynamic=dynamic)
     losses_c, grads_c = _train_steps(model, batches, compiled)
     losses_e, grads_e = _train_steps(ref, batches)
+    if dynamic:
+        assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    for m in (model, ref):
+        set_compress_rate(m, 0.75)
+    batch = [(torch.randn(3, 5, 8, 7), torch.randn(3, 5, 12))]
+    for (lc, gc), (le, ge) in ((_train_steps(model, batch, compiled), _train_steps(ref, batch)),):
+        losses_c, losses_e, grads_c, grads_e = losses_c + lc, losses_e + le, grads_c + gc, grads_e + ge
     for step, (lc, le, gc, ge) in enumerate(zip(losses_c, losses_e, grads_c, grads_e)):
         assert_close_rel(lc, le, 1e-5, f"loss at step {step}")
         for g_c, g_e in zip(gc, ge):
@@ -150,3 +164,22 @@ def test_energy_under_compile_says_what_to_do():
     layer.forward = torch.compiler.disable(layer.forward)  # the documented way out
     x = torch.randn(1, 2, 8, 8)
     assert_close_rel(torch.compile(layer, backend="eager")(x), layer(x), 0.0, "energy layer kept out")
+
+
+def test_rate_stays_a_guarded_constant_after_copy_and_pickle():
+    """The rate is stored as a float subclass that dynamo specialises; deep copies and pickles
+    (which store a plain float, loadable with ``weights_only=True``) get it back on load."""
+    import pickle
+
+    from bltriton.nn import _Rate
+
+    layer = BLConv2d(2, 3, 3, compress_rate=0.5)
+    for copied in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert type(copied._compress_rate) is _Rate and copied.compress_rate == 0.5
+    assert pickle.loads(pickle.dumps(layer._compress_rate)).__class__ is float
+
+
+def test_energy_under_export_says_what_to_do():
+    layer = BLConv2d(2, 3, 3, padding=1, energy=0.9, backend="torch")
+    with pytest.raises(Exception, match=r"energy=.*compress_rate="):
+        torch.export.export(layer, (torch.randn(1, 2, 8, 8),))
