@@ -22,6 +22,7 @@ __all__ = [
     "band_for_rate",
     "band_index_candidates",
     "check_rate",
+    "column_weights",
     "energy_band",
     "fast_length",
     "fft_lengths",
@@ -148,6 +149,17 @@ class Band:
         return [r if r < self.rows_top else r - nh for r in self.kept_row_indices().tolist()]
 
 
+def column_weights(n: int, cols: int) -> torch.Tensor:
+    """Weight of each of the first ``cols`` columns of a half spectrum of length ``n`` in a full-
+    spectrum sum (``irfft``, energy): 2 for a column whose conjugate the half layout implies, 1 for
+    column 0 and, for even ``n``, the Nyquist column ``n/2``. Float64 ``[cols]``."""
+    w = torch.full((cols,), 2.0, dtype=torch.float64)
+    w[0] = 1.0
+    if n % 2 == 0 and cols == n // 2 + 1:
+        w[-1] = 1.0
+    return w
+
+
 def check_rate(compress_rate: float) -> float:
     """Validate ``compress_rate`` (a fraction in ``[0, 1)``) and return it as a float."""
     if isinstance(compress_rate, bool) or not isinstance(compress_rate, (int, float)):
@@ -238,11 +250,7 @@ def energy_band(spectrum: torch.Tensor, n: tuple[int, ...], energy: float) -> Ba
     ndim = len(n)
     power = spectrum.detach().abs().square().sum(dim=tuple(range(spectrum.dim() - ndim)))
     n_half = n[-1] // 2 + 1
-    weight = torch.full((n_half,), 2.0, dtype=power.dtype, device=power.device)
-    weight[0] = 1.0
-    if n[-1] % 2 == 0:
-        weight[-1] = 1.0
-    power = power * weight
+    power = power * column_weights(n[-1], n_half).to(power.device, power.dtype)
     candidates = band_index_candidates(n)
     if ndim == 1:
         col_cum = power.cumsum(0)
