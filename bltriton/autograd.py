@@ -1,7 +1,9 @@
 """The differentiable op: the forward saves band spectra only (the input band, and the filter band
 unless recomputing it from the weight is cheaper than one contraction); the backward runs the
-masked gradient paths of DESIGN §1.7. Registered with ``torch.library`` so ``torch.compile`` keeps it
-whole.
+masked gradient paths of DESIGN §1.7. Forward and backward are two ``torch.library`` ops (fake
+implementations for shape propagation), so ``torch.compile`` and ``torch.export`` keep them whole;
+a ``torch.autograd.Function`` with ``setup_context`` ties them together, which also serves
+``torch.func``. Their ``vmap`` rules are in :mod:`bltriton.batching`.
 
 The padding is applied outside (by ``F.pad`` under autograd, which folds the gradient back through
 ``padding_mode``), so this op computes a *valid* band-limited correlation of an already

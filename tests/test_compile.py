@@ -24,7 +24,21 @@ OPCHECK_CASES = [
 ]
 
 
-def _op_inputs(b, c, o, g, padded, kernel, stride, dilation, rate, save_band, dtype=torch.float64):
+def _op_inputs(
+    b,
+    c,
+    o,
+    g,
+    padded,
+    kernel,
+    stride,
+    dilation,
+    rate,
+    save_band,
+    dtype=torch.float64,
+    backend="torch",
+    device="cpu",
+):
     from bltriton.spectral import fft_lengths
 
     ke = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
@@ -35,12 +49,12 @@ def _op_inputs(b, c, o, g, padded, kernel, stride, dilation, rate, save_band, dt
         stride=stride,
         dilation=dilation,
         groups=g,
-        backend="torch",
+        backend=backend,
         save_filter_band=save_band,
     )
-    x = torch.randn(b, c, *padded, dtype=dtype)
-    w = torch.randn(o, c // g, *kernel, dtype=dtype)
-    bias = torch.randn(o, dtype=dtype)
+    x = torch.randn(b, c, *padded, dtype=dtype, device=device)
+    w = torch.randn(o, c // g, *kernel, dtype=dtype, device=device)
+    bias = torch.randn(o, dtype=dtype, device=device)
     return spec, x, w, bias
 
 
@@ -73,6 +87,22 @@ def test_backward_op_passes_opcheck(b, c, o, g, padded, kernel, stride, dilation
     torch.library.opcheck(_band_conv_backward_op, (torch.randn_like(y), xb, filt), kwargs)
 
 
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["interpreter", "cuda"]
+)
+def test_ops_pass_opcheck_on_triton_backend(device):
+    """The triton contractions behind the same ops (the CPU interpreter without CUDA)."""
+    spec, x, w, bias = _op_inputs(
+        2, 4, 6, 2, (9, 8), (3, 2), (2, 1), (1, 1), 0.5, True, torch.float32, "triton", device
+    )
+    torch.library.opcheck(_band_conv_op, (x, w, bias), _op_kwargs(spec))
+    y, xb, wb = _band_conv_op(x, w, bias, **_op_kwargs(spec))
+    kwargs = {"x_shape": list(x.shape), "w_shape": list(w.shape), "need_x": True, "need_w": True}
+    torch.library.opcheck(
+        _band_conv_backward_op, (torch.randn_like(y), xb, wb), {**kwargs, **_op_kwargs(spec)}
+    )
+
+
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     layer = BLConv2d(3, 4, 3, padding=1, compress_rate=0.5, backend="torch")
@@ -99,11 +129,11 @@ class TinyNet(torch.nn.Module):
     input channels (5) differ from the batch sizes: under ``dynamic=True`` dynamo gives equal
     sizes one symbol, and the channel check would then specialise the batch too."""
 
-    def __init__(self):
+    def __init__(self, backend: str = "torch"):
         super().__init__()
-        self.c2a = BLConv2d(5, 4, 3, padding=1, compress_rate=0.5, backend="torch")
-        self.c2b = BLConv2d(4, 4, 3, stride=2, groups=2, compress_rate=0.25, backend="torch")
-        self.c1 = BLConv1d(5, 3, 5, padding=2, bias=False, compress_rate=0.5, backend="torch")
+        self.c2a = BLConv2d(5, 4, 3, padding=1, compress_rate=0.5, backend=backend)
+        self.c2b = BLConv2d(4, 4, 3, stride=2, groups=2, compress_rate=0.25, backend=backend)
+        self.c1 = BLConv1d(5, 3, 5, padding=2, bias=False, compress_rate=0.5, backend=backend)
 
     def forward(self, x2, x1):
         y2 = self.c2b(torch.relu(self.c2a(x2)))
@@ -125,18 +155,27 @@ def _train_steps(model, batches, compiled=None):
 
 
 @pytest.mark.parametrize(
-    "dynamic", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["static", "dynamic"]
+    ("dynamic", "device", "backend"),
+    [
+        (False, "cpu", "torch"),
+        pytest.param(True, "cpu", "torch", marks=pytest.mark.slow),
+        pytest.param(False, "cuda", "triton", marks=pytest.mark.gpu),
+        pytest.param(True, "cuda", "triton", marks=pytest.mark.gpu),
+    ],
+    ids=["static", "dynamic", "cuda-triton-static", "cuda-triton-dynamic"],
 )
-def test_inductor_trains_like_eager(dynamic):
+def test_inductor_trains_like_eager(dynamic, device, backend):
     """fwd+bwd+step, fullgraph (a graph break raises), default inductor backend: the same losses,
     gradients and parameters as eager over batches of 2, 2, 3 and then at another compress rate
     (the rate is a guarded constant, never a symbolic float). With ``dynamic=True`` the batch
     stays symbolic: one graph for the three batches."""
     torch._dynamo.reset()
     counters.clear()
-    model = TinyNet()
+    model = TinyNet(backend).to(device)
     ref = copy.deepcopy(model)
-    batches = [(torch.randn(b, 5, 8, 7), torch.randn(b, 5, 12)) for b in (2, 2, 3)]
+    batches = [
+        (torch.randn(b, 5, 8, 7, device=device), torch.randn(b, 5, 12, device=device)) for b in (2, 2, 3)
+    ]
     compiled = torch.compile(model, fullgraph=True, dynamic=dynamic)
     losses_c, grads_c = _train_steps(model, batches, compiled)
     losses_e, grads_e = _train_steps(ref, batches)
@@ -144,7 +183,7 @@ def test_inductor_trains_like_eager(dynamic):
         assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
     for m in (model, ref):
         set_compress_rate(m, 0.75)
-    batch = [(torch.randn(3, 5, 8, 7), torch.randn(3, 5, 12))]
+    batch = [(torch.randn(3, 5, 8, 7, device=device), torch.randn(3, 5, 12, device=device))]
     for (lc, gc), (le, ge) in ((_train_steps(model, batch, compiled), _train_steps(ref, batch)),):
         losses_c, losses_e, grads_c, grads_e = losses_c + lc, losses_e + le, grads_c + gc, grads_e + ge
     for step, (lc, le, gc, ge) in enumerate(zip(losses_c, losses_e, grads_c, grads_e)):

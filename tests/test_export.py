@@ -3,6 +3,7 @@ the exported program runs at other batch sizes with eager's values."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bltriton import BLConv1d, BLConv2d
@@ -36,3 +37,16 @@ def test_export_1d_dynamic_batch():
     ep = torch.export.export(layer, (torch.randn(3, 3, 20),), dynamic_shapes=({0: batch},))
     x = torch.randn(11, 3, 20)
     assert_close_rel(ep.module()(x), layer(x), 1e-6, "exported 1d layer")
+
+
+@pytest.mark.gpu
+def test_export_on_cuda_with_triton_backend():
+    model = torch.nn.Sequential(
+        BLConv2d(2, 4, 3, padding=1, compress_rate=0.5, backend="triton"),
+        torch.nn.ReLU(),
+        BLConv2d(4, 4, 3, stride=2, compress_rate=0.25, backend="triton"),
+    ).cuda()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    ep = torch.export.export(model, (torch.randn(4, 2, 9, 8, device="cuda"),), dynamic_shapes=({0: batch},))
+    x = torch.randn(6, 2, 9, 8, device="cuda")
+    assert_close_rel(ep.module()(x), model(x), 1e-5, "exported program on cuda")

@@ -82,13 +82,21 @@ def test_jacrev_matches_dense_reference(ndim):
     assert_close_rel(jw, rw, 1e-10, "d y / d w")
 
 
-@pytest.mark.parametrize("cls", [BLConv1d, BLConv2d])
-def test_per_sample_gradients_match_a_loop(cls):
+@pytest.mark.parametrize(
+    ("cls", "device", "backend"),
+    [
+        (BLConv1d, "cpu", "torch"),
+        (BLConv2d, "cpu", "torch"),
+        pytest.param(BLConv2d, "cuda", "triton", marks=pytest.mark.gpu),
+    ],
+    ids=["1d", "2d", "cuda-triton-2d"],
+)
+def test_per_sample_gradients_match_a_loop(cls, device, backend):
     ndim = 1 if cls is BLConv1d else 2
-    layer = cls(3, 4, 3, padding=1, stride=2, **KW).double()
+    layer = cls(3, 4, 3, padding=1, stride=2, compress_rate=0.5, backend=backend).to(device, F64)
     params = {k: v.detach() for k, v in layer.named_parameters()}
-    x = torch.randn(5, 3, *(10,) * ndim, dtype=F64)
-    target = torch.randn(5, 4, *(5,) * ndim, dtype=F64)
+    x = torch.randn(5, 3, *(10,) * ndim, dtype=F64, device=device)
+    target = torch.randn(5, 4, *(5,) * ndim, dtype=F64, device=device)
 
     def loss(p, xi, ti):
         return (functional_call(layer, p, (xi[None],)) - ti[None]).square().sum()
