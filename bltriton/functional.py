@@ -9,6 +9,7 @@ it, so a new argument (a save policy, a cached filter band) is one more keyword 
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -62,12 +63,15 @@ def bl_conv_with_band(
     if _env.check_finite():
         _raise_if_not_finite(conv, input=x, weight=weight, bias=bias)
     x_pad = pad_input(x, geo.pads, padding_mode)
+    if energy is not None:
+        _check_energy_not_traced(conv)
     band = band_fn(x_pad, n) if band_fn is not None else _choose_band(x_pad, n, rate, energy)
     if x_pad.numel() == 0 or weight.numel() == 0:
         y = _empty_conv(x_pad, weight, bias, geo)  # nothing to transform: torch's own shapes/errors
     else:
-        spec = geo.spec(band, backend_r, out_dtype)
-        y = band_conv(x_pad, weight, bias, spec)
+        y = band_conv(x_pad, weight, bias, geo.spec(band, backend_r, out_dtype))
+        if ndim == 2 and not unbatched and (_is_channels_last(input) or _is_channels_last(weight)):
+            y = y.contiguous(memory_format=torch.channels_last)  # as nn.Conv2d (one output-sized copy)
     return (y.squeeze(0) if unbatched else y), band
 
 
@@ -76,6 +80,32 @@ def bl_conv_with_band(
 # ------------------------------------------------------------------------------------------------
 
 _HALF_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _static_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
+    """Spatial sizes as Python ints. The band (FFT lengths, kept rows and columns) is derived
+    from them and must be static for the ops; under ``torch.compile(dynamic=True)`` this
+    specialises the spatial sizes (one graph per spatial size) while the batch stays dynamic."""
+    return tuple(operator.index(v) for v in sizes)
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    if t.dim() != 4:
+        return False
+    try:
+        return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    except RuntimeError:  # inside torch.vmap memory formats cannot be queried: keep the default
+        return False
+
+
+def _check_energy_not_traced(conv: str) -> None:
+    if torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"{conv}: energy= chooses the band from the input's values on the host at every call, "
+            "and the band sets tensor shapes, so torch.compile/torch.export cannot trace it. Use "
+            "compress_rate= (a fixed band) in compiled code, or keep this layer out of the graph "
+            "with torch.compiler.disable (e.g. layer.forward = torch.compiler.disable(layer.forward))."
+        )
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -230,13 +260,13 @@ def conv_geometry(
         raise ValueError(f"{conv}: bias must have shape [{out_channels}]; got {tuple(bias.shape)}")
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"{conv}: padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}")
-    kernel = tuple(weight.shape[2:])
+    kernel = _static_sizes(weight.shape[2:])
     if any(k < 1 for k in kernel):
         raise ValueError(f"{conv}: weight has an empty kernel {kernel}")
     stride_t = _int_tuple(stride, ndim, "stride", 1)
     dilation_t = _int_tuple(dilation, ndim, "dilation", 1)
     pads = _padding_pairs(padding, ndim, kernel, dilation_t, stride_t)
-    geo = ConvGeometry(tuple(x.shape[2:]), kernel, stride_t, dilation_t, pads, g)
+    geo = ConvGeometry(_static_sizes(x.shape[2:]), kernel, stride_t, dilation_t, pads, g)
     _check_padding_mode_limits(conv, padding_mode, geo)
     for axis, (lp, ke) in enumerate(zip(geo.padded, geo.effective_kernel)):
         if ke > lp:

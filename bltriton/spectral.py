@@ -164,8 +164,10 @@ def column_weights(n: int, cols: int) -> torch.Tensor:
 
 
 def _is_real_number(value: object) -> bool:
-    """Python and numpy ints/floats (``numbers.Real``), not bools: what torch accepts as a float."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    """Python and numpy ints/floats (``numbers.Real``; symbolic ones under ``torch.compile``), not
+    bools: what torch accepts as a float."""
+    real = isinstance(value, (numbers.Real, torch.SymFloat, torch.SymInt))
+    return real and not isinstance(value, (bool, np.bool_))
 
 
 def check_rate(compress_rate: float | None) -> float:
