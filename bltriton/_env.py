@@ -40,7 +40,7 @@ class EnvVarError(ValueError):
 #: The boolean variables: reading any one of them checks them all, so that a typo in one the
 #: current code path does not consult (``BLTRITON_FORCE_RETUNE=ture`` while tuning is off) is
 #: still reported at the first tuner call instead of surfacing later.
-_FLAGS = ("BLTRITON_AUTOTUNE", "BLTRITON_FORCE_RETUNE", "BLTRITON_PRINT_AUTOTUNING")
+_FLAGS = ("BLTRITON_AUTOTUNE", "BLTRITON_FORCE_RETUNE", "BLTRITON_PRINT_AUTOTUNING", "BLTRITON_CHECK_FINITE")
 
 
 def _parse_flag(name: str) -> bool:

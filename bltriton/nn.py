@@ -73,6 +73,13 @@ class BLConvMixin:
         self.backend = backend
         self.last_band = None
 
+    def __getstate__(self) -> dict:
+        # The rate is pickled as a plain float: torch.load(weights_only=True) allows floats but
+        # not a call of the float type (what _Rate.__reduce__ would write).
+        state = dict(super().__getstate__())
+        state["_compress_rate"] = float(state["_compress_rate"])
+        return state
+
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)  # unpickled or deep-copied: the rate came back a plain float
         self._compress_rate = _Rate(self._compress_rate)
