@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from bltriton import spectral
 from bltriton.spectral import Band, band_for_power, power_spectrum, quantize_band
 
 __all__ = [
@@ -61,12 +62,11 @@ def _check_positive_int(value: object, name: str, allow_none: bool = False) -> N
 
 
 def check_energy(energy: object) -> float:
-    """Validate ``energy`` (a fraction in ``(0, 1]``) and return it as a float."""
-    if isinstance(energy, bool) or not isinstance(energy, (int, float)):
-        raise TypeError(f"energy must be a float in (0, 1]; got {type(energy).__name__}")
-    if not (0.0 < float(energy) <= 1.0):
-        raise ValueError(f"energy must be in (0, 1] (fraction of spectrum energy kept); got {energy!r}")
-    return float(energy)
+    """Validate ``energy`` (a fraction in ``(0, 1]``, Python or numpy number; not ``None``) and
+    return it as a float (:func:`bltriton.spectral.check_energy`)."""
+    if energy is None:
+        raise TypeError("energy must be a float in (0, 1]; got NoneType")
+    return spectral.check_energy(energy)
 
 
 @dataclass

@@ -34,6 +34,7 @@ __all__ = [
     "fast_length",
     "fft_lengths",
     "kept_mask",
+    "next_pow2",
     "power_spectrum",
     "quantize_band",
     "rate_for_band",
@@ -55,8 +56,10 @@ def fast_length(n: int) -> int:
         m += 1
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
+def next_pow2(n: int) -> int:
+    """Smallest power of two ``>= n`` (1 for ``n <= 1``): the one such helper of the library
+    (the tuner buckets with it; the kernels use ``triton.next_power_of_2``)."""
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
 def fft_lengths(
@@ -79,7 +82,7 @@ def fft_lengths(
         return tuple(fast_length(lp) for lp in padded)
     if sizes == "paper":
         out = tuple(lp - ke + 1 for lp, ke in zip(padded, effective_kernel))
-        return tuple(_next_pow2(lp + max(o, ke) - 1) for lp, o, ke in zip(padded, out, effective_kernel))
+        return tuple(next_pow2(lp + max(o, ke) - 1) for lp, o, ke in zip(padded, out, effective_kernel))
     for axis, (s, lp) in enumerate(zip(sizes, padded)):
         if s < lp:
             raise ValueError(

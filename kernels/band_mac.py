@@ -188,10 +188,6 @@ def band_cmac_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
 def _use_dot(m: int, n: int, k: int) -> bool:
     return m >= 16 and n >= 16 and k >= 16
 
@@ -204,8 +200,8 @@ def default_config(m: int, n: int, k: int, f: int) -> dict:
     product, and several frequencies per program when one frequency is little work.
     """
     if _use_dot(m, n, k):
-        bm = min(64, max(16, _pow2(m)))
-        bn = min(64, max(16, _pow2(n)))
+        bm = min(64, max(16, triton.next_power_of_2(m)))
+        bn = min(64, max(16, triton.next_power_of_2(n)))
         bk = 32 if k >= 32 else 16
         work = bm * bn * bk
         return {
@@ -218,11 +214,11 @@ def default_config(m: int, n: int, k: int, f: int) -> dict:
             "num_warps": 4 if work <= 64 * 64 * 32 else 8,
             "num_stages": 3,
         }
-    bm = min(16, _pow2(m))
-    bn = min(16, _pow2(n))
-    bk = max(1, min(_pow2(k), 4096 // (bm * bn), 64))
+    bm = min(16, triton.next_power_of_2(m))
+    bn = min(16, triton.next_power_of_2(n))
+    bk = max(1, min(triton.next_power_of_2(k), 4096 // (bm * bn), 64))
     freqs = max(1, min(8, 2048 // max(1, m * n * max(1, min(k, bk)))))
-    freqs = min(freqs, _pow2(f))
+    freqs = min(freqs, triton.next_power_of_2(f))
     return {
         "BLOCK_M": bm,
         "BLOCK_N": bn,
@@ -261,13 +257,17 @@ def _candidate_configs(m: int, n: int, k: int, f: int) -> tuple[dict, ...]:
     if not base["USE_DOT"]:
         out = [base]
         for freqs in (1, 2, 4, 8, 16):
-            if freqs != base["FREQS"] and freqs <= _pow2(f):
+            if freqs != base["FREQS"] and freqs <= triton.next_power_of_2(f):
                 out.append({**base, "FREQS": freqs})
         return tuple(out)
     configs = []
     for bm, bn, bk, warps, stages in _DOT_MENU:
         # A tile more than twice the matrix only computes masked zeros.
-        if bm > max(16, _pow2(m)) or bn > max(16, _pow2(n)) or bk > max(16, _pow2(k)):
+        if (
+            bm > max(16, triton.next_power_of_2(m))
+            or bn > max(16, triton.next_power_of_2(n))
+            or bk > max(16, triton.next_power_of_2(k))
+        ):
             continue
         configs.append(
             {

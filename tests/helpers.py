@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -66,3 +75,38 @@ def check_against_reference(case, rate: float, backend: str, device="cpu") -> No
     grads_ref = torch.autograd.grad(y_ref, (x, w, bias), gy)
     for name, a, r in zip(["dx", "dw", "db"], grads, grads_ref):
         assert_close_rel(a, r, 1e-11, name)
+
+
+def child_env(cache_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["BLTRITON_CACHE_DIR"] = str(cache_dir)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    for name in ("BLTRITON_AUTOTUNE", "BLTRITON_FORCE_RETUNE", "BLTRITON_PRINT_AUTOTUNING"):
+        env.pop(name, None)
+    env.update(extra or {})
+    return env
+
+
+def run_autotune_child(
+    code: str,
+    cache_dir: Path,
+    args: list[str] | tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> dict[str, Any]:
+    """Run ``code`` in a fresh ``python -c`` process sharing ``cache_dir``; return the JSON
+    object the child printed on its last stdout line (e.g. ``{"stats": autotune.stats()}``).
+
+    A variant that tunes through the real Triton launch path (``TRITON_INTERPRET=1`` on CPU, or
+    CUDA) passes its own ``code`` and ``env={"TRITON_INTERPRET": "1"}``.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=child_env(cache_dir, env),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])

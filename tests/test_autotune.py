@@ -31,6 +31,7 @@ from bltriton.autotune import cli
 from bltriton.autotune import files as files_mod
 from bltriton.autotune import keys as keys_mod
 from bltriton.autotune import tuner as tuner_mod
+from tests.helpers import child_env, run_autotune_child
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "stub_kernel"
@@ -855,41 +856,6 @@ chosen = [
 ]
 print(json.dumps({"stats": autotune.stats(), "chosen": chosen}))
 """
-
-
-def child_env(cache_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["BLTRITON_CACHE_DIR"] = str(cache_dir)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    for name in ("BLTRITON_AUTOTUNE", "BLTRITON_FORCE_RETUNE", "BLTRITON_PRINT_AUTOTUNING"):
-        env.pop(name, None)
-    env.update(extra or {})
-    return env
-
-
-def run_autotune_child(
-    code: str,
-    cache_dir: Path,
-    args: list[str] | tuple[str, ...] = (),
-    env: dict[str, str] | None = None,
-    timeout: float = 120,
-) -> dict[str, Any]:
-    """Run ``code`` in a fresh ``python -c`` process sharing ``cache_dir``; return the JSON
-    object the child printed on its last stdout line (e.g. ``{"stats": autotune.stats()}``).
-
-    A variant that tunes through the real Triton launch path (``TRITON_INTERPRET=1`` on CPU, or
-    CUDA) passes its own ``code`` and ``env={"TRITON_INTERPRET": "1"}``.
-    """
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=child_env(cache_dir, env),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_cache_reused_by_the_next_process(tmp_path):

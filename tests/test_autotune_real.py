@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bltriton import _env
-from tests.test_autotune import run_autotune_child
+from tests.helpers import run_autotune_child
 
 REAL_CHILD_CODE = """
 import json, os

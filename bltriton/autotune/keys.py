@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bltriton import _env
+from bltriton.spectral import next_pow2
 
 CPU_DEVICE_NAME = "cpu-interpreter"
 
@@ -26,8 +27,7 @@ def bucket_pow2(n: int) -> int:
     """
     if isinstance(n, bool):
         raise TypeError(f"bucket_pow2 expects an int, got {n!r}")
-    n = operator.index(n)
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+    return next_pow2(operator.index(n))
 
 
 @dataclass(frozen=True)
