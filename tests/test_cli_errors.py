@@ -169,3 +169,16 @@ def test_command_line_mistake_has_no_traceback(tmp_path):
         "python -m bltriton tune: error: BLTRITON_AUTOTUNE must be one of 0/1, true/false, yes/no, "
         "on/off (any case) or unset; got 'maybe'"
     ]
+
+
+def test_every_variable_is_in_the_readme_and_every_flag_is_strict(monkeypatch):
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name in _env.VARIABLES:
+        assert f"| `{name}` |" in readme, f"{name} is missing from the README's table"
+    flags = [name for name, (default, _) in _env.VARIABLES.items() if default in ("0", "1")]
+    assert len(flags) >= 3
+    for name in flags:
+        monkeypatch.setenv(name, "maybe")
+        with pytest.raises(ValueError, match=name):
+            _env.check_flags()
+        monkeypatch.delenv(name)
