@@ -113,6 +113,39 @@ def band_conv_backward(
     return dx, dw
 
 
+def band_conv_jvp(
+    xb: torch.Tensor,
+    filt: torch.Tensor,
+    x_t: torch.Tensor | None,
+    w_t: torch.Tensor | None,
+    b_t: torch.Tensor | None,
+    spec: ConvSpec,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Forward-mode derivative from the saved bands: ``y`` is bilinear in ``(x, w)``, so
+    ``y_t = conv(x_t, w) + conv(x, w_t) + b_t``, summed in the band before one inverse transform.
+    ``filt`` is the saved filter band ``[F, O, Cg]`` or the weight; ``None`` tangents are zero."""
+    cdt = xb.real.dtype
+    yb = None
+    if x_t is not None:
+        wb = filt if filt.is_complex() else ops.weight_transform(filt.to(cdt), spec.band, spec.dilation)
+        xtb = ops.forward_transform(x_t.to(cdt), spec.band)
+        yb = ops.mac("fwd", xtb, wb, spec.groups, spec.backend, spec.precision)
+    if w_t is not None:
+        wtb = ops.weight_transform(w_t.to(cdt), spec.band, spec.dilation)
+        part = ops.mac("fwd", xb, wtb, spec.groups, spec.backend, spec.precision)
+        yb = part if yb is None else yb + part
+    if yb is None:
+        b = xb.shape[1]
+        o = b_t.shape[0]
+        y_t = xb.new_zeros((b, o, *(-(-f // s) for f, s in zip(spec.full_out, spec.stride))), dtype=cdt)
+    else:
+        y_t = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
+    if b_t is not None:
+        y_t = y_t + b_t.to(cdt).reshape(-1, *([1] * spec.band.ndim))
+    return y_t.to(out_dtype)
+
+
 # ------------------------------------------------------------------------------------------
 # torch.library registration: torch.compile sees one opaque op per direction (no graph break,
 # no tracing into torch.fft or Triton), with fake implementations for shape propagation.
@@ -286,6 +319,13 @@ def _filter_saved_as_band(spec: ConvSpec, need_x: bool) -> bool:
     return bool(spec.save_filter_band) and need_x
 
 
+_NO_DOUBLE_BACKWARD = (
+    "bltriton: double backward through a band-limited convolution (differentiating its gradient, "
+    "e.g. a gradient penalty, torch.func.hessian or a Hessian-vector product) is not supported. "
+    "First-order gradients (also with create_graph=True) and forward-mode derivatives are."
+)
+
+
 class _NoDoubleBackward(torch.autograd.Function):
     """Identity on a first-order gradient whose own backward raises: the backward op is not
     differentiable (it would need its own adjoint paths), and without this marker a second
@@ -303,11 +343,11 @@ class _NoDoubleBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, _):
-        raise RuntimeError(
-            "bltriton: double backward through a band-limited convolution (differentiating its "
-            "gradient, e.g. a gradient penalty or a Hessian-vector product) is not supported. "
-            "First-order gradients, including with create_graph=True, are."
-        )
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
+
+    @staticmethod
+    def jvp(ctx, _g_t, _dy_t):
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
 
 class _BandConv(torch.autograd.Function):
@@ -328,7 +368,16 @@ class _BandConv(torch.autograd.Function):
         ctx.spec = spec
         ctx.shapes = (list(x_pad.shape), list(weight.shape))
         ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
-        ctx.save_for_backward(xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
+        saved = (xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)  # the same tensors: no memory beyond the backward's
+        ctx.out_dtype = output[0].dtype
+
+    @staticmethod
+    def jvp(ctx, x_t, w_t, b_t, _spec_t):
+        xb, filt = ctx.saved_tensors
+        y_t = band_conv_jvp(xb, filt, x_t, w_t, b_t, ctx.spec, ctx.out_dtype)
+        return y_t, None, None
 
     @staticmethod
     def backward(ctx, dy, _dxb, _dwb):
