@@ -374,12 +374,6 @@ class _BandConv(torch.autograd.Function):
         ctx.out_dtype = output[0].dtype
 
     @staticmethod
-    def jvp(ctx, x_t, w_t, b_t, _spec_t):
-        xb, filt = ctx.saved_tensors
-        y_t = band_conv_jvp(xb, filt, x_t, w_t, b_t, ctx.spec, ctx.out_dtype)
-        return y_t, None, None
-
-    @staticmethod
     def backward(ctx, dy, _dxb, _dwb):
         xb, filt = ctx.saved_tensors
         x_dtype, w_dtype, b_dtype = ctx.dtypes
@@ -404,6 +398,17 @@ class _BandConv(torch.autograd.Function):
         db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype) if need_b else None
         grads = (dx.to(x_dtype) if need_x else None, dw.to(w_dtype) if need_w else None, db)
         return grads + (None,) * (len(ctx.needs_input_grad) - len(grads))  # the spec
+
+
+class _BandConvWithJvp(_BandConv):
+    """:class:`_BandConv` plus forward mode (``torch.func.jvp``/``jacfwd``). Separate because
+    dynamo refuses to trace a Function that defines ``jvp``: compiled code uses the parent."""
+
+    @staticmethod
+    def jvp(ctx, x_t, w_t, b_t, _spec_t):
+        xb, filt = ctx.saved_tensors
+        y_t = band_conv_jvp(xb, filt, x_t, w_t, b_t, ctx.spec, ctx.out_dtype)
+        return y_t, None, None
 
 
 def _filter_band_worth_saving(kernel: tuple[int, ...], batch: int | torch.SymInt) -> bool:
@@ -439,7 +444,8 @@ def band_conv(
         )
     if spec.save_filter_band is None:
         spec = replace(spec, save_filter_band=_filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
-    y, _, _ = _BandConv.apply(x_pad, weight, bias, spec)
+    function = _BandConv if torch.compiler.is_compiling() else _BandConvWithJvp
+    y, _, _ = function.apply(x_pad, weight, bias, spec)
     return y
 
 
