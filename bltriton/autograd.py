@@ -1,12 +1,19 @@
-"""The differentiable op: the forward saves band spectra only (the input band, and the filter band
-unless recomputing it from the weight is cheaper than one contraction); the backward runs the
-masked gradient paths of DESIGN §1.7. Registered with ``torch.library`` so ``torch.compile`` keeps it
-whole.
+"""The differentiable op: the forward computes the band-limited correlation and keeps what the
+backward needs (below); the backward runs the masked gradient paths of DESIGN §1.7. Registered
+with ``torch.library`` so ``torch.compile`` keeps it whole.
 
-The padding is applied outside (by ``F.pad`` under autograd, which folds the gradient back through
-``padding_mode``), so this op computes a *valid* band-limited correlation of an already
-padded input.
-"""
+Zero padding is folded into the transforms (the input is placed at an offset of the FFT grid, and
+the input gradient is evaluated only at the input's positions): no padded copy exists, and the op's
+input is the caller's tensor itself. Other padding modes are applied outside (by ``F.pad`` under
+autograd, which folds the gradient back through ``padding_mode``) and reach the op padded.
+
+What the backward keeps (``ConvSpec.save_input``; the functional API's ``save``, default
+``'input'``): a reference to the input and the weight, from which it recomputes both bands (one
+input transform and one filter transform more per backward). Both tensors are usually alive
+anyway (the input is the preceding ReLU's or batch norm's saved output, the weight a parameter),
+so the layer adds no saved bytes of its own. ``save_input=False`` saves the input band instead
+(smaller than the input at any rate > 0, and no recomputation), and the filter band when
+recomputing it would cost more than one contraction."""
 
 from __future__ import annotations
 
@@ -36,6 +43,12 @@ class ConvSpec:
         out_dtype: dtype of the output (the autocast dtype under autocast, else the input's).
         save_filter_band: save the filter band for the backward (else the weight, and the band
             is recomputed); ``None`` lets :func:`band_conv` decide from the kernel and batch.
+            Ignored when ``save_input``.
+        pad: zero padding folded into the transforms, ``(lo, hi)`` per axis flattened; the op's
+            input is then unpadded (``padded`` still counts the padding). ``()``: none.
+        save_input: the backward keeps the input and the weight and recomputes their bands
+            (see the module docstring); ``False`` saves the input band. The functional API's
+            default (``save='input'``) sets it.
     """
 
     band: Band
@@ -48,11 +61,25 @@ class ConvSpec:
     precision: str | None = None
     out_dtype: torch.dtype | None = None
     save_filter_band: bool | None = None
+    pad: tuple[int, ...] = ()
+    save_input: bool = False
 
     @property
     def full_out(self) -> tuple[int, ...]:
         """Stride-1 output length per axis."""
         return tuple(lp - d * (k - 1) for lp, k, d in zip(self.padded, self.kernel, self.dilation))
+
+    @property
+    def pad_lo(self) -> tuple[int, ...]:
+        """Leading zero padding per axis folded into the transforms (the input's offset)."""
+        return tuple(self.pad[0::2]) if self.pad else (0,) * len(self.padded)
+
+    @property
+    def input_len(self) -> tuple[int, ...]:
+        """Spatial length of the op's input (``padded`` minus the folded padding)."""
+        if not self.pad:
+            return self.padded
+        return tuple(lp - lo - hi for lp, lo, hi in zip(self.padded, self.pad[0::2], self.pad[1::2]))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -78,7 +105,7 @@ def band_conv_forward(
     """
     out_dtype = spec.out_dtype or x_pad.dtype
     cdt = _compute_dtype(x_pad.dtype)
-    xb = ops.forward_transform(x_pad.to(cdt), spec.band)
+    xb = ops.forward_transform(x_pad.to(cdt), spec.band, offset=spec.pad_lo)
     wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
     yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
     y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
@@ -100,11 +127,14 @@ def band_conv_backward(
     conjugate domain of :mod:`bltriton.ops`."""
     dx = dw = None
     if need_x or need_w:
-        gcb = ops.grad_transform(dy.to(xb.real.dtype), spec.band, spec.full_out, spec.stride)
+        rdt = _real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
+        gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride)
         if need_x:
             dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision)
             ones = (1,) * spec.band.ndim
-            dx = ops.inverse_transform(dxcb, spec.band, spec.padded, ones, conj_input=True)
+            dx = ops.inverse_transform(
+                dxcb, spec.band, spec.input_len, ones, conj_input=True, offset=spec.pad_lo
+            )
         if need_w:
             dwb = ops.mac("dw", xb, gcb, spec.groups, spec.backend, spec.precision)
             dw = ops.weight_from_band(dwb, spec.band, spec.kernel, spec.dilation)
@@ -136,6 +166,8 @@ def _op_kwargs(spec: ConvSpec) -> dict[str, object]:
         "precision": spec.precision,
         "out_dtype": spec.out_dtype,
         "save_filter_band": bool(spec.save_filter_band),
+        "pad": list(spec.pad),
+        "save_input": spec.save_input,
     }
 
 
@@ -152,12 +184,17 @@ def _spec_from_op(
     precision: str | None,
     out_dtype: torch.dtype | None,
     save_filter_band: bool,
+    pad: list[int],
+    save_input: bool,
 ) -> ConvSpec:
-    """The inverse of :func:`_op_kwargs`, given the padded input and weight shapes."""
+    """The inverse of :func:`_op_kwargs`, given the op's input and weight shapes."""
     ndim = len(n)
+    length = tuple(x_shape[-ndim:])
+    if pad:
+        length = tuple(x + lo + hi for x, lo, hi in zip(length, pad[0::2], pad[1::2]))
     return ConvSpec(
         band=Band(n=tuple(n), rows_top=band[0], rows_bottom=band[1], cols=band[2]),
-        padded=tuple(x_shape[-ndim:]),
+        padded=length,
         kernel=tuple(w_shape[-ndim:]),
         stride=tuple(stride),
         dilation=tuple(dilation),
@@ -166,6 +203,8 @@ def _spec_from_op(
         precision=precision,
         out_dtype=out_dtype,
         save_filter_band=save_filter_band,
+        pad=tuple(pad),
+        save_input=save_input,
     )
 
 
@@ -184,6 +223,8 @@ def _band_conv_op(
     precision: str | None,
     out_dtype: torch.dtype | None,
     save_filter_band: bool,
+    pad: list[int],
+    save_input: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y, xb, wb)`` of :func:`band_conv_forward`."""
     spec = _spec_from_op(
@@ -198,6 +239,8 @@ def _band_conv_op(
         precision=precision,
         out_dtype=out_dtype,
         save_filter_band=save_filter_band,
+        pad=pad,
+        save_input=save_input,
     )
     return band_conv_forward(x_pad, weight, bias, spec)
 
@@ -233,6 +276,8 @@ def _band_conv_backward_op(
     precision: str | None,
     out_dtype: torch.dtype | None,
     save_filter_band: bool,
+    pad: list[int],
+    save_input: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dx_pad, dw)`` in the compute dtype, contiguous; a gradient that is not needed comes back
     as its own empty tensor (two outputs may not share one). ``filt`` is the saved filter band
@@ -249,21 +294,28 @@ def _band_conv_backward_op(
         precision=precision,
         out_dtype=out_dtype,
         save_filter_band=save_filter_band,
+        pad=pad,
+        save_input=save_input,
     )
+    if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
+        cdt = _compute_dtype(xb.dtype)
+        xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo) if need_w else None
+    else:
+        cdt = _real_dtype(xb.dtype)
     wb = filt
     if need_x and not _filter_saved_as_band(spec, need_x):  # recompute the conjugate filter band
-        wb = ops.weight_transform(filt.to(xb.real.dtype), spec.band, spec.dilation)
+        wb = ops.weight_transform(filt.to(cdt), spec.band, spec.dilation)
     dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
     # weight_from_band gives the real part of a complex tensor (a strided view): the fake says
     # contiguous, and compiled graphs rely on the real op's strides matching it.
-    dx = dy.new_empty(0, dtype=xb.real.dtype) if dx is None else dx.contiguous()
-    dw = dy.new_empty(0, dtype=xb.real.dtype) if dw is None else dw.contiguous()
+    dx = dy.new_empty(0, dtype=cdt) if dx is None else dx.contiguous()
+    dw = dy.new_empty(0, dtype=cdt) if dw is None else dw.contiguous()
     return dx, dw
 
 
 @_band_conv_backward_op.register_fake
-def _(dy, xb, filt, *, x_shape, w_shape, need_x, need_w, **kwargs):
-    rdt = _real_dtype(xb.dtype)
+def _(dy, xb, filt, *, x_shape, w_shape, need_x, need_w, save_input, **kwargs):
+    rdt = _compute_dtype(xb.dtype) if save_input else _real_dtype(xb.dtype)
     dx = dy.new_empty(tuple(x_shape) if need_x else (0,), dtype=rdt)
     dw = dy.new_empty(tuple(w_shape) if need_w else (0,), dtype=rdt)
     return dx, dw
@@ -273,7 +325,7 @@ def _filter_saved_as_band(spec: ConvSpec, need_x: bool) -> bool:
     """Whether the backward gets the filter band ``[F, O, Cg]`` (else the weight, from which it
     recomputes the band when dX is needed). Static: it depends on the spec only, never on sizes
     inside the traced op, so a graph with a dynamic batch has no branch on it."""
-    return spec.save_filter_band and need_x
+    return spec.save_filter_band and need_x and not spec.save_input
 
 
 def _setup_context(ctx, inputs, keyword_only_inputs, output):
@@ -283,7 +335,8 @@ def _setup_context(ctx, inputs, keyword_only_inputs, output):
     ctx.spec = spec
     ctx.shapes = (list(x_pad.shape), list(weight.shape))
     ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
-    ctx.save_for_backward(xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
+    kept_x = x_pad if spec.save_input else xb
+    ctx.save_for_backward(kept_x, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
 
 
 def _backward(ctx, dy, _dxb, _dwb):

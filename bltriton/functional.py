@@ -89,6 +89,15 @@ def _autocast_precision(input: torch.Tensor) -> tuple[str | None, torch.dtype | 
     return _HALF_NAMES.get(dtype), dtype
 
 
+SAVE_POLICIES = {
+    "input": "keep a reference to the input and the weight and recompute both bands in the "
+    "backward: no saved bytes of the layer's own when autograd keeps the input anyway (a ReLU or "
+    "batch-norm output); costs one input and one filter transform per backward",
+    "band": "save the input band (and the filter band when its taps exceed the batch): no "
+    "recomputation, but the band is stored beside an input that is often kept anyway",
+}
+
+
 def bl_conv_with_band(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -104,10 +113,12 @@ def bl_conv_with_band(
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
+    save: str = "input",
 ) -> tuple[torch.Tensor, Band]:
     """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
 
-    The band is reported so a module can show its measured kept fraction.
+    The band is reported so a module can show its measured kept fraction. ``save`` is what the
+    backward keeps (see :data:`SAVE_POLICIES`).
     """
     conv = f"bl_conv{ndim}d"
     if not isinstance(input, torch.Tensor):
@@ -189,8 +200,15 @@ def bl_conv_with_band(
             )
     n = fft_lengths(padded, ke, fft_size)
 
-    x_pad = pad_input(input, pads, padding_mode)
+    if save not in SAVE_POLICIES:
+        raise ValueError(f"{conv}: save must be one of {tuple(SAVE_POLICIES)}; got {save!r}")
+    # Zero padding is folded into the transforms (no padded copy; the op sees the caller's tensor,
+    # which the backward can then keep for free); other modes are padded here.
+    fold = padding_mode == "zeros"
+    x_pad = input if fold else pad_input(input, pads, padding_mode)
     if energy is not None:
+        # With folded padding this is the spectrum of a circular shift of the padded input: the
+        # same magnitudes, so the same band.
         dims = tuple(range(-ndim, 0))
         with torch.no_grad():
             spectrum = torch.fft.rfftn(
@@ -212,6 +230,8 @@ def bl_conv_with_band(
         backend=backend_r,
         precision=precision,
         out_dtype=out_dtype,
+        pad=tuple(p for lo_hi in pads for p in lo_hi) if fold and any(map(any, pads)) else (),
+        save_input=save == "input",
     )
     y = band_conv(x_pad, weight, bias, spec)
     if unbatched:
@@ -233,6 +253,7 @@ def bl_conv1d(
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
+    save: str = "input",
 ) -> torch.Tensor:
     """Band-limited ``F.conv1d``.
 
@@ -247,6 +268,8 @@ def bl_conv1d(
             (per call; exclusive with ``compress_rate``).
         fft_size: ``None``/``'fast'``, ``'paper'``, or an explicit length.
         backend: ``None`` (``BLTRITON_BACKEND``), ``'auto'``, ``'torch'`` or ``'triton'``.
+        save: what the backward keeps: ``'input'`` (a reference to the input; both bands are
+            recomputed) or ``'band'`` (the input band); see :data:`SAVE_POLICIES`.
 
     Returns:
         ``[B, O, L_out]`` (``[O, L_out]`` for unbatched input), ``L_out`` as ``F.conv1d``.
@@ -265,6 +288,7 @@ def bl_conv1d(
         energy=energy,
         fft_size=fft_size,
         backend=backend,
+        save=save,
     )[0]
 
 
@@ -282,6 +306,7 @@ def bl_conv2d(
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
+    save: str = "input",
 ) -> torch.Tensor:
     """Band-limited ``F.conv2d``.
 
@@ -309,4 +334,5 @@ def bl_conv2d(
         energy=energy,
         fft_size=fft_size,
         backend=backend,
+        save=save,
     )[0]

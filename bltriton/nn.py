@@ -41,6 +41,7 @@ class _BLConvMixin:
         self.energy = energy
         self.fft_size = fft_size
         self.backend = backend
+        self.save = "input"  # what the backward keeps: see bltriton.functional.SAVE_POLICIES
         self.last_band = None
 
     @property
@@ -78,6 +79,7 @@ class _BLConvMixin:
             energy=self.energy,
             fft_size=self.fft_size,
             backend=self.backend,
+            save=self.save,
         )
         self.last_band = band
         return y

@@ -88,20 +88,25 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
 
 
 def forward_transform(
-    x: torch.Tensor, band: Band, stride: tuple[int, ...] | None = None, conj: bool = False
+    x: torch.Tensor,
+    band: Band,
+    stride: tuple[int, ...] | None = None,
+    conj: bool = False,
+    offset: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Band of ``rfftn(up(x), s=band.n)``, frequency-major, where ``up`` zero-upsamples by
-    ``stride`` (1 for the input; the output stride for the gradient of a strided layer).
+    ``stride`` (1 for the input; the output stride for the gradient of a strided layer) and
+    shifts by ``offset`` (the leading zero padding of the input; the trailing zeros are implied).
 
     Args:
-        x: ``[B, C, *L]`` real with ``L·stride <= band.n`` per axis.
+        x: ``[B, C, *L]`` real with ``offset + L·stride <= band.n`` per axis.
         conj: return the conjugate band (same cost).
 
     Returns:
         ``[F, B, C]`` complex, contiguous (a fresh tensor: safe to save for backward).
     """
     stride = tuple(stride or (1,) * band.ndim)
-    return signal_plan(band, tuple(x.shape[2:]), stride, x.device, x.dtype).forward(x, conj)
+    return signal_plan(band, tuple(x.shape[2:]), stride, x.device, x.dtype, offset).forward(x, conj)
 
 
 def grad_transform(
@@ -129,21 +134,24 @@ def inverse_transform(
     crop: tuple[int, ...],
     stride: tuple[int, ...],
     conj_input: bool = False,
+    offset: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """Zero-filled band -> ``irfftn(·, s=band.n)`` cropped to ``crop`` and subsampled by ``stride``,
-    evaluated only at the surviving positions.
+    """Zero-filled band -> ``irfftn(·, s=band.n)`` at positions ``offset + t·stride``,
+    ``t < ceil(crop / stride)``: cropped (after skipping ``offset``) and subsampled, evaluated only
+    at the surviving positions.
 
     Args:
         yb: ``[F, B, O]`` complex band.
         crop: length per axis kept from the start of the circular result (before ``stride``).
         conj_input: ``yb`` holds the conjugate of the band to invert (the ``dx`` contraction's
             output); conjugated DFT operands absorb it.
+        offset: first position per axis (the leading zero padding, for the input gradient).
 
     Returns:
         ``[B, O, *out]`` real and contiguous, ``out = ceil(crop / stride)``.
     """
     out = tuple(-(-c // s) for c, s in zip(crop, stride))
-    return signal_plan(band, out, tuple(stride), yb.device, yb.dtype).inverse(yb, conj_input)
+    return signal_plan(band, out, tuple(stride), yb.device, yb.dtype, offset).inverse(yb, conj_input)
 
 
 def weight_transform(weight: torch.Tensor, band: Band, dilation: tuple[int, ...]) -> torch.Tensor:
