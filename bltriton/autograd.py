@@ -95,7 +95,11 @@ def _real_dtype(complex_dtype: torch.dtype) -> torch.dtype:
 
 
 def band_conv_forward(
-    x_pad: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec
+    x_pad: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    filter_band: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``y = crop(irfftn(band(rfftn(x_pad) · conj(rfftn(w)))))[::stride] + bias``.
 
@@ -106,7 +110,9 @@ def band_conv_forward(
     out_dtype = spec.out_dtype or x_pad.dtype
     cdt = _compute_dtype(x_pad.dtype)
     xb = ops.forward_transform(x_pad.to(cdt), spec.band, offset=spec.pad_lo)
-    wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
+    wb = filter_band
+    if wb is None:
+        wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
     yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
     y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
     if bias is not None:
@@ -373,7 +379,11 @@ def _filter_band_worth_saving(kernel: tuple[int, ...], batch: int | torch.SymInt
 
 
 def band_conv(
-    x_pad: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec
+    x_pad: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    filter_cache: ops.FilterBandCache | None = None,
 ) -> torch.Tensor:
     """Band-limited valid correlation of a padded input (differentiable; see module docstring).
 
@@ -381,10 +391,16 @@ def band_conv(
         x_pad: ``[B, C, *Lp]``; weight: ``[O, C/groups, *k]``; bias: ``[O]`` or ``None``.
         spec: the call's description; ``spec.save_filter_band=None`` is decided here from the
             kernel taps and the batch (outside the op, so the op itself has no size branch).
+        filter_cache: used only when no gradient is recorded (``no_grad``/``inference_mode``) and
+            not under ``torch.compile``: the filter band comes from the cache (see
+            :class:`bltriton.ops.FilterBandCache`) and the op's autograd plumbing is skipped.
 
     Returns:
         ``[B, O, *out]``.
     """
+    if filter_cache is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        wb = filter_cache.get(weight, spec.band, spec.dilation, _compute_dtype(x_pad.dtype))
+        return band_conv_forward(x_pad, weight, bias, spec, filter_band=wb)[0]
     if spec.save_filter_band is None:
         spec = replace(spec, save_filter_band=_filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
     y, _, _ = _band_conv_op(x_pad, weight, bias, **_op_kwargs(spec))

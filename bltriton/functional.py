@@ -114,11 +114,13 @@ def bl_conv_with_band(
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
     save: str = "input",
+    filter_cache: ops.FilterBandCache | None = None,
 ) -> tuple[torch.Tensor, Band]:
     """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
 
     The band is reported so a module can show its measured kept fraction. ``save`` is what the
-    backward keeps (see :data:`SAVE_POLICIES`).
+    backward keeps (see :data:`SAVE_POLICIES`); ``filter_cache`` serves the filter band when no
+    gradient is recorded (a module in ``eval()`` passes its own).
     """
     conv = f"bl_conv{ndim}d"
     if not isinstance(input, torch.Tensor):
@@ -233,7 +235,7 @@ def bl_conv_with_band(
         pad=tuple(p for lo_hi in pads for p in lo_hi) if fold and any(map(any, pads)) else (),
         save_input=save == "input",
     )
-    y = band_conv(x_pad, weight, bias, spec)
+    y = band_conv(x_pad, weight, bias, spec, filter_cache)
     if unbatched:
         y = y.squeeze(0)
     return y, band

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from bltriton import ops
 from bltriton.functional import _check_rate_energy, bl_conv_with_band
 from bltriton.ops import BACKENDS
 from bltriton.spectral import Band, check_rate
@@ -42,6 +43,8 @@ class _BLConvMixin:
         self.fft_size = fft_size
         self.backend = backend
         self.save = "input"  # what the backward keeps: see bltriton.functional.SAVE_POLICIES
+        # Filter band reused across eval()-mode calls without autograd (ops.FilterBandCache).
+        self._filter_cache = ops.FilterBandCache()
         self.last_band = None
 
     @property
@@ -80,6 +83,7 @@ class _BLConvMixin:
             fft_size=self.fft_size,
             backend=self.backend,
             save=self.save,
+            filter_cache=None if self.training else self._filter_cache,
         )
         self.last_band = band
         return y
