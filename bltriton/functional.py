@@ -4,7 +4,7 @@ band arguments. Argument checking lives here; the math lives in :mod:`bltriton.a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -115,12 +115,16 @@ def bl_conv_with_band(
     backend: str | None = None,
     save: str = "input",
     filter_cache: ops.FilterBandCache | None = None,
+    band_fn: Callable[[torch.Tensor, tuple[int, ...]], Band] | None = None,
 ) -> tuple[torch.Tensor, Band]:
     """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
 
     The band is reported so a module can show its measured kept fraction. ``save`` is what the
     backward keeps (see :data:`SAVE_POLICIES`); ``filter_cache`` serves the filter band when no
-    gradient is recorded (a module in ``eval()`` passes its own).
+    gradient is recorded (a module in ``eval()`` passes its own). ``band_fn(x, n)``, when given,
+    chooses the band instead of ``compress_rate``/``energy`` (the modules' energy mode,
+    :mod:`bltriton.energy`); with zero padding ``x`` is the unpadded input, whose ``rfftn`` at
+    length ``n`` has the padded input's magnitudes (a circular shift).
     """
     conv = f"bl_conv{ndim}d"
     if not isinstance(input, torch.Tensor):
@@ -208,7 +212,9 @@ def bl_conv_with_band(
     # which the backward can then keep for free); other modes are padded here.
     fold = padding_mode == "zeros"
     x_pad = input if fold else pad_input(input, pads, padding_mode)
-    if energy is not None:
+    if band_fn is not None:
+        band = band_fn(x_pad, n)
+    elif energy is not None:
         # With folded padding this is the spectrum of a circular shift of the padded input: the
         # same magnitudes, so the same band.
         dims = tuple(range(-ndim, 0))

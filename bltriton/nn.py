@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bltriton import ops
+from bltriton.energy import band_chooser
 from bltriton.functional import _check_rate_energy, bl_conv_with_band
 from bltriton.ops import BACKENDS
 from bltriton.spectral import Band, check_rate
@@ -68,6 +69,7 @@ class _BLConvMixin:
             padding, mode = self.padding, "zeros"
         else:
             padding, mode = self.padding, self.padding_mode
+        band_fn = band_chooser(self)  # None: the fixed rate
         y, band = bl_conv_with_band(
             input,
             self.weight,
@@ -84,6 +86,7 @@ class _BLConvMixin:
             backend=self.backend,
             save=self.save,
             filter_cache=None if self.training else self._filter_cache,
+            band_fn=band_fn,
         )
         self.last_band = band
         return y

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -312,6 +313,12 @@ def resolve_precision(dtype: torch.dtype, device: torch.device, precision: str |
 
 _HALF = {"bf16": tl.bfloat16, "fp16": tl.float16}
 
+# The Triton interpreter patches triton.language's module globals for the length of a launch
+# (triton/runtime/interpreter.py, _patch_lang), so two threads interpreting at once break each
+# other ("Did you forget to add @triton.jit?": 45 of 72 threaded calls raised). Interpreter
+# launches are serialised; compiled GPU launches take no lock.
+_INTERPRETER_LOCK = threading.Lock()
+
 
 # --------------------------------------------------------------------------------------------
 # Launchers
@@ -432,18 +439,19 @@ def band_mac(
         use_dot = bool(cfg["USE_DOT"]) and _use_dot(m, n, k)
         tiles_m, tiles_n = triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"])
         grid = (triton.cdiv(f, cfg["FREQS"]), groups * tiles_m * tiles_n)
-        band_cmac_kernel[grid](
-            p_t, q_t, out_r, m, n, k, f,
-            *p[1:], *q[1:], *o_strides,
-            tiles_m, tiles_n,
-            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-            FREQS=cfg["FREQS"], USE_DOT=use_dot,
-            P_UNIT=p_unit if cfg.get("SPLIT_LOAD") else 0,
-            Q_UNIT=q_unit if cfg.get("SPLIT_LOAD") else 0,
-            INPUT_PRECISION="ieee" if half is not None else prec,
-            HALF_DTYPE=half, EMULATE_HALF=interpret, ACC_DTYPE=acc,
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        )  # fmt: skip
+        with _INTERPRETER_LOCK if interpret else contextlib.nullcontext():
+            band_cmac_kernel[grid](
+                p_t, q_t, out_r, m, n, k, f,
+                *p[1:], *q[1:], *o_strides,
+                tiles_m, tiles_n,
+                BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+                FREQS=cfg["FREQS"], USE_DOT=use_dot,
+                P_UNIT=p_unit if cfg.get("SPLIT_LOAD") else 0,
+                Q_UNIT=q_unit if cfg.get("SPLIT_LOAD") else 0,
+                INPUT_PRECISION="ieee" if half is not None else prec,
+                HALF_DTYPE=half, EMULATE_HALF=interpret, ACC_DTYPE=acc,
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+            )  # fmt: skip
 
     # Launch (and tune) on the operands' GPU, whatever the current device is.
     with torch.cuda.device(a.device) if a.device.type == "cuda" else contextlib.nullcontext():
