@@ -168,6 +168,15 @@ class BLConv1d(_BLConvMixin, nn.Conv1d):
         backend: ``None`` (``BLTRITON_BACKEND``), ``'auto'``, ``'torch'``, ``'triton'``.
 
     Shapes: input ``[B, C, L]`` or ``[C, L]``; output as ``nn.Conv1d``.
+
+    Attributes:
+        save: what the backward keeps, ``'input'`` (default: the input, which autograd usually
+            keeps anyway; both bands recomputed) or ``'band'`` (the input band); see
+            :data:`bltriton.functional.SAVE_POLICIES`. Settable between calls.
+
+    In ``eval()`` without autograd (``no_grad``/``inference_mode``) the filter band is cached
+    across calls until the weight (identity, storage or version counter), dtype, device, rate
+    or input size changes (:class:`bltriton.ops.FilterBandCache`).
     """
 
     _ndim = 1

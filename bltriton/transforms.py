@@ -190,8 +190,15 @@ class SignalPlan:
             return torch.complex(out[:f], out[f:]).view(f, b, c)
         if self.band.ndim == 1:
             return self._last_axis_fwd(x, conj).view(self.band.num_kept, b, c)
-        h = x.shape[2]
-        spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj)  # [H, cols, BC]
+        h, w = x.shape[2:]
+        if self.method == "gemm":
+            # Column GEMM on the NCHW input as it lies, then one copy to [H, cols, BC]: one
+            # input-sized copy less than permuting first (32x32 C64 B32: 6.4 vs 7.7 ms).
+            s = x.reshape(b * c * h, w) @ self._operand("col_fwd", conj, self._col_fwd)
+            s = torch.view_as_complex(s.view(b * c, h, self.band.cols, 2))
+            spec = s.permute(1, 2, 0).contiguous()  # [H, cols, BC]
+        else:
+            spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj)  # [H, cols, BC]
         out = self._row_operand(conj, False) @ spec.reshape(h, -1)
         return out.view(self.band.num_kept, b, c)
 
@@ -230,7 +237,14 @@ class SignalPlan:
             return self._last_axis_inv(yb, conj).contiguous()
         # conj(E)·conj(Z) = conj(E·Z): the row stage keeps the conjugate, the column stage undoes it.
         rows_out, cols = self.length[0], self.band.cols
-        spec = self._row_operand(conj, True) @ yb.reshape(self.band.kept_rows, -1)
+        spec = self._row_operand(conj, True) @ yb.reshape(self.band.kept_rows, -1)  # [T, cols·B·O]
+        if self.method == "gemm":
+            # One copy into [B·O, T, 2·cols], then the column GEMM writes NCHW directly: no
+            # output-sized permute (32x32 C64 B32: 7.3 vs 8.2 ms).
+            sr = torch.view_as_real(spec.view(rows_out, cols, b * o)).permute(2, 0, 1, 3)
+            sr = sr.reshape(b * o, rows_out, 2 * cols)
+            y = sr @ self._operand("col_inv", conj, self._col_inv)
+            return y.view(b, o, rows_out, self.length[1])
         spec = spec.view(rows_out, cols, b, o)
         return self._last_axis_inv(spec, conj).permute(1, 2, 0, 3).contiguous()
 
