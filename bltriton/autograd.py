@@ -251,7 +251,10 @@ def _band_conv_op(
         pad=pad,
         save_input=save_input,
     )
-    return band_conv_forward(x_pad, weight, bias, spec)
+    # Precision is the spec's (fp32 transforms, spec.precision for the contractions): autocast
+    # must not recast the transforms' matmuls inside the op (bf16 complex ops do not exist).
+    with torch.autocast(x_pad.device.type, enabled=False):
+        return band_conv_forward(x_pad, weight, bias, spec)
 
 
 @_band_conv_op.register_fake
@@ -306,15 +309,16 @@ def _band_conv_backward_op(
         pad=pad,
         save_input=save_input,
     )
-    if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
-        cdt = _compute_dtype(xb.dtype)
-        xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo) if need_w else None
-    else:
-        cdt = _real_dtype(xb.dtype)
-    wb = filt
-    if need_x and not _filter_saved_as_band(spec, need_x):  # recompute the conjugate filter band
-        wb = ops.weight_transform(filt.to(cdt), spec.band, spec.dilation)
-    dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
+    with torch.autocast(dy.device.type, enabled=False):  # as in the forward op
+        if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
+            cdt = _compute_dtype(xb.dtype)
+            xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo) if need_w else None
+        else:
+            cdt = _real_dtype(xb.dtype)
+        wb = filt
+        if need_x and not _filter_saved_as_band(spec, need_x):  # recompute the conjugate filter band
+            wb = ops.weight_transform(filt.to(cdt), spec.band, spec.dilation)
+        dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
     # weight_from_band gives the real part of a complex tensor (a strided view): the fake says
     # contiguous, and compiled graphs rely on the real op's strides matching it.
     dx = dy.new_empty(0, dtype=cdt) if dx is None else dx.contiguous()

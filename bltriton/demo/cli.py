@@ -1,11 +1,13 @@
 """``python -m bltriton demo`` and ``python -m bltriton experiments``.
 
 ``demo`` trains the FCN on the three UCR development sets at compress rates 0, 0.25, 0.5, 0.75
-(plus a plain ``nn.Conv`` baseline), evaluates every model at every rate, and writes the tables
-and plots; ``--quick`` is a sub-minute CPU smoke run. ``experiments`` is the longer run in the
-paper's style: all bundled sets (digits with the 2D ResNet), a wider FCN (half the paper's
-width; ``--width 1`` for the paper's), more epochs, five seeds, and the energy mode
-(``energy=0.99, 0.95, 0.9``) next to the fixed rates.
+(plus a plain ``nn.Conv`` baseline), in the energy mode (``energy=0.99``) and calibrated
+(``bltriton.calibrate`` at ``energy=0.99``, then fixed per-layer rates), evaluates every
+fixed-rate model at every rate, and writes the tables (after each run) and plots; ``--quick``
+is a sub-minute CPU smoke run. ``experiments`` is the longer run in the paper's style: all
+bundled sets (digits with the 2D ResNet), a wider FCN (half the paper's width; ``--width 1`` for
+the paper's), more epochs, five seeds, the energy mode (``energy=0.99, 0.95, 0.9``) and the
+calibrated model (``0.99, 0.95``) next to the fixed rates.
 
 Options given on the command line override the preset's; ``--help`` lists the presets.
 """
@@ -20,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bltriton._env import BACKENDS
 from bltriton.demo.data import DEV_SETS, Dataset, bundled_names, load_dataset
 
 _BUNDLED_LOWER = {n.lower() for n in bundled_names()}
@@ -37,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "calibrated": [0.99],
         "dense": False,
         "seeds": [0],
-        "epochs": 30,
+        "epochs": 20,
         "batch_size": 16,
         "width": 0.25,
         "lr": 3e-3,
@@ -155,7 +158,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="training batch size")
     p.add_argument("--lr", type=float, help="Adam learning rate (cosine schedule)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (the default)")
-    p.add_argument("--backend", choices=["torch", "triton"], help="band-limited backend (default: library's)")
+    p.add_argument("--backend", choices=BACKENDS, help="band-limited backend (default: library's)")
     p.add_argument(
         "--missing",
         choices=["error", "zero"],
