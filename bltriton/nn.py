@@ -82,11 +82,15 @@ class BLConvMixin:
         # not a call of the float type (what _Rate.__reduce__ would write).
         state = dict(super().__getstate__())
         state["_compress_rate"] = float(state["_compress_rate"])
+        state.pop("_filter_cache", None)  # a cache, not state (and no type weights_only allows)
         return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)  # unpickled or deep-copied: the rate came back a plain float
         self._compress_rate = _Rate(self._compress_rate)
+        self._filter_cache = ops.FilterBandCache()
+        if not hasattr(self, "save"):  # pickled before the save policy existed
+            self.save = "input"
 
     def __prepare_scriptable__(self):
         """Called by ``torch.jit.script`` on every submodule before compiling it: say clearly
