@@ -11,7 +11,8 @@ padded input.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -33,6 +34,8 @@ class ConvSpec:
         precision: operand precision of the triton contractions (``None`` follows torch's tf32
             flag; ``"bf16"``/``"fp16"`` under autocast). The torch path computes in fp32/fp64.
         out_dtype: dtype of the output (the autocast dtype under autocast, else the input's).
+        save_filter_band: save the filter band for the backward (else the weight, and the band
+            is recomputed); ``None`` lets :func:`band_conv` decide from the kernel and batch.
     """
 
     band: Band
@@ -44,6 +47,7 @@ class ConvSpec:
     backend: str
     precision: str | None = None
     out_dtype: torch.dtype | None = None
+    save_filter_band: bool | None = None
 
     @property
     def full_out(self) -> tuple[int, ...]:
@@ -53,6 +57,14 @@ class ConvSpec:
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def _real_dtype(complex_dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if complex_dtype == torch.complex128 else torch.float32
 
 
 def band_conv_forward(
@@ -102,24 +114,46 @@ def band_conv_backward(
 # ------------------------------------------------------------------------------------------
 # torch.library registration: torch.compile sees one opaque op per direction (no graph break,
 # no tracing into torch.fft or Triton), with fake implementations for shape propagation.
+#
+# A ConvSpec crosses the op boundary as keyword arguments: ``_op_kwargs`` flattens it and
+# ``_spec_from_op`` rebuilds it (the padded and kernel lengths travel as the tensors' shapes).
+# Adding a field to ConvSpec means adding it to these two functions and, with its schema type,
+# to the two op signatures below; nothing else is positional.
 # ------------------------------------------------------------------------------------------
 
 
-def _spec_args(spec: ConvSpec) -> tuple:
+def _op_kwargs(spec: ConvSpec) -> dict[str, object]:
+    """ConvSpec → the static keyword arguments of both ops (schema types: ``int[]``, ``int``,
+    ``str``, ``ScalarType``, ``bool``)."""
     b = spec.band
-    return (
-        list(b.n),
-        [b.rows_top, b.rows_bottom, b.cols],
-        list(spec.stride),
-        list(spec.dilation),
-        spec.groups,
-        spec.backend,
-        spec.precision,
-        spec.out_dtype,
-    )
+    return {
+        "n": list(b.n),
+        "band": [b.rows_top, b.rows_bottom, b.cols],
+        "stride": list(spec.stride),
+        "dilation": list(spec.dilation),
+        "groups": spec.groups,
+        "backend": spec.backend,
+        "precision": spec.precision,
+        "out_dtype": spec.out_dtype,
+        "save_filter_band": bool(spec.save_filter_band),
+    }
 
 
-def _spec_from_args(x_shape, w_shape, n, band, stride, dilation, groups, backend, precision, out_dtype):
+def _spec_from_op(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    *,
+    n: list[int],
+    band: list[int],
+    stride: list[int],
+    dilation: list[int],
+    groups: int,
+    backend: str,
+    precision: str | None,
+    out_dtype: torch.dtype | None,
+    save_filter_band: bool,
+) -> ConvSpec:
+    """The inverse of :func:`_op_kwargs`, given the padded input and weight shapes."""
     ndim = len(n)
     return ConvSpec(
         band=Band(n=tuple(n), rows_top=band[0], rows_bottom=band[1], cols=band[2]),
@@ -131,6 +165,7 @@ def _spec_from_args(x_shape, w_shape, n, band, stride, dilation, groups, backend
         backend=backend,
         precision=precision,
         out_dtype=out_dtype,
+        save_filter_band=save_filter_band,
     )
 
 
@@ -139,6 +174,7 @@ def _band_conv_op(
     x_pad: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
+    *,
     n: list[int],
     band: list[int],
     stride: list[int],
@@ -147,22 +183,32 @@ def _band_conv_op(
     backend: str,
     precision: str | None,
     out_dtype: torch.dtype | None,
+    save_filter_band: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    spec = _spec_from_args(
-        x_pad.shape, weight.shape, n, band, stride, dilation, groups, backend, precision, out_dtype
+    """``(y, xb, wb)`` of :func:`band_conv_forward`."""
+    spec = _spec_from_op(
+        x_pad.shape,
+        weight.shape,
+        n=n,
+        band=band,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+        backend=backend,
+        precision=precision,
+        out_dtype=out_dtype,
+        save_filter_band=save_filter_band,
     )
     return band_conv_forward(x_pad, weight, bias, spec)
 
 
 @_band_conv_op.register_fake
-def _(x_pad, weight, bias, n, band, stride, dilation, groups, backend, precision, out_dtype):
-    spec = _spec_from_args(
-        x_pad.shape, weight.shape, n, band, stride, dilation, groups, backend, precision, out_dtype
-    )
-    cdt = torch.complex128 if x_pad.dtype == torch.float64 else torch.complex64
+def _(x_pad, weight, bias, **kwargs):
+    spec = _spec_from_op(x_pad.shape, weight.shape, **kwargs)
+    cdt = _complex_dtype(x_pad.dtype)
     out = tuple(-(-f // s) for f, s in zip(spec.full_out, spec.stride))
     f = spec.band.num_kept
-    y = x_pad.new_empty((x_pad.shape[0], weight.shape[0], *out), dtype=out_dtype or x_pad.dtype)
+    y = x_pad.new_empty((x_pad.shape[0], weight.shape[0], *out), dtype=spec.out_dtype or x_pad.dtype)
     xb = x_pad.new_empty((f, x_pad.shape[0], x_pad.shape[1]), dtype=cdt)
     wb = x_pad.new_empty((f, weight.shape[0], weight.shape[1]), dtype=cdt)
     return y, xb, wb
@@ -173,9 +219,11 @@ def _band_conv_backward_op(
     dy: torch.Tensor,
     xb: torch.Tensor,
     filt: torch.Tensor,
-    filt_is_weight: bool,
+    *,
     x_shape: list[int],
     w_shape: list[int],
+    need_x: bool,
+    need_w: bool,
     n: list[int],
     band: list[int],
     stride: list[int],
@@ -183,76 +231,92 @@ def _band_conv_backward_op(
     groups: int,
     backend: str,
     precision: str | None,
-    need_x: bool,
-    need_w: bool,
+    out_dtype: torch.dtype | None,
+    save_filter_band: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    spec = _spec_from_args(x_shape, w_shape, n, band, stride, dilation, groups, backend, precision, None)
+    """``(dx_pad, dw)`` in the compute dtype, contiguous; a gradient that is not needed comes back
+    as its own empty tensor (two outputs may not share one). ``filt`` is the saved filter band
+    ``[F, O, Cg]`` or, when :func:`_filter_saved_as_band` says so, the weight."""
+    spec = _spec_from_op(
+        x_shape,
+        w_shape,
+        n=n,
+        band=band,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+        backend=backend,
+        precision=precision,
+        out_dtype=out_dtype,
+        save_filter_band=save_filter_band,
+    )
     wb = filt
-    if filt_is_weight and need_x:  # recompute the (conjugate) filter band from the weight
+    if need_x and not _filter_saved_as_band(spec, need_x):  # recompute the conjugate filter band
         wb = ops.weight_transform(filt.to(xb.real.dtype), spec.band, spec.dilation)
     dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
-    empty = dy.new_empty(0, dtype=xb.real.dtype)
-    return (empty if dx is None else dx), (empty if dw is None else dw)
+    # weight_from_band gives the real part of a complex tensor (a strided view): the fake says
+    # contiguous, and compiled graphs rely on the real op's strides matching it.
+    dx = dy.new_empty(0, dtype=xb.real.dtype) if dx is None else dx.contiguous()
+    dw = dy.new_empty(0, dtype=xb.real.dtype) if dw is None else dw.contiguous()
+    return dx, dw
 
 
 @_band_conv_backward_op.register_fake
-def _(dy, xb, filt, filt_is_weight, x_shape, w_shape, n, band, stride, dilation, groups, backend, precision,
-      need_x, need_w):  # fmt: skip
-    rdt = torch.float64 if xb.dtype == torch.complex128 else torch.float32
+def _(dy, xb, filt, *, x_shape, w_shape, need_x, need_w, **kwargs):
+    rdt = _real_dtype(xb.dtype)
     dx = dy.new_empty(tuple(x_shape) if need_x else (0,), dtype=rdt)
     dw = dy.new_empty(tuple(w_shape) if need_w else (0,), dtype=rdt)
     return dx, dw
 
 
-def _setup_context(ctx, inputs, output):
-    x_pad, weight, bias, n, band, stride, dilation, groups, backend, precision, _ = inputs
+def _filter_saved_as_band(spec: ConvSpec, need_x: bool) -> bool:
+    """Whether the backward gets the filter band ``[F, O, Cg]`` (else the weight, from which it
+    recomputes the band when dX is needed). Static: it depends on the spec only, never on sizes
+    inside the traced op, so a graph with a dynamic batch has no branch on it."""
+    return spec.save_filter_band and need_x
+
+
+def _setup_context(ctx, inputs, keyword_only_inputs, output):
+    x_pad, weight, bias = inputs
     _, xb, wb = output
-    # What the backward needs of the filter: its band only for dX. Recomputing the band from the
-    # weight (a tensor autograd keeps alive anyway) costs prod(kernel)/batch of one contraction;
-    # when that is at most one, saving the band would cost more memory than it saves time (for
-    # the demo's FCN at batch 16 the saved filter bands were 4× the input bands).
-    need_x = ctx.needs_input_grad[0]
-    recompute = math.prod(weight.shape[2:]) <= x_pad.shape[0] or not need_x
-    ctx.filt_is_weight = recompute
-    ctx.save_for_backward(xb, weight if recompute else wb)
-    ctx.geometry = (
-        list(x_pad.shape),
-        list(weight.shape),
-        n,
-        band,
-        stride,
-        dilation,
-        groups,
-        backend,
-        precision,
-    )
+    spec = _spec_from_op(x_pad.shape, weight.shape, **keyword_only_inputs)
+    ctx.spec = spec
+    ctx.shapes = (list(x_pad.shape), list(weight.shape))
     ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
+    ctx.save_for_backward(xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
 
 
 def _backward(ctx, dy, _dxb, _dwb):
     xb, filt = ctx.saved_tensors
     x_dtype, w_dtype, b_dtype = ctx.dtypes
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    need_x, need_w, need_b = ctx.needs_input_grad
+    x_shape, w_shape = ctx.shapes
     dx, dw = _band_conv_backward_op(
-        dy, xb, filt, ctx.filt_is_weight, *ctx.geometry, bool(need_x), bool(need_w)
+        dy,
+        xb,
+        filt,
+        x_shape=x_shape,
+        w_shape=w_shape,
+        need_x=bool(need_x),
+        need_w=bool(need_w),
+        **_op_kwargs(ctx.spec),
     )
     db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype) if need_b else None
-    return (
-        dx.to(x_dtype) if need_x else None,
-        dw.to(w_dtype) if need_w else None,
-        db,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
+    # Keyword-only arguments get no gradient slot: one gradient per tensor input.
+    return (dx.to(x_dtype) if need_x else None, dw.to(w_dtype) if need_w else None, db)
 
 
 _band_conv_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _filter_band_worth_saving(kernel: tuple[int, ...], batch: int | torch.SymInt) -> bool:
+    """Recomputing the filter band from the weight (a tensor autograd keeps alive anyway) costs
+    ``prod(kernel)/batch`` of one contraction; when that is at most one, saving the band would
+    cost more memory than it saves time (for the demo's FCN at batch 16 the saved filter bands
+    were 4× the input bands). A symbolic batch (``torch.compile(dynamic=True)``,
+    ``torch.export`` with a dynamic batch) is not compared, which would add a guard on it: the
+    band is recomputed."""
+    return isinstance(batch, int) and math.prod(kernel) > batch
 
 
 def band_conv(
@@ -262,9 +326,13 @@ def band_conv(
 
     Args:
         x_pad: ``[B, C, *Lp]``; weight: ``[O, C/groups, *k]``; bias: ``[O]`` or ``None``.
+        spec: the call's description; ``spec.save_filter_band=None`` is decided here from the
+            kernel taps and the batch (outside the op, so the op itself has no size branch).
 
     Returns:
         ``[B, O, *out]``.
     """
-    y, _, _ = _band_conv_op(x_pad, weight, bias, *_spec_args(spec))
+    if spec.save_filter_band is None:
+        spec = replace(spec, save_filter_band=_filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
+    y, _, _ = _band_conv_op(x_pad, weight, bias, **_op_kwargs(spec))
     return y
