@@ -14,6 +14,7 @@ cut short still leaves what it measured. Usage: ``bash bench/gpu_report.sh [--qu
 ``--dry-run`` runs every step end to end on the CPU (Triton interpreter, tiny shapes, the tuner
 allowed to time on the CPU, the same functions and output files, written to ``--out`` or a
 temporary folder), so the script itself is tested without a GPU (``tests/test_gpu_report.py``).
+One file (over 400 lines) because a lent GPU runs it in one call and its steps read top to bottom.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ accumulator and contiguous loads and stores. Tiles with ``BLOCK_M < 16`` or ``BL
 < 8`` (depthwise layers, K = 1) take a broadcast-multiply-and-sum of the same ``A``/``B``
 (``USE_DOT`` is derived from the tile), and a program may loop over several frequencies
 (``FREQS``) so tiny per-frequency products still give each program real work.
+
+Kernel and launcher share this file (over 400 lines) on purpose: the launcher's operands and
+derived flags are the kernel's arguments, read side by side. The config menu is in ``configs``.
 """
 
 from __future__ import annotations

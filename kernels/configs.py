@@ -85,7 +85,6 @@ def _pow2(n: int) -> int:
 DOT_MENUS = {
     "mma": [
         _cfg(16, 16, 16, 4, 3),
-        _cfg(32, 32, 16, 4, 2),
         _cfg(64, 64, 16, 4, 3),
         _cfg(128, 64, 16, 8, 3),
         _cfg(64, 128, 16, 8, 3),
@@ -93,7 +92,6 @@ DOT_MENUS = {
     "fma": [
         _cfg(16, 16, 8, 4, 3),
         _cfg(16, 16, 16, 4, 3),
-        _cfg(32, 32, 8, 4, 3),
         _cfg(32, 32, 16, 8, 3),
         _cfg(64, 64, 8, 8, 3),
     ],
@@ -106,18 +104,21 @@ DOT_MENUS = {
         _cfg(64, 64, 8, 8, 3),
     ],
 }
-# Entries clean on sm_90 (wgmma keeps the accumulator of a warpgroup) that spill on sm_80's
-# mma.sync: 64x64x32/4w (40-312 B), 128x128x16/8w (48-296 B), 64x32x16/4w (24 B, tf32 fwd),
-# 64x16x16/4w (24 B, half dx), 64x64x16/8w (8 B, tf32 dw). Offered on compute capability 9.x.
+# Entries clean on sm_90 (wgmma keeps the accumulator of a warpgroup) that spill on sm_80:
+# 64x64x32/4w (40-312 B), 128x128x16/8w (48-296 B), 64x32x16/4w (24 B, tf32 fwd), 64x16x16/4w
+# (24 B, half dx), 64x64x16/8w (8 B, tf32 dw), 32x32x16/4w/2st (28 B, tf32 fwd), fma 32x32x8/4w
+# (16 B, dw with 8-byte-aligned rows). Offered on compute capability 9.x. (The small sm_80 spills
+# sit at 80-128 registers: ptxas trading a few bytes for occupancy, not register pressure.)
 SM90_MENUS = {
     "mma": [
+        _cfg(32, 32, 16, 4, 2),
         _cfg(64, 16, 16, 4, 3),
         _cfg(64, 32, 16, 4, 3),
         _cfg(64, 64, 32, 4, 3),
         _cfg(64, 64, 16, 8, 4),
         _cfg(128, 128, 16, 8, 3),
     ],
-    "fma": [],
+    "fma": [_cfg(32, 32, 8, 4, 3)],
     "fp64": [],
 }
 # Heuristic default per class (must be clean on every arch): the first entry of this order that
@@ -125,8 +126,8 @@ SM90_MENUS = {
 # tile at moderate register use (mma 64x64x16/4w: 141 registers and wgmma on sm_90, 235 on
 # sm_80; fma 32x32x16/8w: 178; fp64 32x32x16/8w: 128).
 DEFAULT_ORDER = {
-    "mma": [(64, 64, 16, 4), (32, 32, 16, 4), (16, 16, 16, 4)],
-    "fma": [(32, 32, 16, 8), (32, 32, 8, 4), (16, 16, 16, 4), (16, 16, 8, 4)],
+    "mma": [(64, 64, 16, 4), (16, 16, 16, 4)],
+    "fma": [(32, 32, 16, 8), (16, 16, 16, 4), (16, 16, 8, 4)],
     "fp64": [(32, 32, 16, 8), (32, 32, 8, 4), (16, 16, 8, 4)],
 }
 

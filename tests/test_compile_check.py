@@ -31,7 +31,8 @@ def _mnk(mode: str, shape: tuple) -> tuple[int, int, int]:
 
 
 def _jobs(arch: int, sample: int) -> list[tuple]:
-    """Every heuristic default of SHAPES, plus ``sample`` random (mode, precision, menu entry)."""
+    """Every heuristic default of SHAPES, plus ``sample`` random (mode, precision, pruned
+    candidate) of the dense layer."""
     jobs = []
     for name, *shape in SHAPES:
         for mode in bm.MODES:
@@ -40,10 +41,16 @@ def _jobs(arch: int, sample: int) -> list[tuple]:
                 cfg = kc.default_config(m, n, k, shape[0], prec, dtype)
                 jobs.append((mode, tuple(shape), dtype, prec, cfg, arch, name))
     name, *shape = SHAPES[0]
-    for _ in range(sample):
+    cap = (arch // 10, arch % 10)
+    for _ in range(sample):  # what the tuner may pick for the dense layer on this arch
         mode = bm.MODES[int(torch.randint(3, ()))]
         _, dtype, prec = cr.PRECISIONS[int(torch.randint(len(cr.PRECISIONS), ()))]
-        menu = kc.menu(kc.arith_class(prec, dtype), (arch // 10, arch % 10))
+        m, n, k = _mnk(mode, shape)
+        menu = [
+            c
+            for c in kc.candidate_configs(m, n, k, shape[0], prec, dtype)
+            if kc.fits(c, prec, dtype, cap, kc.SHARED_LIMIT[cap])
+        ]
         cfg = menu[int(torch.randint(len(menu), ()))]
         jobs.append((mode, tuple(shape), dtype, prec, cfg, arch, name))
     return jobs
