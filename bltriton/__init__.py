@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bltriton.calibrate import calibrate
+from bltriton.energy import set_energy
 from bltriton.functional import bl_conv1d, bl_conv2d
 from bltriton.nn import BLConv1d, BLConv2d, convert, set_compress_rate
 from bltriton.spectral import Band
@@ -15,6 +17,8 @@ __all__ = [
     "__version__",
     "bl_conv1d",
     "bl_conv2d",
+    "calibrate",
     "convert",
     "set_compress_rate",
+    "set_energy",
 ]

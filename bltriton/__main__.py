@@ -13,6 +13,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from bltriton import check
     from bltriton.autotune import cli as autotune_cli
+    from bltriton.calibrate import add_parsers as add_calibrate_parser
     from bltriton.demo import cli as demo_cli
 
     parser = argparse.ArgumentParser(
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cli.add_parsers(sub)
     check.add_parsers(sub)
     autotune_cli.add_parsers(sub)
+    add_calibrate_parser(sub)
     return parser
 
 

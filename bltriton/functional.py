@@ -4,7 +4,7 @@ band arguments. Argument checking lives here; the math lives in :mod:`bltriton.a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -104,10 +104,13 @@ def bl_conv_with_band(
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
+    band_fn: Callable[[torch.Tensor, tuple[int, ...]], Band] | None = None,
 ) -> tuple[torch.Tensor, Band]:
     """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
 
-    The band is reported so a module can show its measured kept fraction.
+    The band is reported so a module can show its measured kept fraction. ``band_fn(x_pad, n)``,
+    when given, chooses the band instead of ``compress_rate``/``energy`` (the modules' energy
+    mode, :mod:`bltriton.energy`).
     """
     conv = f"bl_conv{ndim}d"
     if not isinstance(input, torch.Tensor):
@@ -190,7 +193,9 @@ def bl_conv_with_band(
     n = fft_lengths(padded, ke, fft_size)
 
     x_pad = pad_input(input, pads, padding_mode)
-    if energy is not None:
+    if band_fn is not None:
+        band = band_fn(x_pad, n)
+    elif energy is not None:
         dims = tuple(range(-ndim, 0))
         with torch.no_grad():
             spectrum = torch.fft.rfftn(

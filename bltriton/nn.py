@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from bltriton.energy import band_chooser
 from bltriton.functional import _check_rate_energy, bl_conv_with_band
 from bltriton.ops import BACKENDS
 from bltriton.spectral import Band, check_rate
@@ -64,6 +65,7 @@ class _BLConvMixin:
             padding, mode = self.padding, "zeros"
         else:
             padding, mode = self.padding, self.padding_mode
+        band_fn = band_chooser(self)  # None: the fixed rate
         y, band = bl_conv_with_band(
             input,
             self.weight,
@@ -78,6 +80,7 @@ class _BLConvMixin:
             energy=self.energy,
             fft_size=self.fft_size,
             backend=self.backend,
+            band_fn=band_fn,
         )
         self.last_band = band
         return y

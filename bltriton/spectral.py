@@ -12,6 +12,7 @@ the kept rows (top rows first, then the bottom rows in increasing order) and ``c
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -19,13 +20,19 @@ import torch
 
 __all__ = [
     "Band",
+    "band_energies",
+    "band_for_power",
     "band_for_rate",
     "band_index_candidates",
     "check_rate",
+    "column_weights",
     "energy_band",
     "fast_length",
     "fft_lengths",
     "kept_mask",
+    "power_spectrum",
+    "quantize_band",
+    "rate_for_band",
 ]
 
 
@@ -148,6 +155,17 @@ class Band:
         return [r if r < self.rows_top else r - nh for r in self.kept_row_indices().tolist()]
 
 
+def column_weights(n: int, cols: int) -> torch.Tensor:
+    """Weight of each of the first ``cols`` columns of a half spectrum of length ``n`` in a full-
+    spectrum sum (``irfft``, energy): 2 for a column whose conjugate the half layout implies, 1 for
+    column 0 and, for even ``n``, the Nyquist column ``n/2``. Float64 ``[cols]``."""
+    w = torch.full((cols,), 2.0, dtype=torch.float64)
+    w[0] = 1.0
+    if n % 2 == 0 and cols == n // 2 + 1:
+        w[-1] = 1.0
+    return w
+
+
 def check_rate(compress_rate: float) -> float:
     """Validate ``compress_rate`` (a fraction in ``[0, 1)``) and return it as a float."""
     if isinstance(compress_rate, bool) or not isinstance(compress_rate, (int, float)):
@@ -204,10 +222,43 @@ def band_index_candidates(n: tuple[int, ...]) -> list[Band]:
     bands: list[Band] = []
     for t in ts:
         # A tiny epsilon guards int() against t·h landing just below an integer.
-        b = _band_from_counts(n, max(1, int(h_rows * t + 1e-9)), max(1, int(h_cols * t + 1e-9)))
+        b = _band_at_scale(n, t)
         if not bands or bands[-1] != b:
             bands.append(b)
     return bands
+
+
+def rate_for_band(band: Band) -> float:
+    """A ``compress_rate`` for which :func:`band_for_rate` gives ``band`` back.
+
+    The rule depends on the rate through one scale ``t`` (``1-r`` in 1D, ``sqrt(1-r)`` in 2D) and
+    is constant on the interval between two breakpoints of :func:`band_index_candidates`; the
+    rate returned is that of the interval's midpoint (so float rounding cannot flip the band),
+    rounded to 4 decimals when that still maps back, and 0 for the full band.
+
+    Raises:
+        ValueError: ``band`` is not a band of the rate rule (its rows and columns do not come
+            from one scale ``t``).
+    """
+    if band.is_full:
+        return 0.0
+    if band.ndim == 1:
+        h = band.n_half
+        ts = [j / h for j in range(1, h + 1)]
+    else:
+        h_rows, h_cols = band.n[0] // 2 + 1, band.n_half
+        ts = sorted({j / h_rows for j in range(1, h_rows + 1)} | {j / h_cols for j in range(1, h_cols + 1)})
+    ts.append(1.0 + 1.0 / max(band.n))
+    for lo, hi in itertools.pairwise(ts):
+        t = min(1.0, (lo + hi) / 2)
+        rate = 1.0 - (t if band.ndim == 1 else t * t)
+        if band_for_rate(band.n, rate) == band:
+            for digits in (4, 6):
+                short = round(rate, digits)
+                if 0.0 <= short < 1.0 and band_for_rate(band.n, short) == band:
+                    return short
+            return rate
+    raise ValueError(f"rate_for_band: {band} is not a band of the rate rule on n={band.n}")
 
 
 def kept_mask(band: Band, device: torch.device | None = None) -> torch.Tensor:
@@ -224,6 +275,62 @@ def kept_mask(band: Band, device: torch.device | None = None) -> torch.Tensor:
     return rows[:, None] & cols[None, :]
 
 
+def power_spectrum(spectrum: torch.Tensor, n: tuple[int, ...]) -> torch.Tensor:
+    """Energy per rfft coefficient summed over batch and channels, conjugate columns counted.
+
+    Args:
+        spectrum: ``rfftn`` output, ``[..., nH, nW//2+1]`` (2D) or ``[..., n//2+1]`` (1D); every
+            leading axis (batch, channels) is summed.
+        n: FFT lengths.
+
+    Returns:
+        ``[nH, nW//2+1]`` (2D) or ``[n//2+1]`` (1D) real: ``sum |X|^2`` with the columns whose
+        conjugate the half layout implies (all but column 0 and, for even ``nW``, the Nyquist
+        column) counted twice, so the total is the full-plane energy.
+    """
+    ndim = len(n)
+    power = spectrum.detach().abs().square().sum(dim=tuple(range(spectrum.dim() - ndim)))
+    return power * column_weights(n[-1], n[-1] // 2 + 1).to(power.device, power.dtype)
+
+
+def band_energies(power: torch.Tensor, n: tuple[int, ...], bands: list[Band]) -> torch.Tensor:
+    """Energy held by each of ``bands`` (nested or not), from a :func:`power_spectrum`.
+
+    Args:
+        power: ``[nH, nW//2+1]`` or ``[n//2+1]``.
+        n: FFT lengths.
+        bands: bands of the rate rule on ``n`` (``rows_top`` rows counted from each side).
+
+    Returns:
+        ``[len(bands)]``, same dtype and device as ``power`` (no host sync).
+    """
+    if len(n) == 1:
+        cum = power.cumsum(0)
+        return cum[[b.cols - 1 for b in bands]]
+    nh = n[0]
+    # Fold row k and nH-k together: folded[d] = rows at distance d from 0.
+    dist = torch.minimum(torch.arange(nh), nh - torch.arange(nh)).to(power.device)
+    folded = torch.zeros(nh // 2 + 1, power.shape[-1], dtype=power.dtype, device=power.device)
+    folded.index_add_(0, dist, power)
+    cum = folded.cumsum(0).cumsum(1)
+    rows = torch.tensor([b.rows_top - 1 for b in bands], device=power.device)
+    cols = torch.tensor([b.cols - 1 for b in bands], device=power.device)
+    return cum[rows, cols]
+
+
+def band_for_power(power: torch.Tensor, n: tuple[int, ...], energy: float) -> Band:
+    """Smallest band of :func:`band_index_candidates` holding ``>= energy`` of ``power``'s total.
+
+    One host sync. The relative tolerance ``1e-6`` keeps ``energy=1`` from failing on the
+    rounding of the cumulative sums.
+    """
+    candidates = band_index_candidates(n)
+    kept = band_energies(power, n, candidates)
+    ok = kept >= energy * kept[-1] * (1 - 1e-6)
+    first = int(torch.argmax(ok.to(torch.int8)).item())  # the one host sync
+    return candidates[first]
+
+
 def energy_band(spectrum: torch.Tensor, n: tuple[int, ...], energy: float) -> Band:
     """Smallest band (same shape rule) whose coefficients hold ``>= energy`` of the spectrum energy.
 
@@ -235,30 +342,37 @@ def energy_band(spectrum: torch.Tensor, n: tuple[int, ...], energy: float) -> Ba
     Energy is summed over batch and channels; columns whose conjugate is implied by the half
     layout (all but column 0 and, for even ``nW``, the Nyquist column) count twice. One host sync.
     """
-    ndim = len(n)
-    power = spectrum.detach().abs().square().sum(dim=tuple(range(spectrum.dim() - ndim)))
-    n_half = n[-1] // 2 + 1
-    weight = torch.full((n_half,), 2.0, dtype=power.dtype, device=power.device)
-    weight[0] = 1.0
-    if n[-1] % 2 == 0:
-        weight[-1] = 1.0
-    power = power * weight
-    candidates = band_index_candidates(n)
-    if ndim == 1:
-        col_cum = power.cumsum(0)
-        kept = col_cum[[b.cols - 1 for b in candidates]]
-    else:
-        nh = n[0]
-        # Fold row k and nH-k together: folded[d] = rows at distance d from 0.
-        n_dist = nh // 2 + 1
-        dist = torch.minimum(torch.arange(nh), nh - torch.arange(nh)).to(power.device)
-        folded = torch.zeros(n_dist, n_half, dtype=power.dtype, device=power.device)
-        folded.index_add_(0, dist, power)
-        cum = folded.cumsum(0).cumsum(1)
-        rows = torch.tensor([b.rows_top - 1 for b in candidates], device=power.device)
-        cols = torch.tensor([b.cols - 1 for b in candidates], device=power.device)
-        kept = cum[rows, cols]
-    total = kept[-1]
-    ok = kept >= energy * total * (1 - 1e-6)
-    first = int(torch.argmax(ok.to(torch.int8)).item())  # the one host sync
-    return candidates[first]
+    return band_for_power(power_spectrum(spectrum, n), n, energy)
+
+
+def _band_at_scale(n: tuple[int, ...], t: float) -> Band:
+    """The rate rule's band at scale ``t`` (``1-r`` in 1D, ``sqrt(1-r)`` in 2D)."""
+    if len(n) == 1:
+        return _band_from_counts(n, 1, max(1, int((n[0] // 2 + 1) * t + 1e-9)))
+    return _band_from_counts(
+        n, max(1, int((n[0] // 2 + 1) * t + 1e-9)), max(1, int((n[1] // 2 + 1) * t + 1e-9))
+    )
+
+
+def quantize_band(band: Band, levels: int) -> Band:
+    """Round a band up to the smallest of ``levels`` fixed bands that contains it.
+
+    The fixed bands are those of the rate rule at the scales ``t = j / levels``, ``j = 1..levels``
+    (``t`` is ``1-r`` in 1D, ``sqrt(1-r)`` in 2D; ``j = levels`` is the full band): so at most
+    ``levels`` shapes occur per layer, each a band a fixed ``compress_rate`` also gives. The
+    result contains ``band``, so it holds at least the energy ``band`` held; a layer whose band
+    moves from batch to batch then reuses a handful of shapes (their cached DFT operands and tuned
+    configs) instead of paying for a new one each time.
+
+    Args:
+        band: any band on ``band.n`` (rows counted from each side, as the rate rule keeps them).
+        levels: number of fixed bands (``>= 1``); in 1D, ``levels >= n//2+1`` leaves every
+            band unchanged.
+    """
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"levels must be a positive int; got {levels!r}")
+    for j in range(1, levels + 1):
+        q = _band_at_scale(band.n, j / levels)
+        if q.cols >= band.cols and q.rows_top >= band.rows_top:
+            return q
+    raise AssertionError("unreachable: the full band contains every band")  # j == levels is full

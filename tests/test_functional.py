@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bltriton import ops
+from bltriton import ops, transforms
 from bltriton.functional import bl_conv1d, bl_conv2d, bl_conv_with_band
 from bltriton.reference import bl_conv_reference
 from bltriton.utils import SavedTensorBytes
@@ -149,13 +149,13 @@ BAND_CASES = [
 ]
 
 
-@pytest.mark.parametrize("column_path", ["fft", "dft-gemm"])
+@pytest.mark.parametrize("column_path", ["fft", "gemm", "direct"])
 @pytest.mark.parametrize("rate", [0.0, 0.25, 0.5, 0.75, 0.95])
 @pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in BAND_CASES])
 def test_band_limited_matches_dense_reference(case, rate, column_path, monkeypatch):
     """Forward and custom backward equal the dense reference (full spectrum × explicit mask) and
-    autograd through it, in float64, with the last axis through the FFT and through the DFT GEMM."""
-    monkeypatch.setattr(ops, "_DFT_GEMM_MAX_RATIO", 0.0 if column_path == "fft" else float("inf"))
+    autograd through it, in float64, through each transform method (FFT, column DFT GEMM, direct 2D DFT)."""
+    monkeypatch.setattr(transforms, "FORCE_METHOD", column_path)
     check_against_reference(case, rate, "torch")
 
 
@@ -252,13 +252,13 @@ def test_nonfinite_propagates():
     assert torch.isnan(y).any()
 
 
-@pytest.mark.parametrize("column_path", ["fft", "dft-gemm"])
+@pytest.mark.parametrize("column_path", ["fft", "gemm", "direct"])
 @pytest.mark.parametrize("rate", [0.0, 0.5])
 @pytest.mark.parametrize("shape", [(3, 4, 20), (3, 4, 9, 12)], ids=["1d", "2d"])
 def test_band_tensors_are_compact(shape, rate, column_path, monkeypatch):
     """Band tensors own exactly their storage and are contiguous: a view into a larger spectrum
     would keep it alive for backward, and a frequency stride of 1 sends CPU bmm to a slow path."""
-    monkeypatch.setattr(ops, "_DFT_GEMM_MAX_RATIO", 0.0 if column_path == "fft" else float("inf"))
+    monkeypatch.setattr(transforms, "FORCE_METHOD", column_path)
     from bltriton.spectral import band_for_rate
 
     x = torch.randn(*shape)

@@ -34,6 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "datasets": list(DEV_SETS),
         "rates": [0.0, 0.25, 0.5, 0.75],
         "energies": [],
+        "calibrated": [0.99],
         "dense": False,
         "seeds": [0],
         "epochs": 30,
@@ -45,7 +46,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "datasets": list(DEV_SETS),
         "rates": [0.0, 0.25, 0.5, 0.75],
-        "energies": [],
+        "energies": [0.99],
+        "calibrated": [0.99],
         "dense": True,
         "seeds": [0, 1, 2],
         "epochs": 100,
@@ -62,6 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "datasets": [*DEV_SETS, "digits"],
         "rates": [0.0, 0.25, 0.5, 0.75],
         "energies": [0.99, 0.95, 0.9],
+        "calibrated": [0.99, 0.95],
         "dense": True,
         "seeds": [0, 1, 2, 3, 4],
         "epochs": 200,
@@ -105,7 +108,8 @@ def _preset_help(name: str) -> str:
     )
     return textwrap.fill(
         f"preset {name!r}: sets {', '.join(p['datasets'])}; rates {p['rates']}; "
-        f"energies {p['energies'] or 'none'}; dense baseline {'yes' if p['dense'] else 'no'}; "
+        f"energies {p['energies'] or 'none'}; calibrated {p['calibrated'] or 'none'}; "
+        f"dense baseline {'yes' if p['dense'] else 'no'}; "
         f"seeds {p['seeds']}; {epochs}; width {p['width']}; batch size {p['batch_size']} "
         f"(digits {p['per_dataset'].get('digits', {}).get('batch_size', p['batch_size'])}); "
         f"Adam lr {p['lr']} with cosine decay.",
@@ -132,6 +136,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digits", action="store_true", help="add the digits set (2D ResNet)")
     p.add_argument("--rates", type=_floats, help="compress rates, e.g. 0,0.25,0.5,0.75")
     p.add_argument("--energies", type=_floats, help="energy-mode settings, e.g. 0.99,0.95 (empty: none)")
+    p.add_argument(
+        "--calibrated",
+        type=_floats,
+        metavar="ENERGIES",
+        help="calibrated runs: fixed per-layer rates from bltriton.calibrate at these energies "
+        "(e.g. 0.99; empty: none)",
+    )
     p.add_argument(
         "--dense",
         action=argparse.BooleanOptionalAction,
@@ -217,7 +228,7 @@ def resolve(args: argparse.Namespace, preset_name: str) -> dict[str, Any]:
     }
     return {
         "preset": preset_name,
-        **{k: pick(k) for k in ("rates", "energies", "dense", "seeds", "epochs", "batch_size")},
+        **{k: pick(k) for k in ("rates", "energies", "calibrated", "dense", "seeds", "epochs", "batch_size")},
         **{k: pick(k) for k in ("width", "lr")},
         "per_dataset": {k: v for k, v in per_dataset.items() if v},
         "device": args.device,
@@ -225,10 +236,31 @@ def resolve(args: argparse.Namespace, preset_name: str) -> dict[str, Any]:
     }
 
 
+def _check_run(run: dict[str, Any]) -> str | None:
+    """The first bad value of a resolved run, as one line naming its flag; ``None`` if all good."""
+    for name in ("epochs", "batch_size"):
+        if run[name] < 1:
+            return f"--{name.replace('_', '-')} must be a positive integer; got {run[name]}"
+    if not run["width"] > 0:  # also NaN
+        return f"--width must be a positive multiplier (1.0 = the paper's width); got {run['width']:g}"
+    if not run["lr"] > 0:
+        return f"--lr must be positive; got {run['lr']:g}"
+    for r in run["rates"]:
+        if not 0.0 <= r < 1.0:
+            return f"--rates takes fractions in [0, 1), got {r:g}"
+    for flag in ("energies", "calibrated"):
+        for e in run[flag]:
+            if not 0.0 < e <= 1.0:
+                return f"--{flag} takes fractions in (0, 1], got {e:g}"
+    if not run["seeds"]:
+        return "--seeds needs at least one seed"
+    return None
+
+
 def _main(args: argparse.Namespace, preset_name: str) -> int:
     import torch
 
-    from bltriton.demo import train
+    from bltriton.demo import report, train
 
     try:
         datasets = _datasets(args, PRESETS[preset_name])
@@ -236,18 +268,14 @@ def _main(args: argparse.Namespace, preset_name: str) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run = resolve(args, preset_name)
-    for r in run["rates"]:
-        if not 0.0 <= r < 1.0:
-            print(f"error: --rates takes fractions in [0, 1), got {r:g}", file=sys.stderr)
-            return 2
-    for e in run["energies"]:
-        if not 0.0 < e <= 1.0:
-            print(f"error: --energies takes fractions in (0, 1], got {e:g}", file=sys.stderr)
-            return 2
+    problem = _check_run(run)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         device = str(train.resolve_device(run["device"]))
     except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: --device {run['device']}: {e}", file=sys.stderr)
         return 2
     base = train.TrainConfig(
         epochs=run["epochs"],
@@ -263,32 +291,22 @@ def _main(args: argparse.Namespace, preset_name: str) -> int:
         settings.append(("dense", None))
     settings += [("rate", r) for r in run["rates"]]
     settings += [("energy", e) for e in run["energies"]]
+    settings += [("calibrated", e) for e in run["calibrated"]]
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("bltriton_demo") / f"{preset_name}-{stamp}"
     for ds in datasets:
         print(ds.describe(), file=sys.stderr)
-    env = train.environment()  # the start date, versions, machine
+    env = report.environment()  # the start date, versions, machine
     try:
         from bltriton.ops import resolve_backend
 
         env["backend_used"] = resolve_backend(run["backend"], torch.device(device))
     except (ImportError, ValueError, RuntimeError):
         pass
-    t0 = time.perf_counter()
-    results = train.run_grid(
-        datasets,
-        settings,
-        run["seeds"],
-        base,
-        configs=configs,
-        show_progress=not args.no_progress,
-    )
-    elapsed = time.perf_counter() - t0
     meta: dict[str, Any] = {
         "argv": " ".join(sys.argv[1:]),
         **env,
-        "wall_time_s": round(elapsed, 1),
         "device": device,
         "preset": preset_name,
         "datasets": ", ".join(f"{d.name} ({d.source})" for d in datasets),
@@ -298,14 +316,39 @@ def _main(args: argparse.Namespace, preset_name: str) -> int:
         "batch_size": ", ".join(f"{d.name} {configs[d.name].batch_size}" for d in datasets),
         "lr": run["lr"],
         "backend": run["backend"] or "default",
+        "torch_threads": torch.get_num_threads(),
         "settings": run,
     }
-    files = train.write_report(results, out, meta, plots=not args.no_plots)
-    print(train.markdown_tables(train.summarize(results)))
-    print(f"wall time {elapsed:.1f} s; results in {out.resolve()}")
+    log = report.RunLog(out, meta)  # each finished run is written at once
+    t0 = time.perf_counter()
+    interrupted = False
+    try:
+        train.run_grid(
+            datasets,
+            settings,
+            run["seeds"],
+            base,
+            configs=configs,
+            show_progress=not args.no_progress,
+            on_result=log.add,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    meta["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    if interrupted:
+        meta["interrupted"] = (
+            f"after {len(log.results)} of {len(settings) * len(run['seeds']) * len(datasets)} runs"
+        )
+    if not log.results:
+        print("interrupted before the first run finished; nothing written but config.json", file=sys.stderr)
+        return 130
+    files = log.close(plots=not args.no_plots)
+    print(report.markdown_tables(report.summarize(log.results)))
+    state = f"interrupted ({meta['interrupted']})" if interrupted else "done"
+    print(f"{state}; wall time {meta['wall_time_s']:.1f} s; results in {out.resolve()}")
     for path in files.values():
         print(f"  {path.name}")
-    return 0
+    return 130 if interrupted else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,179 @@
+"""Energy mode of the band-limited modules: which band a call uses, and when it changes.
+
+A module built with ``energy=E`` (``BLConv1d(..., energy=0.99)``, ``convert(model, energy=E)``)
+keeps, per layer, the smallest band of the rate rule whose coefficients hold at least ``E`` of
+the spectral energy of its (padded) input, summed over batch and channels (``spectral.energy_band``).
+Searching that band costs a full ``rfftn`` of the input and one host sync, and a band that moves
+from batch to batch makes every call pay for new DFT operands and tuned configs. So the module
+form is *amortised* and *quantised*; exactly:
+
+1. **When the band is evaluated.** Each layer counts its forward calls (training and evaluation
+   alike). The band is searched on the layer's first call, on every ``every``-th call after the
+   last search, and whenever the FFT length changes (a new input length). Every other call uses
+   the band of the last search unchanged: the batch in hand is not inspected.
+2. **Which band.** The search finds the smallest band holding ``>= E`` of *that call's* input
+   energy, then rounds it *up* with :func:`bltriton.spectral.quantize_band` (``levels`` evenly
+   spaced sizes per axis). The rounded band contains the searched one, so the call that searched
+   keeps at least ``E``; the calls in between keep what the same band holds of their own input
+   (usually about ``E``: the spectrum of a data set's batches varies little, see the README).
+3. **What is reported.** ``layer.last_band`` / ``layer.kept_fraction`` are the band the last call
+   computed with; that call's output and gradients are exactly those of the fixed band
+   ``last_band`` (the forward and backward are the fixed-band ones).
+
+``every=1, levels=None`` is the per-call search of the functional API (``bl_conv1d(...,
+energy=E)``), which stays stateless and exact. The defaults below were chosen by measurement on
+a shared 2-core CPU (FCN on the bundled sets and on generated high-frequency series; see the
+README's energy section): ``every=DEFAULT_EVERY``, ``levels=DEFAULT_LEVELS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bltriton.spectral import Band, band_for_power, power_spectrum, quantize_band
+
+__all__ = [
+    "DEFAULT_EVERY",
+    "DEFAULT_LEVELS",
+    "EnergyBand",
+    "band_chooser",
+    "band_limited_layers",
+    "energy_state",
+    "set_energy",
+]
+
+#: Search the band on every 8th call: on the FCN (GunPoint, batch 16) a search costs about one
+#: tenth of a training step, so ``every=8`` keeps its cost near 1 % of training.
+DEFAULT_EVERY = 8
+#: Sizes per axis a band may take: 8 keeps at most 8 shapes per 1D layer (about 16 in 2D).
+DEFAULT_LEVELS = 8
+
+
+def _check_positive_int(value: object, name: str, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
+
+
+def check_energy(energy: object) -> float:
+    """Validate ``energy`` (a fraction in ``(0, 1]``) and return it as a float."""
+    if isinstance(energy, bool) or not isinstance(energy, (int, float)):
+        raise TypeError(f"energy must be a float in (0, 1]; got {type(energy).__name__}")
+    if not (0.0 < float(energy) <= 1.0):
+        raise ValueError(f"energy must be in (0, 1] (fraction of spectrum energy kept); got {energy!r}")
+    return float(energy)
+
+
+@dataclass
+class EnergyBand:
+    """Energy-mode state of one layer: a callable ``(x_pad, n) -> Band`` (see the module doc).
+
+    Attributes:
+        energy: fraction of the input's spectral energy to keep, in ``(0, 1]``.
+        every: search the band on every ``every``-th call (1: every call).
+        levels: quantisation of :func:`~bltriton.spectral.quantize_band` (``None``: none).
+        band: the band in use (``None`` before the first call).
+        searches: how many searches ran (a counter for tests and measurements).
+    """
+
+    energy: float
+    every: int = DEFAULT_EVERY
+    levels: int | None = DEFAULT_LEVELS
+    band: Band | None = None
+    searches: int = 0
+    _since: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        self.energy = check_energy(self.energy)
+        _check_positive_int(self.every, "every")
+        _check_positive_int(self.levels, "levels", allow_none=True)
+
+    def search(self, x_pad: torch.Tensor, n: tuple[int, ...]) -> Band:
+        """The quantised smallest band holding ``energy`` of ``x_pad``'s spectrum.
+
+        Args:
+            x_pad: padded input ``[B, C, *L]``.
+            n: FFT lengths (``len(n)`` spatial axes).
+        """
+        dims = tuple(range(-len(n), 0))
+        with torch.no_grad():
+            x = x_pad.detach()
+            spectrum = torch.fft.rfftn(x if x.dtype == torch.float64 else x.float(), s=n, dim=dims)
+            band = band_for_power(power_spectrum(spectrum, n), n, self.energy)
+        return band if self.levels is None else quantize_band(band, self.levels)
+
+    def __call__(self, x_pad: torch.Tensor, n: tuple[int, ...]) -> Band:
+        if self.band is None or self.band.n != tuple(n) or self._since >= self.every:
+            self.band = self.search(x_pad, tuple(n))
+            self.searches += 1
+            self._since = 0
+        self._since += 1
+        return self.band
+
+    def reset(self) -> None:
+        """Forget the band: the next call searches."""
+        self.band = None
+        self._since = 0
+
+
+def band_chooser(module: nn.Module) -> EnergyBand | None:
+    """What picks the band of a band-limited module's next call: a temporary override (set by
+    :func:`bltriton.calibrate` while it measures), the energy-mode state, or ``None`` for the
+    fixed ``compress_rate``."""
+    override = getattr(module, "_band_override", None)
+    if override is not None:
+        return override
+    return None if module.energy is None else energy_state(module)
+
+
+def energy_state(module: nn.Module) -> EnergyBand:
+    """The :class:`EnergyBand` of a band-limited module in energy mode (made on first use, and
+    remade with the same ``every``/``levels`` when ``module.energy`` was changed)."""
+    state = getattr(module, "_energy_state", None)
+    if state is None or state.energy != module.energy:
+        every = DEFAULT_EVERY if state is None else state.every
+        levels = DEFAULT_LEVELS if state is None else state.levels
+        state = EnergyBand(module.energy, every, levels)
+        module._energy_state = state
+    return state
+
+
+def band_limited_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(qualified name, layer)`` of every band-limited layer of ``model``, in module order."""
+    from bltriton.nn import _BLConvMixin
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BLConvMixin)]
+
+
+def set_energy(
+    model: nn.Module,
+    energy: float,
+    *,
+    every: int = DEFAULT_EVERY,
+    levels: int | None = DEFAULT_LEVELS,
+) -> nn.Module:
+    """Put every band-limited layer of ``model`` in energy mode.
+
+    Args:
+        model: a model with band-limited layers (``convert`` it first).
+        energy: fraction of each layer's input spectral energy to keep, in ``(0, 1]``.
+        every: search each layer's band on every ``every``-th forward call (1: each call).
+        levels: round bands up to ``levels`` sizes per axis (``None``: the exact band).
+
+    Returns:
+        ``model``.
+    """
+    energy = check_energy(energy)
+    layers = band_limited_layers(model)
+    if not layers:
+        raise ValueError("set_energy: model has no band-limited layers; convert it first")
+    for _, layer in layers:
+        layer.compress_rate = 0.0
+        layer.energy = energy
+        layer._energy_state = EnergyBand(energy, every, levels)
+    return model

@@ -1,0 +1,317 @@
+"""Band-pruned transforms of the torch path, as small cached plan objects.
+
+A :class:`SignalPlan` serves one ``(band, length, step, device, dtype)``: ``forward`` maps a real
+signal ``[B, C, *length]`` (zero-upsampled by ``step``) to its band ``[F, B, C]``; ``inverse`` maps a
+band back to the real signal sampled at positions ``t·step``, ``t < length`` (the crop and the
+stride folded into the inverse). The same plan therefore serves the input (``forward``) and its
+gradient (``inverse``), and the output (``inverse``) and its gradient (``forward``).
+A :class:`FilterPlan` serves one ``(band, kernel, dilation, device, dtype)``: ``forward`` gives the
+conjugate filter band ``[F, O, Cg]`` and ``adjoint`` the filter gradient from its band.
+
+*Conjugate domain* (the one place it is written down): the filter band is kept as
+``Wc = conj(rfftn(w))`` and the output-gradient band as ``Gc = conj(rfftn(up(dy)))``; ``forward(...,
+conj=True)`` and ``inverse(..., conj=True)`` flip the sign of the DFT phase instead of conjugating
+a tensor (a lazily conjugated ``bmm`` operand is cloned once per batch element on the CPU).
+
+*Methods.* Every transform is a GEMM against DFT operands evaluated only at the kept frequencies
+and at the positions that survive the crop and the stride; which GEMMs depends on the size:
+
+* ``direct``: the whole spatial DFT as one real GEMM ``[2F, P] x [P, B·C]`` (``P`` positions).
+  Most flops, fewest passes: it wins for small maps, where copies and calls cost more than flops.
+* ``separable``: the last axis by a real GEMM against the kept DFT columns (or an ``rfft`` for long
+  signals), then (2D) the first axis by a complex GEMM against the kept rows, whose output is
+  already frequency-major.
+
+The choice is a flop ratio per device class (:data:`RULES`), measured on a 2-core CPU; the CUDA
+numbers are unmeasured defaults kept equal to the CPU's until a GPU run says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from bltriton.spectral import Band, column_weights
+
+__all__ = ["RULES", "FilterPlan", "Rule", "SignalPlan", "filter_plan", "signal_plan"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When to use which transform method, for one device class.
+
+    Attributes:
+        direct_ratio: use ``direct`` while its flops are at most this multiple of the separable
+            path's (it saves two layout copies and a complex GEMM).
+        column_gemm_ratio: in the separable path, transform the last axis by a DFT GEMM while
+            ``2·L·cols <= column_gemm_ratio · n·log2(n)``, else by an FFT.
+    """
+
+    direct_ratio: float
+    column_gemm_ratio: float
+
+
+# 2-core CPU (2026-11-25). column_gemm_ratio: the k7 layer's input (N32 C64 38x38 -> n=40, 14
+# kept columns) took 3.3 ms as a GEMM against 11 ms through pad + rfft + slice + permute; the FFT
+# wins for long signals (1D k63: 2·L·cols / (n·log2 n) ≈ 170). direct_ratio: see bench/NOTES.md.
+RULES: dict[str, Rule] = {
+    "cpu": Rule(direct_ratio=4.0, column_gemm_ratio=16.0),
+    "cuda": Rule(direct_ratio=4.0, column_gemm_ratio=16.0),
+}
+# Tests force one method: None (the rule), "direct", "gemm" (separable, column GEMM) or "fft".
+FORCE_METHOD: str | None = None
+
+_PLANS: OrderedDict[tuple, object] = OrderedDict()
+_MAX_PLANS = 512
+
+
+def _cached(key: tuple, build):
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = build()
+        if len(_PLANS) > _MAX_PLANS:
+            _PLANS.popitem(last=False)
+    else:
+        _PLANS.move_to_end(key)
+    return plan
+
+
+def clear_plans() -> None:
+    """Drop every cached plan (and its DFT operands)."""
+    _PLANS.clear()
+
+
+def _real_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
+
+
+def _phase(band: Band, positions: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``θ[f, p] = 2π·Σ_axis freq_axis(f)·pos_axis(p) / n_axis`` for the kept frequencies (frequency
+    -major order of :mod:`bltriton.spectral`) and the positions given per axis, float64."""
+    freqs = [torch.tensor(band.row_frequencies(), dtype=torch.float64)] if band.ndim == 2 else []
+    freqs.append(torch.arange(band.cols, dtype=torch.float64))
+    turns = None
+    for axis, (fr, pos, n) in enumerate(zip(freqs, positions, band.n)):
+        t = (fr[:, None] * pos[None, :]) % n / n  # [freqs_axis, P_axis], exact reduction first
+        shape_f = [1] * (2 * band.ndim)
+        shape_f[axis], shape_f[band.ndim + axis] = t.shape
+        t = t.reshape(shape_f)
+        turns = t if turns is None else turns + t
+    return 2 * math.pi * turns.reshape(band.num_kept, -1)
+
+
+@dataclass(eq=False)
+class SignalPlan:
+    """Transforms between real signals of one ``length`` (per axis, sampled every ``step`` on the
+    FFT grid) and their band; see the module docstring. Build through :func:`signal_plan`."""
+
+    band: Band
+    length: tuple[int, ...]
+    step: tuple[int, ...]
+    device: torch.device
+    dtype: torch.dtype  # real dtype of the signal
+    method: str
+
+    def __post_init__(self) -> None:
+        self._ops: dict[tuple, torch.Tensor] = {}
+
+    def _operand(self, name: str, conj: bool, build) -> torch.Tensor:
+        key = (name, conj)
+        if key not in self._ops:
+            self._ops[key] = build(conj).to(device=self.device, dtype=self.dtype).contiguous()
+        return self._ops[key]
+
+    def _positions(self, axis: int, length: int | None = None) -> torch.Tensor:
+        n = self.length[axis] if length is None else length
+        return torch.arange(n, dtype=torch.float64) * self.step[axis]
+
+    # ---- direct: one GEMM over all positions ----------------------------------------------
+    def _direct_fwd(self, conj: bool) -> torch.Tensor:
+        """``[2F, P]``: rows ``cos θ`` then ``∓sin θ`` (``+`` for the conjugate band)."""
+        theta = _phase(self.band, tuple(self._positions(a) for a in range(self.band.ndim)))
+        return torch.cat([torch.cos(theta), torch.sin(theta) if conj else -torch.sin(theta)])
+
+    def _direct_inv(self, conj: bool) -> torch.Tensor:
+        """``[2F, P]`` with rows interleaved ``(f, re/im)``: ``irfftn`` of the zero-filled band at the
+        kept positions, ``c_m·(cos θ, ∓sin θ)/N`` (``c_m`` the half-spectrum column weight)."""
+        b = self.band
+        theta = _phase(b, tuple(self._positions(a) for a in range(b.ndim)))
+        cw = column_weights(b.n[-1], b.cols).repeat(b.kept_rows)[:, None] / math.prod(b.n)
+        sin = cw * torch.sin(theta)
+        return torch.stack([cw * torch.cos(theta), sin if conj else -sin], dim=1).reshape(2 * b.num_kept, -1)
+
+    # ---- separable: last axis (GEMM or FFT), then rows -------------------------------------
+    def _col_fwd(self, conj: bool) -> torch.Tensor:
+        """Real ``[L, 2·cols]``, re/im interleaved columns: ``cos θ``, ``∓sin θ``."""
+        n, m = self.band.n[-1], torch.arange(self.band.cols, dtype=torch.float64)
+        theta = 2 * math.pi * ((self._positions(-1)[:, None] * m[None, :]) % n) / n
+        sin = torch.sin(theta) if conj else -torch.sin(theta)
+        return torch.stack([torch.cos(theta), sin], dim=-1).reshape(theta.shape[0], -1)
+
+    def _col_inv(self, conj: bool) -> torch.Tensor:
+        """Real ``[2·cols, L]``: ``irfft`` (length ``n``) of the zero-filled kept columns at the kept
+        positions; the imaginary part of column 0 (and Nyquist) drops out as in ``irfft``."""
+        n, cols = self.band.n[-1], self.band.cols
+        m = torch.arange(cols, dtype=torch.float64)[:, None]
+        theta = 2 * math.pi * ((m * self._positions(-1)[None, :]) % n) / n
+        c = column_weights(n, cols)[:, None] / n
+        sin = c * torch.sin(theta)
+        return torch.stack([c * torch.cos(theta), sin if conj else -sin], dim=1).reshape(2 * cols, -1)
+
+    def _rows(self, conj: bool, inverse: bool) -> torch.Tensor:
+        """Complex row DFT at the kept rows: ``[rows, H]`` forward, ``[H, rows]`` inverse (``/nH``)."""
+        nh = self.band.n[0]
+        rows = self.band.kept_row_indices().to(torch.float64)
+        phase = 2 * math.pi * ((rows[:, None] * self._positions(0)[None, :]) % nh) / nh
+        sign = 1.0 if inverse != conj else -1.0
+        e = torch.polar(torch.full_like(phase, 1.0 / nh if inverse else 1.0), sign * phase)
+        return e.T if inverse else e
+
+    def _row_operand(self, conj: bool, inverse: bool) -> torch.Tensor:
+        key = ("rows", conj, inverse)
+        if key not in self._ops:
+            cdt = torch.complex128 if self.dtype == torch.float64 else torch.complex64
+            self._ops[key] = self._rows(conj, inverse).to(device=self.device, dtype=cdt).contiguous()
+        return self._ops[key]
+
+    def forward(self, x: torch.Tensor, conj: bool = False) -> torch.Tensor:
+        """``[B, C, *length]`` real -> band ``[F, B, C]`` complex, contiguous (a fresh tensor)."""
+        b, c = x.shape[:2]
+        if self.method == "direct":
+            e = self._operand("direct_fwd", conj, self._direct_fwd)
+            out = e @ x.reshape(b * c, -1).T  # [2F, BC]: re plane, im plane
+            f = self.band.num_kept
+            return torch.complex(out[:f], out[f:]).view(f, b, c)
+        if self.band.ndim == 1:
+            return self._last_axis_fwd(x, conj).view(self.band.num_kept, b, c)
+        h = x.shape[2]
+        spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj)  # [H, cols, BC]
+        out = self._row_operand(conj, False) @ spec.reshape(h, -1)
+        return out.view(self.band.num_kept, b, c)
+
+    def _last_axis_fwd(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
+        """``[*lead, B, C, L]`` real -> ``[*lead, cols, B·C]`` complex (kept columns)."""
+        *lead, b, c, length = x.shape
+        cols = self.band.cols
+        if self.method == "gemm":
+            s = torch.matmul(x.reshape(*lead, b * c, length), self._operand("col_fwd", conj, self._col_fwd))
+            s = torch.view_as_complex(s.view(*lead, b * c, cols, 2))
+            return s.transpose(-1, -2).contiguous()
+        n, step = self.band.n[-1], self.step[-1]
+        if step == 1:
+            padded = torch.nn.functional.pad(x, (0, n - length))
+        else:
+            padded = x.new_zeros(*lead, b, c, n)
+            padded[..., : length * step : step] = x
+        # FFT along the contiguous last axis (6 ms vs 29 ms along a leading axis for the 1D k63
+        # layer on this CPU), then one copy moves the kept columns in front of the channels.
+        spec = torch.fft.rfft(padded, dim=-1).narrow(-1, 0, cols)
+        if conj:
+            spec = spec.conj()  # lazy; the copy below materialises it
+        # contiguous(), not reshape(): when every column is kept the reshape is a view whose
+        # frequency stride is 1, and CPU bmm over such a batch ran 35× slower.
+        return spec.movedim(-1, -3).contiguous().view(*lead, cols, b * c).resolve_conj()
+
+    def inverse(self, yb: torch.Tensor, conj: bool = False) -> torch.Tensor:
+        """Band ``[F, B, O]`` -> ``[B, O, *length]`` real, contiguous. ``conj``: ``yb`` holds the
+        conjugate of the band to invert."""
+        _, b, o = yb.shape
+        if self.method == "direct":
+            e = self._operand("direct_inv", conj, self._direct_inv)  # [2F, P]
+            yr = torch.view_as_real(yb).permute(1, 2, 0, 3).reshape(b * o, -1)  # one copy: [BO, 2F]
+            return (yr @ e).view(b, o, *self.length)
+        if self.band.ndim == 1:
+            return self._last_axis_inv(yb, conj).contiguous()
+        # conj(E)·conj(Z) = conj(E·Z): the row stage keeps the conjugate, the column stage undoes it.
+        rows_out, cols = self.length[0], self.band.cols
+        spec = self._row_operand(conj, True) @ yb.reshape(self.band.kept_rows, -1)
+        spec = spec.view(rows_out, cols, b, o)
+        return self._last_axis_inv(spec, conj).permute(1, 2, 0, 3).contiguous()
+
+    def _last_axis_inv(self, spec: torch.Tensor, conj: bool) -> torch.Tensor:
+        """``[*lead, cols, B, O]`` complex -> ``[*lead, B, O, length[-1]]`` real."""
+        *lead, cols, b, o = spec.shape
+        if self.method == "gemm":
+            sr = torch.view_as_real(spec).movedim(-4, -2).reshape(*lead, b * o, 2 * cols)  # one copy
+            e = self._operand("col_inv", conj, self._col_inv)
+            return torch.matmul(sr, e).view(*lead, b, o, self.length[-1])
+        y = torch.fft.irfft((spec.conj() if conj else spec).movedim(-3, -1), n=self.band.n[-1], dim=-1)
+        return y[..., : self.length[-1] * self.step[-1] : self.step[-1]]
+
+
+def _choose_method(band: Band, length: tuple[int, ...], device: torch.device) -> str:
+    if FORCE_METHOD is not None:
+        return FORCE_METHOD
+    rule = RULES.get(device.type, RULES["cuda"])
+    n = band.n[-1]
+    column_gemm = 2 * length[-1] * band.cols <= rule.column_gemm_ratio * n * max(1.0, math.log2(n))
+    positions = math.prod(length)
+    direct = 2 * band.num_kept * positions  # real MACs per channel
+    if band.ndim == 1:
+        return "gemm" if column_gemm else "fft"
+    column = 2 * positions * band.cols if column_gemm else 2.5 * length[0] * n * math.log2(n)
+    separable = column + 4 * band.kept_rows * length[0] * band.cols
+    if direct <= rule.direct_ratio * separable:
+        return "direct"
+    return "gemm" if column_gemm else "fft"
+
+
+def signal_plan(
+    band: Band, length: tuple[int, ...], step: tuple[int, ...], device: torch.device, dtype: torch.dtype
+) -> SignalPlan:
+    """The cached :class:`SignalPlan` for signals of ``length`` sampled every ``step``."""
+    rdt = _real_dtype(dtype)
+    key = ("signal", band, tuple(length), tuple(step), device, rdt, FORCE_METHOD)
+    method = _choose_method(band, tuple(length), device)
+    return _cached(key, lambda: SignalPlan(band, tuple(length), tuple(step), device, rdt, method))
+
+
+@dataclass(eq=False)
+class FilterPlan:
+    """The filter transform and its adjoint for one ``(band, kernel, dilation)``: a direct DFT at
+    the taps, dilation folded into the phases (no zero-inserted filter).
+
+    ``forward``: ``[O, Cg, *k]`` real -> ``Wc`` ``[F, O, Cg]`` complex, as one real GEMM
+    ``[2F, taps] x [taps, O·Cg]`` and one interleaving pass. ``adjoint``: ``[F, O, Cg]`` complex ->
+    ``[O, Cg, *k]`` real, ``irfftn`` of the zero-filled band at the dilated taps, as one complex
+    GEMM with the half-spectrum column weights and ``1/N`` folded into its operand.
+    """
+
+    band: Band
+    kernel: tuple[int, ...]
+    dilation: tuple[int, ...]
+    device: torch.device
+    dtype: torch.dtype  # real dtype
+
+    def __post_init__(self) -> None:
+        pos = [torch.arange(k, dtype=torch.float64) * d for k, d in zip(self.kernel, self.dilation)]
+        theta = _phase(self.band, tuple(pos))  # [F, taps]
+        self.fwd = torch.cat([torch.cos(theta), torch.sin(theta)]).to(self.device, self.dtype)
+        b = self.band
+        cw = column_weights(b.n[-1], b.cols).repeat(b.kept_rows)[:, None] / math.prod(b.n)
+        cdt = torch.complex128 if self.dtype == torch.float64 else torch.complex64
+        # d/dWc of Re(sum ...) evaluated as irfftn: Re(Σ_f dW[f]·c_f·e^{+iθ}) / N.
+        self.adj = torch.polar(cw.expand_as(theta).contiguous(), theta).to(self.device, cdt)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        o, cg = weight.shape[:2]
+        out = self.fwd @ weight.reshape(o * cg, -1).T  # [2F, O·Cg]
+        f = self.band.num_kept
+        return torch.complex(out[:f], out[f:]).view(f, o, cg)
+
+    def adjoint(self, dwb: torch.Tensor) -> torch.Tensor:
+        f, o, cg = dwb.shape
+        dw = dwb.reshape(f, o * cg).T @ self.adj  # [O·Cg, taps] complex
+        return dw.real.reshape(o, cg, *self.kernel).contiguous()
+
+
+def filter_plan(
+    band: Band, kernel: tuple[int, ...], dilation: tuple[int, ...], device: torch.device, dtype: torch.dtype
+) -> FilterPlan:
+    """The cached :class:`FilterPlan`."""
+    rdt = _real_dtype(dtype)
+    key = ("filter", band, tuple(kernel), tuple(dilation), device, rdt)
+    return _cached(key, lambda: FilterPlan(band, tuple(kernel), tuple(dilation), device, rdt))
