@@ -21,16 +21,43 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "BLTRITON_PRINT_AUTOTUNING": ("0", "1 = print each tuning decision"),
 }
 
+#: Spellings a boolean variable accepts (case-insensitive); an empty value means unset.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class EnvVarError(ValueError):
+    """A ``BLTRITON_*`` variable holds a value it does not accept (the message names it)."""
+
+
+#: The boolean variables: reading any one of them checks them all, so that a typo in one the
+#: current code path does not consult (``BLTRITON_FORCE_RETUNE=ture`` while tuning is off) is
+#: still reported at the first tuner call instead of surfacing later.
+_FLAGS = ("BLTRITON_AUTOTUNE", "BLTRITON_FORCE_RETUNE", "BLTRITON_PRINT_AUTOTUNING")
+
+
+def _parse_flag(name: str) -> bool:
+    # Strict: a typo such as ``BLTRITON_AUTOTUNE=maybe`` must not silently mean "on".
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower() or VARIABLES[name][0]
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise EnvVarError(
+        f"{name} must be one of 0/1, true/false, yes/no, on/off (any case) or unset; got {raw!r}"
+    )
+
 
 def _flag(name: str) -> bool:
-    value = os.environ.get(name, VARIABLES[name][0]).strip().lower()
-    return value not in ("", "0", "false", "no", "off")
+    values = {flag: _parse_flag(flag) for flag in _FLAGS}
+    return values[name]
 
 
 def backend() -> str:
     value = os.environ.get("BLTRITON_BACKEND", "auto").strip().lower() or "auto"
     if value not in ("auto", "torch", "triton"):
-        raise ValueError(f"BLTRITON_BACKEND must be one of 'auto', 'torch', 'triton'; got {value!r}")
+        raise EnvVarError(f"BLTRITON_BACKEND must be one of 'auto', 'torch', 'triton'; got {value!r}")
     return value
 
 

@@ -1,7 +1,9 @@
 """The differentiable op: the forward saves band spectra only (the input band, and the filter band
 unless recomputing it from the weight is cheaper than one contraction); the backward runs the
-masked gradient paths of DESIGN §1.7. Registered with ``torch.library`` so ``torch.compile`` keeps it
-whole.
+masked gradient paths of DESIGN §1.7. Forward and backward are two ``torch.library`` ops (fake
+implementations for shape propagation), so ``torch.compile`` and ``torch.export`` keep them whole;
+a ``torch.autograd.Function`` with ``setup_context`` ties them together, which also serves
+``torch.func``. Their ``vmap`` rules are in :mod:`bltriton.batching`.
 
 The padding is applied outside (by ``F.pad`` under autograd, which folds the gradient back through
 ``padding_mode``), so this op computes a *valid* band-limited correlation of an already
@@ -269,44 +271,90 @@ def _(dy, xb, filt, *, x_shape, w_shape, need_x, need_w, **kwargs):
     return dx, dw
 
 
+# ------------------------------------------------------------------------------------------
+# Autograd. A torch.autograd.Function with a separate setup_context (rather than the op's
+# register_autograd, whose generated Function torch.func rejects) so that torch.func.grad,
+# vmap, jacrev and per-sample gradients work; torch.compile and torch.export trace it into the
+# two ops above. Batching rules for both ops live in bltriton.batching.
+# ------------------------------------------------------------------------------------------
+
+
 def _filter_saved_as_band(spec: ConvSpec, need_x: bool) -> bool:
     """Whether the backward gets the filter band ``[F, O, Cg]`` (else the weight, from which it
     recomputes the band when dX is needed). Static: it depends on the spec only, never on sizes
     inside the traced op, so a graph with a dynamic batch has no branch on it."""
-    return spec.save_filter_band and need_x
+    return bool(spec.save_filter_band) and need_x
 
 
-def _setup_context(ctx, inputs, keyword_only_inputs, output):
-    x_pad, weight, bias = inputs
-    _, xb, wb = output
-    spec = _spec_from_op(x_pad.shape, weight.shape, **keyword_only_inputs)
-    ctx.spec = spec
-    ctx.shapes = (list(x_pad.shape), list(weight.shape))
-    ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
-    ctx.save_for_backward(xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
+class _NoDoubleBackward(torch.autograd.Function):
+    """Identity on a first-order gradient whose own backward raises: the backward op is not
+    differentiable (it would need its own adjoint paths), and without this marker a second
+    differentiation would silently see the gradient as a constant."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+        return grad.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(
+            "bltriton: double backward through a band-limited convolution (differentiating its "
+            "gradient, e.g. a gradient penalty or a Hessian-vector product) is not supported. "
+            "First-order gradients, including with create_graph=True, are."
+        )
 
 
-def _backward(ctx, dy, _dxb, _dwb):
-    xb, filt = ctx.saved_tensors
-    x_dtype, w_dtype, b_dtype = ctx.dtypes
-    need_x, need_w, need_b = ctx.needs_input_grad
-    x_shape, w_shape = ctx.shapes
-    dx, dw = _band_conv_backward_op(
-        dy,
-        xb,
-        filt,
-        x_shape=x_shape,
-        w_shape=w_shape,
-        need_x=bool(need_x),
-        need_w=bool(need_w),
-        **_op_kwargs(ctx.spec),
-    )
-    db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype) if need_b else None
-    # Keyword-only arguments get no gradient slot: one gradient per tensor input.
-    return (dx.to(x_dtype) if need_x else None, dw.to(w_dtype) if need_w else None, db)
+class _BandConv(torch.autograd.Function):
+    """``(y, xb, wb) = band_conv(x_pad, weight, bias)``; only ``y`` is differentiable. Saves the
+    input band and the filter band or the weight (see :func:`_filter_saved_as_band`)."""
 
+    generate_vmap_rule = True  # runs forward under vmap: the ops' batching rules do the work
 
-_band_conv_op.register_autograd(_backward, setup_context=_setup_context)
+    @staticmethod
+    def forward(x_pad, weight, bias, spec: ConvSpec):
+        return _band_conv_op(x_pad, weight, bias, **_op_kwargs(spec))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x_pad, weight, bias, spec = inputs
+        _, xb, wb = output
+        ctx.mark_non_differentiable(xb, wb)
+        ctx.spec = spec
+        ctx.shapes = (list(x_pad.shape), list(weight.shape))
+        ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.save_for_backward(xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
+
+    @staticmethod
+    def backward(ctx, dy, _dxb, _dwb):
+        xb, filt = ctx.saved_tensors
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        x_shape, w_shape = ctx.shapes
+        # The op has no autograd formula of its own (torch.func would reject a generated one
+        # under create_graph=True, which torch.func.grad always uses): run it without recording
+        # and mark its results as not differentiable again.
+        with torch.no_grad():
+            dx, dw = _band_conv_backward_op(
+                dy,
+                xb,
+                filt,
+                x_shape=x_shape,
+                w_shape=w_shape,
+                need_x=bool(need_x),
+                need_w=bool(need_w),
+                **_op_kwargs(ctx.spec),
+            )
+        if torch.is_grad_enabled():
+            dx, dw = _NoDoubleBackward.apply(dx, dy), _NoDoubleBackward.apply(dw, dy)
+        db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype) if need_b else None
+        grads = (dx.to(x_dtype) if need_x else None, dw.to(w_dtype) if need_w else None, db)
+        return grads + (None,) * (len(ctx.needs_input_grad) - len(grads))  # the spec
 
 
 def _filter_band_worth_saving(kernel: tuple[int, ...], batch: int | torch.SymInt) -> bool:
@@ -331,8 +379,19 @@ def band_conv(
 
     Returns:
         ``[B, O, *out]``.
+
+    Raises:
+        RuntimeError: under ``torch.jit.trace``, which cannot record the op.
     """
+    if torch.jit.is_tracing():
+        raise RuntimeError(
+            "bltriton: torch.jit.trace cannot record a band-limited convolution (TorchScript does "
+            "not support it); use torch.compile, or torch.export.export for a saved graph"
+        )
     if spec.save_filter_band is None:
         spec = replace(spec, save_filter_band=_filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
-    y, _, _ = _band_conv_op(x_pad, weight, bias, **_op_kwargs(spec))
+    y, _, _ = _BandConv.apply(x_pad, weight, bias, spec)
     return y
+
+
+from bltriton import batching as _batching  # noqa: E402,F401  (registers the ops' vmap rules)

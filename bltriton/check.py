@@ -13,6 +13,7 @@ import time
 import torch
 from torch import nn
 
+from bltriton._cli import UsageError, check_backend, parse_device
 from bltriton.nn import BLConv1d, BLConv2d
 
 
@@ -84,12 +85,16 @@ def run_check(device: str, backend: str | None, repeat: int = 5) -> int:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    return run_check(args.device, args.backend, args.repeat)
+    device = parse_device(args.device)
+    check_backend(args.backend, device)
+    if args.repeat < 1:
+        raise UsageError(f"--repeat: expected a positive number of timed runs; got {args.repeat}")
+    return run_check(str(device), args.backend, args.repeat)
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("check", help="short forward/backward self-check against torch")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--backend", default=None, choices=["auto", "torch", "triton"])
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per row (default 5)")
     p.set_defaults(func=_cmd)

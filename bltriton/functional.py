@@ -4,6 +4,7 @@ band arguments. Argument checking lives here; the math lives in :mod:`bltriton.a
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -71,6 +72,32 @@ def _check_rate_energy(compress_rate: float, energy: float | None) -> None:
         raise TypeError(f"energy must be a float in (0, 1] or None; got {type(energy).__name__}")
     if not (0.0 < float(energy) <= 1.0):
         raise ValueError(f"energy must be in (0, 1] (fraction of spectrum energy kept); got {energy!r}")
+
+
+def _static_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
+    """Spatial sizes as Python ints. The band (FFT lengths, kept rows and columns) is derived
+    from them and must be static for the ops; under ``torch.compile(dynamic=True)`` this
+    specialises the spatial sizes (one graph per spatial size) while the batch stays dynamic."""
+    return tuple(operator.index(v) for v in sizes)
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    if t.dim() != 4:
+        return False
+    try:
+        return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    except RuntimeError:  # inside torch.vmap memory formats cannot be queried: keep the default
+        return False
+
+
+def _check_energy_not_traced(conv: str) -> None:
+    if torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"{conv}: energy= chooses the band from the input's values on the host at every call, "
+            "and the band sets tensor shapes, so torch.compile/torch.export cannot trace it. Use "
+            "compress_rate= (a fixed band) in compiled code, or keep this layer out of the graph "
+            "with torch.compiler.disable (e.g. layer.forward = torch.compiler.disable(layer.forward))."
+        )
 
 
 _HALF_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -160,7 +187,7 @@ def bl_conv_with_band(
         raise ValueError(f"{conv}: padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}")
     stride_t = _tuple(stride, ndim, "stride", 1)
     dilation_t = _tuple(dilation, ndim, "dilation", 1)
-    kernel = tuple(weight.shape[2:])
+    kernel = _static_sizes(weight.shape[2:])
     if any(k < 1 for k in kernel):
         raise ValueError(f"{conv}: weight has an empty kernel {kernel}")
     pads = _padding_pairs(padding, ndim, kernel, dilation_t, stride_t)
@@ -168,7 +195,7 @@ def bl_conv_with_band(
     _check_rate_energy(compress_rate, energy)
     backend_r = ops.resolve_backend(backend, input.device)
 
-    length = tuple(input.shape[2:])
+    length = _static_sizes(input.shape[2:])
     if padding_mode == "reflect":
         for axis, ((lo, hi), n) in enumerate(zip(pads, length)):
             if max(lo, hi) >= n:
@@ -193,6 +220,8 @@ def bl_conv_with_band(
     n = fft_lengths(padded, ke, fft_size)
 
     x_pad = pad_input(input, pads, padding_mode)
+    if energy is not None:
+        _check_energy_not_traced(conv)
     if band_fn is not None:
         band = band_fn(x_pad, n)
     elif energy is not None:
@@ -205,7 +234,7 @@ def bl_conv_with_band(
             )
         band = energy_band(spectrum, n, float(energy))
     else:
-        band = band_for_rate(n, compress_rate)
+        band = band_for_rate(n, float(compress_rate))  # a SymFloat under dynamic=True: specialised
     precision, out_dtype = _autocast_precision(input)
     spec = ConvSpec(
         band=band,
@@ -219,6 +248,8 @@ def bl_conv_with_band(
         out_dtype=out_dtype,
     )
     y = band_conv(x_pad, weight, bias, spec)
+    if ndim == 2 and not unbatched and (_is_channels_last(input) or _is_channels_last(weight)):
+        y = y.contiguous(memory_format=torch.channels_last)  # as nn.Conv2d (one output-sized copy)
     if unbatched:
         y = y.squeeze(0)
     return y, band

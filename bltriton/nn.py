@@ -21,6 +21,18 @@ from bltriton.spectral import Band, check_rate
 __all__ = ["BLConv1d", "BLConv2d", "convert", "set_compress_rate"]
 
 
+class _Rate(float):
+    """A compress rate that ``torch.compile`` treats as a constant (guarded: a new value
+    recompiles) instead of a symbolic float input: dynamo makes a plain float attribute symbolic
+    under ``dynamic=True`` (or after the value changes), and the band's integer geometry cannot be
+    derived from a symbolic float. Pickles and copies as a plain float."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return (float, (float(self),))
+
+
 class _BLConvMixin:
     """Band state shared by the 1D and 2D modules."""
 
@@ -38,22 +50,34 @@ class _BLConvMixin:
         _check_rate_energy(compress_rate, energy)
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None; got {backend!r}")
-        self._compress_rate = float(compress_rate)
+        self._compress_rate = _Rate(compress_rate)
         self.energy = energy
         self.fft_size = fft_size
         self.backend = backend
         self.last_band = None
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)  # unpickled or deep-copied: the rate came back a plain float
+        self._compress_rate = _Rate(self._compress_rate)
+
+    def __prepare_scriptable__(self):
+        """Called by ``torch.jit.script`` on every submodule before compiling it: say clearly
+        that TorchScript cannot compile the layer (its band arguments and custom op are Python)."""
+        raise RuntimeError(
+            f"bltriton: torch.jit.script cannot compile {type(self).__name__} (TorchScript does not "
+            "support the band-limited op); use torch.compile, or torch.export.export for a saved graph"
+        )
+
     @property
     def compress_rate(self) -> float:
         """Fraction of the spectrum discarded, in ``[0, 1)``; can be changed between calls."""
-        return self._compress_rate
+        return float(self._compress_rate)
 
     @compress_rate.setter
     def compress_rate(self, value: float) -> None:
         check_rate(value)
         _check_rate_energy(value, self.energy)
-        self._compress_rate = float(value)
+        self._compress_rate = _Rate(value)
 
     @property
     def kept_fraction(self) -> float | None:

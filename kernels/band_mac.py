@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -313,6 +314,12 @@ def resolve_precision(dtype: torch.dtype, device: torch.device, precision: str |
 
 _HALF = {"bf16": tl.bfloat16, "fp16": tl.float16}
 
+# The Triton interpreter patches triton.language's module globals for the length of a launch
+# (triton/runtime/interpreter.py, _patch_lang), so two threads interpreting at once break each
+# other ("Did you forget to add @triton.jit?": 45 of 72 threaded calls raised). Interpreter
+# launches are serialised; compiled GPU launches take no lock.
+_INTERPRETER_LOCK = threading.Lock()
+
 
 def kernel_args(problem: Problem, cfg: triton.Config) -> dict:
     """The kernel's runtime arguments by name (pointers, sizes, strides) for one config."""
@@ -388,13 +395,14 @@ def band_mac(
 
     def launch(cfg: triton.Config | dict) -> None:
         cfg = as_config(cfg)
-        band_cmac_kernel[grid(problem, cfg)](
-            **kernel_args(problem, cfg),
-            **cfg.kwargs,
-            **derived_flags(problem, cfg, prec, interpret),
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
-        )
+        with _INTERPRETER_LOCK if interpret else contextlib.nullcontext():
+            band_cmac_kernel[grid(problem, cfg)](
+                **kernel_args(problem, cfg),
+                **cfg.kwargs,
+                **derived_flags(problem, cfg, prec, interpret),
+                num_warps=cfg.num_warps,
+                num_stages=cfg.num_stages,
+            )
 
     # Launch (and tune) on the operands' GPU, whatever the current device is.
     with torch.cuda.device(a.device) if a.device.type == "cuda" else contextlib.nullcontext():

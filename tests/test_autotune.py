@@ -9,9 +9,11 @@ Triton launch path only needs another ``code`` string for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -23,8 +25,10 @@ import pytest
 import torch
 
 from bltriton import autotune
+from bltriton._cli import UsageError
 from bltriton.autotune import cache as cache_mod
 from bltriton.autotune import cli
+from bltriton.autotune import files as files_mod
 from bltriton.autotune import tuner as tuner_mod
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -523,18 +527,19 @@ def test_unreadable_cache_file_directory_in_its_place():
 
 
 def test_unreadable_cache_file_permission_denied(monkeypatch):
-    # Running as root, chmod 000 does not stop reads: make open() refuse this one file instead.
+    # Running as root, chmod 000 does not stop reads: make the read refuse this one file instead.
     path = cache_path()
     path.parent.mkdir(parents=True)
     path.write_bytes(_valid_cache_bytes())
     unreadable_inode = path.stat().st_ino
+    real_read = cache_mod.read_regular
 
-    def guarded_open(file, mode="r", *args, **kwargs):
+    def guarded_read(file):
         if Path(file) == path and os.stat(file).st_ino == unreadable_inode:
             raise PermissionError(13, "Permission denied", str(file))
-        return open(file, mode, *args, **kwargs)
+        return real_read(file)
 
-    monkeypatch.setattr(cache_mod, "open", guarded_open, raising=False)
+    monkeypatch.setattr(cache_mod, "read_regular", guarded_read)
     with pytest.warns(autotune.BLTritonCacheWarning) as records:
         assert StubKernel().get()["BLOCK"] == 32
     assert len(our_warnings(records)) == 1
@@ -580,7 +585,7 @@ def test_read_only_cache_dir_reads_but_does_not_write(monkeypatch):
     def no_temp_files(*args, **kwargs):
         raise PermissionError(13, "Permission denied (read-only folder)")
 
-    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", no_temp_files)
+    monkeypatch.setattr(files_mod.tempfile, "mkstemp", no_temp_files)
     stub = StubKernel()
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
@@ -605,6 +610,174 @@ def test_lock_held_too_long_keeps_choice_in_memory():
     assert StubKernel().get()["BLOCK"] == 32  # remembered in memory, no timing
 
 
+def _tune_in_thread(timeout: float) -> tuple[bool, list]:
+    """Tune the stub in a thread; (finished within ``timeout``, the cache warnings)."""
+    import threading
+
+    result: dict[str, Any] = {}
+
+    def work():
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            result["cfg"] = StubKernel().get()
+        result["warnings"] = our_warnings(records)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive(), result
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifo_at_cache_path_does_not_hang():
+    path = cache_path()
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+    finished, result = _tune_in_thread(timeout=10)
+    if not finished:  # keep unblocking the reader until it gives up, so that the thread ends
+        deadline = time.monotonic() + 30
+        while "warnings" not in result and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            time.sleep(0.05)
+    assert finished, "reading a FIFO at the cache path blocked"
+    assert result["cfg"]["BLOCK"] == 32
+    assert len(result["warnings"]) == 1 and "FIFO" in str(result["warnings"][0].message)
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)  # left alone: not replaced, not renamed
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".lock"]
+    assert StubKernel().get()["BLOCK"] == 32  # decided in memory
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "regular-file"])
+def test_symlink_at_cache_path_is_left_alone(tmp_path, target):
+    """A symlinked cache file is neither followed nor replaced (documented in files.py): a link to
+    /dev/zero once read without limit until MemoryError."""
+    if target == "/dev/zero" and not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    if target == "regular-file":
+        target = tmp_path / "elsewhere.json"
+        target.write_bytes(_valid_cache_bytes())
+    path = cache_path()
+    path.parent.mkdir(parents=True)
+    path.symlink_to(target)
+    finished, result = _tune_in_thread(timeout=30)
+    assert finished and result["cfg"]["BLOCK"] == 32
+    assert len(result["warnings"]) == 1 and "symbolic link" in str(result["warnings"][0].message)
+    assert path.is_symlink() and os.readlink(path) == str(target)
+    if isinstance(target, Path):
+        assert target.read_bytes() == _valid_cache_bytes()
+
+
+def test_oversized_cache_file_is_not_read(monkeypatch):
+    monkeypatch.setattr(files_mod, "MAX_FILE_BYTES", 64)
+    path = cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(_valid_cache_bytes())
+    assert len(_valid_cache_bytes()) > 64
+    with pytest.warns(autotune.BLTritonCacheWarning, match="larger than 64 bytes"):
+        assert StubKernel().get()["BLOCK"] == 32
+
+
+def test_stuck_lock_is_waited_for_once_then_written_later():
+    cache_path().parent.mkdir(parents=True)
+    autotune.configure(lock_timeout_s=0.5)
+    held = cache_mod.filelock.FileLock(str(cache_path()) + ".lock")
+    stub = StubKernel()
+    with held, pytest.warns(autotune.BLTritonCacheWarning, match="not waiting for it again") as records:
+        start = time.monotonic()
+        for b in (4, 8, 16):
+            assert stub.get(b=b)["BLOCK"] == 32
+        elapsed = time.monotonic() - start
+    assert elapsed < 0.5 + 0.4, f"waited {elapsed:.2f} s: the lock was waited for more than once"
+    assert len(our_warnings(records)) == 1
+    assert not cache_path().exists()
+    # The lock is free again: the next write brings the three pending keys along.
+    assert stub.get(b=32)["BLOCK"] == 32
+    assert len(load_cache()["entries"]) == 4
+
+
+def test_stuck_lock_pending_keys_are_written_at_exit():
+    cache_path().parent.mkdir(parents=True)
+    autotune.configure(lock_timeout_s=0.05)
+    held = cache_mod.filelock.FileLock(str(cache_path()) + ".lock")
+    with held, pytest.warns(autotune.BLTritonCacheWarning):
+        StubKernel().get(b=4)
+    cache_mod._exit_flush.run()  # what the atexit hook runs
+    assert len(load_cache()["entries"]) == 1
+
+
+def test_cache_file_mode_follows_the_umask():
+    old = os.umask(0o022)
+    try:
+        StubKernel().get()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(cache_path().stat().st_mode) == 0o644
+
+
+needs_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a file to another user"
+)
+
+
+@needs_root
+def test_another_users_cache_file_is_read_but_never_replaced():
+    StubKernel().get(b=4)
+    path = cache_path()
+    os.chown(path, 12345, 12345)
+    before = path.read_bytes(), path.stat().st_ino
+    new_process()
+    stub = StubKernel()
+    with pytest.warns(autotune.BLTritonCacheWarning, match="another user") as records:
+        assert stub.get(b=4)["BLOCK"] == 32  # read from the file
+        assert stub.get(b=8)["BLOCK"] == 32  # tuned, kept in memory
+        assert stub.get(b=16)["BLOCK"] == 32
+    assert len(our_warnings(records)) == 1
+    assert autotune.stats()["disk_hits"] == 1 and stub.timed == [16, 32, 64] * 2
+    assert (path.read_bytes(), path.stat().st_ino) == before
+    assert path.stat().st_uid == 12345
+
+
+@needs_root
+def test_another_users_bad_cache_file_is_not_set_aside():
+    path = cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"{not json")
+    os.chown(path, 12345, 12345)
+    with pytest.warns(autotune.BLTritonCacheWarning, match="another user") as records:
+        assert StubKernel().get()["BLOCK"] == 32
+    assert len(our_warnings(records)) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".lock"]
+    assert path.read_bytes() == b"{not json"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(proc.stdout)
+
+
+def test_stale_temp_files_of_dead_writers_are_removed_on_the_next_write():
+    folder = cache_path().parent
+    folder.mkdir(parents=True)
+    host = files_mod._host()
+    dead = folder / f".{cache_path().name}.{host}-{_dead_pid()}.abcd1234.tmp"
+    live = folder / f".{cache_path().name}.{host}-1.abcd1234.tmp"  # pid 1 is alive
+    old_style = folder / f".{cache_path().name}.k2j4h5g6.tmp"  # before pids were in the name
+    fresh_old_style = folder / f".{cache_path().name}.zzzz9999.tmp"
+    other = folder / ".notes.json.abcd1234.tmp"  # another file's
+    for p in (dead, live, old_style, fresh_old_style, other):
+        p.write_text("{partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old_style, (two_hours_ago, two_hours_ago))
+    os.utime(other, (two_hours_ago, two_hours_ago))
+    StubKernel().get()
+    left = sorted(p.name for p in folder.iterdir())
+    assert dead.name not in left and old_style.name not in left
+    assert {live.name, fresh_old_style.name, other.name} <= set(left)
+
+
 # -- across processes --------------------------------------------------------------------------
 
 #: Child program: tunes the stub kernel for the batch sizes in argv[1] (JSON list) and prints
@@ -613,6 +786,7 @@ def test_lock_held_too_long_keeps_choice_in_memory():
 STUB_CHILD_CODE = """
 import json, os, pathlib, sys, time
 from bltriton import autotune
+from bltriton._cli import UsageError
 
 autotune.configure(tune_on_cpu=True)
 costs = {16: 3.0, 32: 1.0, 64: 2.0}
@@ -815,7 +989,8 @@ def test_cli_cache_show_leaves_a_bad_file_alone(capsys):
         assert run_cli("cache", "show") == 0
         assert run_cli("cache", "show", "--all") == 0
     assert our_warnings(records) == []
-    assert capsys.readouterr().out.count("unusable") == 2
+    # ``show`` names the current device's file; ``show --all`` lists only files proven to be caches.
+    assert capsys.readouterr().out.count("unusable") == 1
     assert path.read_text() == '{"schema": 2, "entries": {}}'
 
 
@@ -825,12 +1000,39 @@ def test_cli_cache_clear(capsys):
     (folder / "notes.json").write_text('{"not": "a cache"}')  # must survive
     (folder / "cpu-interpreter.json.corrupt-20250101T000000-1").write_text("{")
     assert run_cli("cache", "clear") == 0
-    assert "removed 1 cache file" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "removed 1 cache file" in out
+    assert f"removed {cache_path()}\n" in out and "corrupt-20250101T000000-1\n" in out
     assert sorted(p.name for p in folder.iterdir()) == ["notes.json"]
     new_process()
     stub = StubKernel()
     stub.get()
     assert len(stub.timed) == 3  # nothing cached any more
+
+
+#: Files ``cache clear`` once deleted although nothing proves they are the cache's own.
+NOT_OURS = {
+    # another tool's JSON with the same top-level keys (no version marker, no kernel names)
+    "tool.json": json.dumps({"schema": 1, "entries": {"a": {"key": {}, "timings": {}}}}),
+    "tool-v2.json": json.dumps({"schema": 3, "bltriton": "x", "entries": {"a": {"key": {"k": 1}}}}),
+    "data.corrupt-backup.json": "{",  # has ".corrupt-" and ".json" in its name
+    "report.json.corrupt-yesterday": "{",
+    "other.json.lock": "",  # a lock whose JSON is missing
+    "cpu-interpreter.json.tmp": "{",
+    "notes.JSON": json.dumps({"schema": 1, "bltriton": "0", "entries": {}}),
+}
+
+
+def test_cli_cache_clear_deletes_only_what_it_can_prove_is_its_own(capsys):
+    StubKernel().get()
+    folder = cache_path().parent
+    for name, text in NOT_OURS.items():
+        (folder / name).write_text(text)
+    assert run_cli("cache", "clear") == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == sorted(NOT_OURS)
+    removed = [line for line in out.splitlines() if line.startswith("removed /")]
+    assert removed == [f"removed {cache_path()}", f"removed {cache_path()}.lock"]
 
 
 def test_cli_cache_clear_missing_folder(capsys):
@@ -881,7 +1083,7 @@ def test_cli_tune_runs_forward_backward(capsys):
 
 def test_cli_tune_demo_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "bltriton.demo.models", None)
-    with pytest.raises(SystemExit, match=r"bltriton\.demo\.models"):
+    with pytest.raises(UsageError, match=r"bltriton\.demo\.models"):
         run_cli("tune", "--demo", "fcn", "--input-shape", "2,1,16", "--device", "cpu")
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
+from bltriton import _env
 from tests.test_autotune import run_autotune_child
 
 REAL_CHILD_CODE = """
@@ -45,3 +47,38 @@ def test_real_launch_path_second_process_does_no_timing(tmp_path):
     # Tuning does not change results.
     assert torch.allclose(torch.tensor(first["y"]), torch.tensor(second["y"]))
     assert torch.allclose(torch.tensor(first["dw"]), torch.tensor(second["dw"]))
+
+
+@pytest.mark.skipif(not _env.triton_interpret(), reason="needs TRITON_INTERPRET=1 (CPU tensors)")
+def test_triton_path_is_thread_safe_under_the_interpreter():
+    """The interpreter patches triton.language for the length of a launch: unserialised launches
+    from several threads raised (45 of 72 calls). Each thread's result must match the torch path."""
+    import threading
+
+    from bltriton import bl_conv2d
+
+    errors: list[str] = []
+    mismatches: list[float] = []
+    start = threading.Barrier(4)
+
+    def work(seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        start.wait(timeout=60)  # all threads launch at once
+        for _ in range(2):
+            x = torch.randn(2, 3, 8, 8, generator=gen)
+            w = torch.randn(4, 3, 3, 3, generator=gen)
+            try:
+                y = bl_conv2d(x, w, None, 1, 1, compress_rate=0.5, backend="triton")
+            except Exception as err:
+                errors.append(f"{type(err).__name__}: {str(err)[:120]}")
+                continue
+            ref = bl_conv2d(x, w, None, 1, 1, compress_rate=0.5, backend="torch")
+            mismatches.append(float((y - ref).norm() / ref.norm()))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert len(mismatches) == 8 and max(mismatches) < 1e-5

@@ -3,10 +3,13 @@ fake implementations match the real ops exactly (``torch.library.opcheck``)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from bltriton import BLConv2d
+from bltriton import BLConv1d, BLConv2d, set_compress_rate
 from bltriton.autograd import ConvSpec, _band_conv_backward_op, _band_conv_op, _op_kwargs
 from bltriton.spectral import band_for_rate
 from tests.helpers import assert_close_rel
@@ -21,7 +24,21 @@ OPCHECK_CASES = [
 ]
 
 
-def _op_inputs(b, c, o, g, padded, kernel, stride, dilation, rate, save_band, dtype=torch.float64):
+def _op_inputs(
+    b,
+    c,
+    o,
+    g,
+    padded,
+    kernel,
+    stride,
+    dilation,
+    rate,
+    save_band,
+    dtype=torch.float64,
+    backend="torch",
+    device="cpu",
+):
     from bltriton.spectral import fft_lengths
 
     ke = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
@@ -32,12 +49,12 @@ def _op_inputs(b, c, o, g, padded, kernel, stride, dilation, rate, save_band, dt
         stride=stride,
         dilation=dilation,
         groups=g,
-        backend="torch",
+        backend=backend,
         save_filter_band=save_band,
     )
-    x = torch.randn(b, c, *padded, dtype=dtype)
-    w = torch.randn(o, c // g, *kernel, dtype=dtype)
-    bias = torch.randn(o, dtype=dtype)
+    x = torch.randn(b, c, *padded, dtype=dtype, device=device)
+    w = torch.randn(o, c // g, *kernel, dtype=dtype, device=device)
+    bias = torch.randn(o, dtype=dtype, device=device)
     return spec, x, w, bias
 
 
@@ -45,11 +62,11 @@ def _op_inputs(b, c, o, g, padded, kernel, stride, dilation, rate, save_band, dt
     ("b", "c", "o", "g", "padded", "kernel", "stride", "dilation", "rate", "save"), OPCHECK_CASES
 )
 def test_forward_op_passes_opcheck(b, c, o, g, padded, kernel, stride, dilation, rate, save):
+    """The op's autograd is bltriton.autograd._BandConv (checked by the compiled training
+    tests); here the op itself: schema, fake vs real (sizes, strides, dtypes), dynamic shapes."""
     spec, x, w, bias = _op_inputs(b, c, o, g, padded, kernel, stride, dilation, rate, save)
-    for t in (x, w, bias):
-        t.requires_grad_()
     torch.library.opcheck(_band_conv_op, (x, w, bias), _op_kwargs(spec))
-    torch.library.opcheck(_band_conv_op, (x.detach(), w.detach(), None), _op_kwargs(spec))
+    torch.library.opcheck(_band_conv_op, (x, w, None), _op_kwargs(spec))
 
 
 @pytest.mark.parametrize(
@@ -70,6 +87,22 @@ def test_backward_op_passes_opcheck(b, c, o, g, padded, kernel, stride, dilation
     torch.library.opcheck(_band_conv_backward_op, (torch.randn_like(y), xb, filt), kwargs)
 
 
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["interpreter", "cuda"]
+)
+def test_ops_pass_opcheck_on_triton_backend(device):
+    """The triton contractions behind the same ops (the CPU interpreter without CUDA)."""
+    spec, x, w, bias = _op_inputs(
+        2, 4, 6, 2, (9, 8), (3, 2), (2, 1), (1, 1), 0.5, True, torch.float32, "triton", device
+    )
+    torch.library.opcheck(_band_conv_op, (x, w, bias), _op_kwargs(spec))
+    y, xb, wb = _band_conv_op(x, w, bias, **_op_kwargs(spec))
+    kwargs = {"x_shape": list(x.shape), "w_shape": list(w.shape), "need_x": True, "need_w": True}
+    torch.library.opcheck(
+        _band_conv_backward_op, (torch.randn_like(y), xb, wb), {**kwargs, **_op_kwargs(spec)}
+    )
+
+
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     layer = BLConv2d(3, 4, 3, padding=1, compress_rate=0.5, backend="torch")
@@ -83,3 +116,109 @@ def test_compile_fullgraph_matches_eager():
     g_e = torch.autograd.grad(y_e, (x, layer.weight), gy)
     for a, b in zip(g_c, g_e):
         assert_close_rel(a, b, 1e-6, "compiled gradient")
+
+
+# ------------------------------------------------------------------------------------------
+# Training under the default inductor backend. Compiles are slow on a CPU: one tiny model per
+# dimensionality and mode, compiled once per module (fixture) and reused by the checks.
+# ------------------------------------------------------------------------------------------
+
+
+class TinyNet(torch.nn.Module):
+    """A 2D and a 1D branch of band-limited layers (strided, grouped), one compiled graph. The
+    input channels (5) differ from the batch sizes: under ``dynamic=True`` dynamo gives equal
+    sizes one symbol, and the channel check would then specialise the batch too."""
+
+    def __init__(self, backend: str = "torch"):
+        super().__init__()
+        self.c2a = BLConv2d(5, 4, 3, padding=1, compress_rate=0.5, backend=backend)
+        self.c2b = BLConv2d(4, 4, 3, stride=2, groups=2, compress_rate=0.25, backend=backend)
+        self.c1 = BLConv1d(5, 3, 5, padding=2, bias=False, compress_rate=0.5, backend=backend)
+
+    def forward(self, x2, x1):
+        y2 = self.c2b(torch.relu(self.c2a(x2)))
+        return y2.square().mean() + self.c1(x1).square().mean()
+
+
+def _train_steps(model, batches, compiled=None):
+    run = model if compiled is None else compiled
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses, grads = [], []
+    for x2, x1 in batches:
+        opt.zero_grad()
+        loss = run(x2, x1)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        opt.step()
+        losses.append(loss.detach())
+    return losses, grads
+
+
+@pytest.mark.parametrize(
+    ("dynamic", "device", "backend"),
+    [
+        (False, "cpu", "torch"),
+        pytest.param(True, "cpu", "torch", marks=pytest.mark.slow),
+        pytest.param(False, "cuda", "triton", marks=pytest.mark.gpu),
+        pytest.param(True, "cuda", "triton", marks=pytest.mark.gpu),
+    ],
+    ids=["static", "dynamic", "cuda-triton-static", "cuda-triton-dynamic"],
+)
+def test_inductor_trains_like_eager(dynamic, device, backend):
+    """fwd+bwd+step, fullgraph (a graph break raises), default inductor backend: the same losses,
+    gradients and parameters as eager over batches of 2, 2, 3 and then at another compress rate
+    (the rate is a guarded constant, never a symbolic float). With ``dynamic=True`` the batch
+    stays symbolic: one graph for the three batches."""
+    torch._dynamo.reset()
+    counters.clear()
+    model = TinyNet(backend).to(device)
+    ref = copy.deepcopy(model)
+    batches = [
+        (torch.randn(b, 5, 8, 7, device=device), torch.randn(b, 5, 12, device=device)) for b in (2, 2, 3)
+    ]
+    compiled = torch.compile(model, fullgraph=True, dynamic=dynamic)
+    losses_c, grads_c = _train_steps(model, batches, compiled)
+    losses_e, grads_e = _train_steps(ref, batches)
+    if dynamic:
+        assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    for m in (model, ref):
+        set_compress_rate(m, 0.75)
+    batch = [(torch.randn(3, 5, 8, 7, device=device), torch.randn(3, 5, 12, device=device))]
+    for (lc, gc), (le, ge) in ((_train_steps(model, batch, compiled), _train_steps(ref, batch)),):
+        losses_c, losses_e, grads_c, grads_e = losses_c + lc, losses_e + le, grads_c + gc, grads_e + ge
+    for step, (lc, le, gc, ge) in enumerate(zip(losses_c, losses_e, grads_c, grads_e)):
+        assert_close_rel(lc, le, 1e-5, f"loss at step {step}")
+        for g_c, g_e in zip(gc, ge):
+            assert_close_rel(g_c, g_e, 1e-5, f"gradient at step {step}")
+    for p_c, p_e in zip(model.parameters(), ref.parameters()):
+        assert_close_rel(p_c, p_e, 1e-5, "parameters after training")
+
+
+def test_energy_under_compile_says_what_to_do():
+    torch._dynamo.reset()
+    layer = BLConv2d(2, 3, 3, padding=1, energy=0.9, backend="torch")
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    with pytest.raises(Exception, match=r"energy=.*compress_rate=.*torch.compiler.disable"):
+        compiled(torch.randn(1, 2, 8, 8))
+    layer.forward = torch.compiler.disable(layer.forward)  # the documented way out
+    x = torch.randn(1, 2, 8, 8)
+    assert_close_rel(torch.compile(layer, backend="eager")(x), layer(x), 0.0, "energy layer kept out")
+
+
+def test_rate_stays_a_guarded_constant_after_copy_and_pickle():
+    """The rate is stored as a float subclass that dynamo specialises; deep copies and pickles
+    (which store a plain float, loadable with ``weights_only=True``) get it back on load."""
+    import pickle
+
+    from bltriton.nn import _Rate
+
+    layer = BLConv2d(2, 3, 3, compress_rate=0.5)
+    for copied in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert type(copied._compress_rate) is _Rate and copied.compress_rate == 0.5
+    assert pickle.loads(pickle.dumps(layer._compress_rate)).__class__ is float
+
+
+def test_energy_under_export_says_what_to_do():
+    layer = BLConv2d(2, 3, 3, padding=1, energy=0.9, backend="torch")
+    with pytest.raises(Exception, match=r"energy=.*compress_rate="):
+        torch.export.export(layer, (torch.randn(1, 2, 8, 8),))

@@ -22,22 +22,28 @@ cannot run on this device); in memory it is ``float("inf")``. Strict JSON only: 
 
 Writes are read-merge-write under a ``filelock.FileLock`` (``<file>.lock``) into a temporary file in
 the same folder, then ``os.replace`` (atomic), so readers never see a half-written file and
-concurrent writers lose no entries. A file that cannot be used (corrupt, truncated, empty,
+concurrent writers lose no entries. A file of ours that cannot be used (corrupt, truncated, empty,
 unreadable, not a dict, another schema) is renamed aside (``<file>.corrupt-<time>-<pid>``) with one
-:class:`BLTritonCacheWarning` and rebuilt. A folder that cannot be written gives one warning per
-process and the tuner keeps its choices in memory.
+:class:`BLTritonCacheWarning` and rebuilt. A folder that cannot be written, a symlink/FIFO/device
+at the path or another user's file gives one warning per process and the tuner keeps its choices
+in memory; a lock held past its timeout is not waited for again (the choices are written later or
+at exit). What may be opened, replaced and deleted: :mod:`bltriton.autotune.files`.
+
+(Longer than 400 lines: the file format and the one class that reads and writes it belong
+together; the file-system rules live in ``files.py``.)
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
 import os
 import re
-import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,15 +51,15 @@ from typing import Any
 
 import filelock
 
+from bltriton.autotune import files
+from bltriton.autotune.files import CORRUPT_MARKER, read_regular
+
 #: Version of the file layout above. A file with another value is set aside and rebuilt.
 SCHEMA_VERSION = 1
 
 #: Seconds to wait for another process's lock before giving up on a write (the choice is kept in
 #: memory). Writes hold the lock for milliseconds, so this only trips on a stuck process.
 DEFAULT_LOCK_TIMEOUT_S = 60.0
-
-#: Marker in the names of files set aside; ``cache clear`` removes them too.
-CORRUPT_MARKER = ".corrupt-"
 
 Entries = dict[str, dict[str, Any]]
 
@@ -168,19 +174,27 @@ def _now() -> str:
 
 
 class _BadFile(Exception):
-    """The cache file exists but cannot be used; ``str(self)`` says why."""
+    """The cache file exists but cannot be used and may be set aside; ``str(self)`` says why."""
+
+
+class _Untouchable(Exception):
+    """Something at the cache path that the cache must not read, replace or rename (a symlink, a
+    FIFO, a device, another user's file it cannot use); ``str(self)`` says what."""
 
 
 class CacheFile:
     """One device's cache file: read (with a parse cache keyed on the file's stat) and merge-write.
 
-    Never raises for I/O problems: they become :class:`BLTritonCacheWarning` s and an empty or
-    in-memory-only cache.
+    Never raises for I/O problems: they become :class:`BLTritonCacheWarning` s (at most one per
+    kind of problem, file and process) and an empty or in-memory-only cache. File-system rules
+    (regular files only, ownership, modes, temporary files): :mod:`bltriton.autotune.files`.
 
     Args:
         directory: the cache folder (created on first write).
         device_name: device name; the file is ``<directory>/<sanitized name>.json``.
-        lock_timeout_s: seconds to wait for the file lock before skipping a write.
+        lock_timeout_s: seconds to wait for the file lock. After the first timeout this object
+            stops waiting: later writes try the lock without waiting and keep what they could
+            not write in memory, for the next write or the process's exit.
         version: bltriton version written at the top of the file (informational).
     """
 
@@ -198,8 +212,11 @@ class CacheFile:
         self.lock_timeout_s = lock_timeout_s
         self.version = version
         self._parsed: tuple[tuple[int, int, int], Entries] | None = None
-        # One warning per file and process for a folder that cannot be read or written.
-        self._io_warned = False
+        self._warned: set[str] = set()
+        #: True once the lock timed out: never wait for it again in this process.
+        self.lock_stuck = False
+        #: Updates not yet written because the lock was held (written by a later write or at exit).
+        self.pending: Entries = {}
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -207,23 +224,28 @@ class CacheFile:
         """All entries of the file (``{}`` if it does not exist or cannot be used).
 
         A file that exists but cannot be used is set aside with one warning (under the lock, after
-        a second look, so that of several processes only one renames it).
+        a second look, so that of several processes only one renames it). A symlink, FIFO or
+        device at the path, or another user's file that cannot be used, is left alone.
         """
         try:
             return self._read_unlocked()
+        except _Untouchable as err:
+            self._warn_once("io", f"bltriton autotune cache {self.path} is {err}; leaving it alone")
+            return {}
         except _BadFile as bad:
             reason = str(bad)
         try:
             with self._lock():
                 return self._read_locked_or_set_aside()
-        except (OSError, filelock.Timeout) as err:
+        except (OSError, filelock.Timeout, _Untouchable) as err:
             # No lock (read-only folder, timeout): leave the file alone, tune in memory.
-            if not self._io_warned:
-                self._io_warned = True
-                _warn(
-                    f"bltriton autotune cache {self.path} cannot be used ({reason}) and cannot be "
-                    f"set aside ({err!r}); tuning without it"
-                )
+            if isinstance(err, filelock.Timeout):
+                self.lock_stuck = True
+            self._warn_once(
+                "io",
+                f"bltriton autotune cache {self.path} cannot be used ({reason}) and cannot be "
+                f"set aside ({err!r}); tuning without it",
+            )
             return {}
 
     def peek(self) -> tuple[Entries, str | None]:
@@ -231,40 +253,43 @@ class CacheFile:
         cannot be used (left where it is, no warning). For ``cache show``."""
         try:
             return self._read_unlocked(), None
-        except _BadFile as bad:
+        except (_BadFile, _Untouchable) as bad:
             return {}, str(bad)
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except (FileNotFoundError, NotADirectoryError):  # no file, or no folder to hold one
-            return None
-        except OSError as err:
-            raise _BadFile(f"cannot stat: {err!r}") from err
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
     def _read_unlocked(self) -> Entries:
-        stamp = self._stat()
-        if stamp is None:
+        try:
+            st = os.lstat(self.path)
+        except (FileNotFoundError, NotADirectoryError):  # no file, or no folder to hold one
             self._parsed = None
             return {}
+        except OSError as err:
+            raise _BadFile(f"cannot stat: {err!r}") from err
+        kind = files.kind_of(st.st_mode)
+        if kind is not None:
+            raise _Untouchable(kind)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if self._parsed is not None and self._parsed[0] == stamp:
             return self._parsed[1]
         try:
-            data = _read_bytes(self.path)
+            entries = self._parse(read_regular(self.path))
         except FileNotFoundError:  # replaced or removed between the stat and the open
             self._parsed = None
             return {}
-        entries = self._parse(data)
+        except files.NotRegularFile as err:  # replaced by a link or FIFO since the stat
+            raise _Untouchable(str(err)) from err
+        except (OSError, _BadFile) as err:
+            reason = str(err) if isinstance(err, _BadFile) else f"unreadable: {err!r}"
+            owner = files.foreign_owner(st)
+            if owner is not None:
+                raise _Untouchable(f"owned by another user (uid {owner}) and unusable ({reason})") from err
+            raise _BadFile(reason) from err
         # The stat before the read may be older than the content read (a writer replaced the file
         # in between); that only costs one re-parse next time.
         self._parsed = (stamp, entries)
         return entries
 
     @staticmethod
-    def _parse(data: bytes | BaseException) -> Entries:
-        if isinstance(data, BaseException):
-            raise _BadFile(f"unreadable: {data!r}")
+    def _parse(data: bytes) -> Entries:
         if not data.strip():
             raise _BadFile("empty file")
         try:
@@ -311,36 +336,70 @@ class CacheFile:
                 entries (from other processes) are kept.
 
         Returns:
-            True if written; False (after one warning per file and process) if the folder cannot
-            be written or the lock not taken.
+            True if written. False (after one warning per kind of problem, file and process) if
+            the folder cannot be written, the path holds something the cache must not replace,
+            or the lock is held: then the updates wait in :attr:`pending` for the next write or
+            the process's exit.
         """
+        self.pending = _merge_updates(self.pending, updates, _now())
+        return self.flush()
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Write :attr:`pending` (see :meth:`merge_write`); True when nothing is left to write.
+
+        Args:
+            timeout_s: seconds to wait for the lock; default ``lock_timeout_s``, or 0 once the
+                lock has timed out in this process.
+        """
+        if not self.pending:
+            return True
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with self._lock():
+            with self._lock(timeout_s):
                 entries = dict(self._read_locked_or_set_aside())
-                now = _now()
-                for name, update in updates.items():
-                    old = entries.get(name)
-                    timings = dict(old["timings"]) if old else {}
-                    timings.update(update["timings"])
-                    best, best_ms = best_of(timings)
-                    entries[name] = {
-                        "key": update["key"],
-                        "timings": timings,
-                        "best": best,
-                        "best_ms": best_ms,
-                        "updated": now,
-                    }
+                owner = self._foreign_owner()
+                if owner is not None:
+                    raise _Untouchable(f"owned by another user (uid {owner})")
+                for name, entry in self.pending.items():
+                    entries[name] = _merged_entry(entries.get(name), entry)
+                for stale in files.stale_temp_files(self.path):
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
                 self._write_atomic(entries)
+            self.pending = {}
             return True
-        except (OSError, filelock.Timeout) as err:
-            if not self._io_warned:
-                self._io_warned = True
-                _warn(
-                    f"bltriton autotune cache folder {self.directory} cannot be written "
-                    f"({err!r}); tuning results are kept in memory for this process only"
-                )
-            return False
+        except filelock.Timeout as err:
+            if not self.lock_stuck:
+                self.lock_stuck = True
+                _exit_flush.add(self)
+            self._warn_once(
+                "lock",
+                f"bltriton autotune cache lock {self.lock_path} was held by another process for "
+                f"more than {self.lock_timeout_s:g} s ({err!r}); not waiting for it again in this "
+                f"process: new choices are kept in memory and written once the lock is free "
+                f"(at the latest when the process exits)",
+            )
+        except _Untouchable as err:
+            self.pending = {}
+            self._warn_once(
+                "io",
+                f"bltriton autotune cache {self.path} is {err}; not writing it, tuning results "
+                f"are kept in memory for this process only",
+            )
+        except OSError as err:
+            self.pending = {}
+            self._warn_once(
+                "io",
+                f"bltriton autotune cache folder {self.directory} cannot be written ({err!r}); "
+                f"tuning results are kept in memory for this process only",
+            )
+        return False
+
+    def _foreign_owner(self) -> int | None:
+        try:
+            return files.foreign_owner(os.lstat(self.path))
+        except FileNotFoundError:
+            return None
 
     def _write_atomic(self, entries: Entries) -> None:
         doc = {
@@ -348,34 +407,66 @@ class CacheFile:
             "bltriton": self.version,
             "entries": _encode_entries(entries),
         }
-        text = json.dumps(doc, sort_keys=True, indent=1, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        stamp = self._stat()
-        self._parsed = (stamp, entries) if stamp is not None else None
+        files.write_atomic(self.path, json.dumps(doc, sort_keys=True, indent=1, allow_nan=False))
+        st = os.lstat(self.path)
+        self._parsed = ((st.st_mtime_ns, st.st_size, st.st_ino), entries)
 
-    def _lock(self) -> filelock.BaseFileLock:
-        return filelock.FileLock(str(self.lock_path), timeout=self.lock_timeout_s)
+    def _lock(self, timeout_s: float | None = None) -> filelock.BaseFileLock:
+        if timeout_s is None:
+            timeout_s = 0.0 if self.lock_stuck else self.lock_timeout_s
+        return filelock.FileLock(str(self.lock_path), timeout=timeout_s)
+
+    def _warn_once(self, topic: str, message: str) -> None:
+        if topic not in self._warned:
+            self._warned.add(topic)
+            _warn(message)
 
 
-def _read_bytes(path: Path) -> bytes | BaseException:
-    """The file's bytes, or the OSError that reading it raised (a directory, no permission)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        return err
+def _merge_updates(pending: Entries, updates: Entries, now: str) -> Entries:
+    """``pending`` with ``updates`` merged in (timings unioned, the newer key and time kept)."""
+    out = dict(pending)
+    for name, update in updates.items():
+        old = out.get(name)
+        timings = {**(old["timings"] if old else {}), **update["timings"]}
+        out[name] = {"key": update["key"], "timings": timings, "updated": now}
+    return out
+
+
+def _merged_entry(stored: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, Any]:
+    timings = {**(stored["timings"] if stored else {}), **update["timings"]}
+    best, best_ms = best_of(timings)
+    return {
+        "key": update["key"],
+        "timings": timings,
+        "best": best,
+        "best_ms": best_ms,
+        "updated": update["updated"],
+    }
+
+
+class _ExitFlush:
+    """Cache files whose lock timed out: their pending updates get one last try at exit."""
+
+    def __init__(self) -> None:
+        self._files: weakref.WeakSet[CacheFile] = weakref.WeakSet()
+        self._registered = False
+
+    def add(self, cache_file: CacheFile) -> None:
+        self._files.add(cache_file)
+        if not self._registered:
+            self._registered = True
+            atexit.register(self.run)
+
+    def run(self) -> None:
+        for cache_file in list(self._files):
+            if cache_file.pending and not cache_file.flush(min(cache_file.lock_timeout_s, 1.0)):
+                _warn(
+                    f"bltriton autotune: {len(cache_file.pending)} tuned key(s) could not be "
+                    f"written to {cache_file.path} (its lock is still held)"
+                )
+
+
+_exit_flush = _ExitFlush()
 
 
 def _warn(message: str) -> None:
@@ -383,18 +474,14 @@ def _warn(message: str) -> None:
 
 
 def is_cache_file(path: Path) -> bool:
-    """True if ``path`` parses as a bltriton cache file of any schema (used by ``cache clear`` so
-    that it never deletes a JSON file it did not write)."""
-    try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(raw, dict) and "schema" in raw and isinstance(raw.get("entries"), dict)
+    """True if ``path`` is a bltriton cache file (name pattern, schema marker, kernel-named
+    entries); ``cache clear`` deletes nothing else."""
+    return files.is_cache_file(Path(path))
 
 
 def list_cache_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The bltriton cache files (``*.json`` that parse as caches) in ``directory``, sorted."""
+    """The bltriton cache files in ``directory`` (see :func:`is_cache_file`), sorted."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.glob("*.json") if p.is_file() and is_cache_file(p))
+    return sorted(p for p in directory.glob("*.json") if is_cache_file(p))

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bltriton import _env
+from bltriton._cli import UsageError, check_backend, parse_device
 from bltriton.autotune import cache as _cache
+from bltriton.autotune import files as _files
 from bltriton.autotune import tuner as _tuner
 
 DEMO_MODELS = ("fcn", "resnet")
@@ -65,7 +67,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="input shape, e.g. 32,1,150 (1D) or 64,3,32,32 (2D)",
     )
     p_tune.add_argument(
-        "--num-classes", type=int, default=10, help="demo models: output classes (default 10)"
+        "--num-classes",
+        type=_positive_int,
+        default=10,
+        help="demo models: output classes (default 10)",
     )
     p_tune.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p_tune.add_argument(
@@ -88,6 +93,16 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p_tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_tune.set_defaults(func=cmd_tune)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -121,10 +136,7 @@ def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
     if show_all:
         files = _cache.list_cache_files(folder)
     else:
-        try:
-            ident = _tuner.device_identity(device)
-        except Exception as err:  # e.g. --device cuda without CUDA
-            raise SystemExit(f"cache show: cannot identify device {device!r}: {err}") from err
+        ident = _tuner.device_identity(parse_device(device) if device is not None else None)
         path = _cache.cache_file_path(folder, ident.name)
         files = [path] if path.is_file() else []
         which = f" for {ident.name}"
@@ -158,35 +170,41 @@ def _sort_key(entry: dict[str, Any]) -> tuple[str, str]:
 
 
 def _clear(folder: Path) -> int:
-    """Delete the cache files, their locks and set-aside copies; leave any other file alone."""
+    """Delete the cache files, their locks, set-aside copies and temporary files, and print each
+    path removed. A file is deleted only when it is proven the cache's own (name pattern, and for
+    cache files the schema marker and kernel-named entries; see :mod:`bltriton.autotune.files`)."""
     if not folder.is_dir():
         print(f"no autotune cache in {folder}")
         return 0
-    removed = 0
-    for path in _cache.list_cache_files(folder):
+    removed: list[Path] = []
+    failed = 0
+    for name in _files.cache_names_in(folder):
+        path = folder / name
         lock_path = Path(str(path) + ".lock")
-        try:
-            with _cache.filelock.FileLock(str(lock_path), timeout=10):
-                path.unlink(missing_ok=True)
-        except (OSError, _cache.filelock.Timeout) as err:
-            print(f"could not remove {path}: {err}", file=sys.stderr)
+        ours = _files.is_cache_file(path)
+        victims = ([path] if ours else []) + _files.byproducts_of(name, folder)
+        if not victims:
             continue
-        removed += 1
-    leftovers = [p for p in folder.iterdir() if p.is_file() and _is_cache_byproduct(p)]
-    for path in leftovers:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    print(f"removed {removed} cache file(s) from {folder}")
-    return 0
-
-
-def _is_cache_byproduct(path: Path) -> bool:
-    name = path.name
-    if name.endswith(".json.lock"):
-        return not Path(str(path)[: -len(".lock")]).exists()
-    if _cache.CORRUPT_MARKER in name and ".json" in name:
-        return True
-    return name.startswith(".") and name.endswith(".tmp") and ".json." in name
+        # Under the file's lock no writer is between its temporary file and its rename. A writer
+        # creates the lock file first: without one there is no writer to wait for (and taking the
+        # lock would create a file that is not ours to leave behind).
+        locked = ours or lock_path.exists()
+        try:
+            with _cache.filelock.FileLock(str(lock_path), timeout=10) if locked else contextlib.nullcontext():
+                for victim in victims:
+                    victim.unlink(missing_ok=True)
+                    removed.append(victim)
+                if ours:
+                    lock_path.unlink(missing_ok=True)
+                    removed.append(lock_path)
+        except (OSError, _cache.filelock.Timeout) as err:
+            print(f"could not clear {path}: {err}", file=sys.stderr)
+            failed += 1
+    for path in removed:
+        print(f"removed {path}")
+    n_caches = sum(p.name.endswith(".json") for p in removed)
+    print(f"removed {n_caches} cache file(s) and {len(removed) - n_caches} other file(s) from {folder}")
+    return 1 if failed else 0
 
 
 # -- tune --------------------------------------------------------------------------------------
@@ -198,26 +216,26 @@ def _build_model(args: argparse.Namespace, in_channels: int) -> Any:
     if args.model:
         module_name, sep, func_name = args.model.partition(":")
         if not sep or not module_name or not func_name:
-            raise SystemExit(f"--model expects MODULE:FUNCTION, got {args.model!r}")
+            raise UsageError(f"--model: expected MODULE:FUNCTION; got {args.model!r}")
         try:
             factory = getattr(importlib.import_module(module_name), func_name)
         except (ImportError, AttributeError) as err:
-            raise SystemExit(f"--model {args.model}: cannot import it ({err})") from err
+            raise UsageError(f"--model: cannot import {args.model!r} ({err})") from err
         model = factory()
     else:
         try:
             demo_models = importlib.import_module("bltriton.demo.models")
         except ImportError as err:
-            raise SystemExit(
+            raise UsageError(
                 f"--demo {args.demo}: the demo models (bltriton.demo.models) are not available "
                 f"in this installation ({err}); pass --model MODULE:FUNCTION instead"
             ) from err
         build = getattr(demo_models, f"build_{args.demo}", None)
         if build is None:
-            raise SystemExit(f"--demo {args.demo}: bltriton.demo.models has no build_{args.demo}")
+            raise UsageError(f"--demo {args.demo}: bltriton.demo.models has no build_{args.demo}")
         model = build(in_channels, args.num_classes)
     if not isinstance(model, torch.nn.Module):
-        raise SystemExit(f"the model factory returned {type(model).__name__}, not an nn.Module")
+        raise UsageError(f"--model: {args.model} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -227,7 +245,7 @@ def _bl_modules(model: Any) -> list[tuple[str, Any]]:
 
 def _apply_compress_rate(model: Any, rate: float) -> None:
     if not 0.0 <= rate < 1.0:
-        raise SystemExit(f"--compress-rate must be a fraction in [0, 1), got {rate}")
+        raise UsageError(f"--compress-rate: expected a fraction in [0, 1); got {rate}")
     try:
         from bltriton.nn import set_compress_rate
     except ImportError:
@@ -260,10 +278,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     if not _env.autotune_enabled():
-        print("BLTRITON_AUTOTUNE=0 disables tuning; unset it to pre-tune", file=sys.stderr)
-        return 2
+        raise UsageError("BLTRITON_AUTOTUNE=0 disables tuning; unset it to pre-tune")
     shape = tuple(args.input_shape)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(args.device)
+    check_backend(args.backend, device)
     model = _build_model(args, in_channels=shape[1])
     if args.compress_rate is not None:
         _apply_compress_rate(model, args.compress_rate)
@@ -316,7 +334,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if old_settings is not None:
             _tuner.configure(**old_settings)
     stats = _tuner.stats()
-    ident = _tuner.device_identity(device)
     print(json.dumps(stats, sort_keys=True))
-    print(f"cache file: {_cache.cache_file_path(_env.cache_dir(), ident.name)}")
+    print(_cache_file_line(stats, device))
     return 0
+
+
+def _cache_file_line(stats: dict[str, int], device: Any) -> str:
+    """Name the cache file only when this run wrote to it or read from it."""
+    path = _cache.cache_file_path(_env.cache_dir(), _tuner.device_identity(device).name)
+    if (stats["misses"] or stats["disk_hits"]) and path.is_file():
+        return f"cache file: {path}"
+    if stats["misses"]:
+        return f"cache file: none (could not write {path}; the choices were not kept)"
+    return "cache file: none (nothing was timed, so nothing was cached)"
