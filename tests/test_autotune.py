@@ -29,6 +29,7 @@ from bltriton._cli import UsageError
 from bltriton.autotune import cache as cache_mod
 from bltriton.autotune import cli
 from bltriton.autotune import files as files_mod
+from bltriton.autotune import keys as keys_mod
 from bltriton.autotune import tuner as tuner_mod
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -291,6 +292,44 @@ def test_prune_hook_runs_before_timing():
     assert seen == [(3, 4, "cpu")]
 
 
+def test_triton_config_objects_are_accepted():
+    """Kernels may pass ``triton.Config`` candidates: stored by ``all_kwargs()``, so the dict
+    spelling of the same configs shares the cache entry; the chosen object itself comes back."""
+    triton = pytest.importorskip("triton")
+    configs = [triton.Config({"BLOCK": b}, num_warps=4) for b in (16, 32, 64)]
+    stub = StubKernel()
+    ran = []
+
+    def run(cfg):
+        ran.append(cfg)
+        stub.run({"BLOCK": cfg.kwargs["BLOCK"]})
+
+    with autotune.use_timer(stub.timer):
+        get = lambda cfgs, fn: autotune.get_config(KERNEL, SOURCE_HASH, {"B": 1}, cfgs, DEFAULT, fn, "cpu")
+        assert get(configs, run) is configs[1]
+        assert get(configs, run) is configs[1]  # memory hit
+        assert len(ran) == 3 and all(any(r is c for c in configs) for r in ran)
+        new_process()
+        as_dicts = [c.all_kwargs() for c in configs]
+        assert get(as_dicts, stub.run) == configs[1].all_kwargs()
+    assert autotune.stats()["timings"] == 0 and autotune.stats()["disk_hits"] == 1
+
+
+def test_clear_memory_replaces_the_whole_state():
+    stub = StubKernel(transient_fail=(64,))
+    stub.get(b=4)
+    with pytest.warns(autotune.BLTritonCacheWarning):
+        cache_path().write_text("{broken")
+        stub.get(b=8)  # a warned-about file handle with a parse cache
+    state = tuner_mod._state
+    assert state.decided and state.timings and state.transient and state.files
+    autotune.clear_memory()
+    assert tuner_mod._state is not state and tuner_mod._state == tuner_mod.TunerState()
+    assert autotune.stats()["misses"] == 2  # the counters are separate: reset_stats()
+    autotune.reset_stats()
+    assert set(autotune.stats().values()) == {0}
+
+
 def test_distinct_keys_are_tuned_separately():
     stub = StubKernel()
     stub.get(b=4)
@@ -308,7 +347,7 @@ def test_other_triton_version_or_source_hash_is_another_key(monkeypatch):
     stub.get(source_hash="stubhash1")  # edited kernel source
     assert autotune.stats()["timings"] == 3
     new_process()
-    monkeypatch.setattr(tuner_mod, "triton_version", lambda: "0.0.0-other")
+    monkeypatch.setattr(keys_mod, "triton_version", lambda: "0.0.0-other")
     stub.get()  # same kernel, another Triton
     assert autotune.stats()["timings"] == 3
     entries = load_cache()["entries"].values()
@@ -1090,3 +1129,15 @@ def test_cli_tune_demo_missing(monkeypatch):
 def test_cli_tune_rejects_bad_shape():
     with pytest.raises(SystemExit):
         run_cli("tune", "--demo", "fcn", "--input-shape", "2,x")
+
+
+def test_cli_tune_without_timing_names_no_cache_file(capsys):
+    """On the CPU without --tune-on-cpu nothing is timed: tune must not print a cache file path
+    it did not write."""
+    autotune.configure(tune_on_cpu=False)
+    argv = ["tune", "--model", f"{__name__}:build_stub_model", "--input-shape", "5,3,7", "--device", "cpu"]
+    assert run_cli(*argv, "--no-progress") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert json.loads(out[-2])["timings"] == 0
+    assert out[-1].startswith("cache file: none") and str(cache_path()) not in out[-1]
+    assert not cache_path().exists()

@@ -11,14 +11,19 @@ from tests.helpers import assert_close_rel
 CL = torch.channels_last
 
 
+@pytest.mark.parametrize(
+    ("device", "backend"),
+    [("cpu", "torch"), pytest.param("cuda", "triton", marks=pytest.mark.gpu)],
+    ids=["cpu", "cuda-triton"],
+)
 @pytest.mark.parametrize("where", ["input", "weight", "both", "neither"])
-def test_memory_format_follows_conv2d(where):
-    layer = BLConv2d(3, 4, 3, padding=1, stride=(1, 2), compress_rate=0.5, backend="torch")
-    dense = torch.nn.Conv2d(3, 4, 3, padding=1, stride=(1, 2))
+def test_memory_format_follows_conv2d(where, device, backend):
+    layer = BLConv2d(3, 4, 3, padding=1, stride=(1, 2), compress_rate=0.5, backend=backend).to(device)
+    dense = torch.nn.Conv2d(3, 4, 3, padding=1, stride=(1, 2)).to(device)
     dense.load_state_dict(layer.state_dict())
     if where in ("weight", "both"):
         layer, dense = layer.to(memory_format=CL), dense.to(memory_format=CL)
-    x = torch.randn(2, 3, 9, 10)
+    x = torch.randn(2, 3, 9, 10, device=device)
     if where in ("input", "both"):
         x = x.to(memory_format=CL)
     x.requires_grad_()
@@ -26,7 +31,7 @@ def test_memory_format_follows_conv2d(where):
     assert y.is_contiguous(memory_format=CL) == y_dense.is_contiguous(memory_format=CL)
     assert y.is_contiguous() == y_dense.is_contiguous()
     assert y.is_contiguous(memory_format=CL) == (where != "neither")
-    ref = BLConv2d(3, 4, 3, padding=1, stride=(1, 2), compress_rate=0.5, backend="torch")
+    ref = BLConv2d(3, 4, 3, padding=1, stride=(1, 2), compress_rate=0.5, backend=backend).to(device)
     ref.load_state_dict(layer.state_dict())
     x_ref = x.detach().contiguous().requires_grad_()
     y_ref = ref(x_ref)

@@ -1,4 +1,4 @@
-"""Host-side autotuner with a persistent on-disk cache (see DESIGN.md §4).
+"""Host-side autotuner with a persistent on-disk cache (design: ``docs/tuner.md``).
 
 Launchers ask for a launch config per call::
 

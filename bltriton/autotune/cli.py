@@ -272,6 +272,28 @@ def _backend(name: str):
             os.environ["BLTRITON_BACKEND"] = old
 
 
+def _progress_hooks(layers: list[tuple[str, Any]], bar: Any) -> list[Any]:
+    """Hooks that advance ``bar`` as each layer's forward ends and its backward starts."""
+    import torch
+
+    names = {id(m): n for n, m in layers}
+
+    def after_forward(module: Any, inputs: Any, output: Any) -> None:
+        name = names[id(module)]
+        bar.set_postfix_str(f"fwd {name}", refresh=False)
+        bar.update()
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            # Fires when the gradient reaches this layer's output, i.e. as its backward starts.
+            out.register_hook(lambda grad: on_backward(name))
+
+    def on_backward(name: str) -> None:
+        bar.set_postfix_str(f"bwd {name}", refresh=False)
+        bar.update()
+
+    return [module.register_forward_hook(after_forward) for _, module in layers]
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """Run ``tune``: one forward+backward of the model with tuning on; prints the stats."""
     import torch
@@ -300,24 +322,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     bar = tqdm(total=2 * len(layers), desc="tuning layers", unit="pass", disable=args.no_progress)
-    handles = []
-
-    def after_forward(module: Any, inputs: Any, output: Any) -> None:
-        name = names[id(module)]
-        bar.set_postfix_str(f"fwd {name}", refresh=False)
-        bar.update()
-        out = output[0] if isinstance(output, (tuple, list)) else output
-        if isinstance(out, torch.Tensor) and out.requires_grad:
-            # Fires when the gradient reaches this layer's output, i.e. as its backward starts.
-            out.register_hook(lambda grad: on_backward(name))
-
-    def on_backward(name: str) -> None:
-        bar.set_postfix_str(f"bwd {name}", refresh=False)
-        bar.update()
-
-    names = {id(m): n for n, m in layers}
-    for _, module in layers:
-        handles.append(module.register_forward_hook(after_forward))
+    handles = _progress_hooks(layers, bar)
     _tuner.reset_stats()
     try:
         with _backend(args.backend):
