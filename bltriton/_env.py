@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: Backend names, here because BLTRITON_BACKEND is parsed here; every other place imports them.
+BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
+
 #: name -> (default, description). The README's table is generated from the same facts.
 VARIABLES: dict[str, tuple[str, str]] = {
     "BLTRITON_BACKEND": (
@@ -19,6 +22,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "BLTRITON_AUTOTUNE": ("1", "0 = never time configs, use the heuristic default"),
     "BLTRITON_FORCE_RETUNE": ("0", "1 = ignore cached choices and time again"),
     "BLTRITON_PRINT_AUTOTUNING": ("0", "1 = print each tuning decision"),
+    "BLTRITON_CHECK_FINITE": (
+        "0",
+        "1 = raise a ValueError when an input, weight or bias holds inf/NaN (one host sync per call)",
+    ),
 }
 
 #: Spellings a boolean variable accepts (case-insensitive); an empty value means unset.
@@ -31,7 +38,7 @@ class EnvVarError(ValueError):
 
 
 #: The boolean variables; :func:`check_flags` parses them all.
-_FLAGS = ("BLTRITON_AUTOTUNE", "BLTRITON_FORCE_RETUNE", "BLTRITON_PRINT_AUTOTUNING")
+_FLAGS = ("BLTRITON_AUTOTUNE", "BLTRITON_FORCE_RETUNE", "BLTRITON_PRINT_AUTOTUNING", "BLTRITON_CHECK_FINITE")
 
 
 def _flag(name: str) -> bool:
@@ -62,8 +69,8 @@ def check_flags() -> None:
 
 def backend() -> str:
     value = os.environ.get("BLTRITON_BACKEND", "auto").strip().lower() or "auto"
-    if value not in ("auto", "torch", "triton"):
-        raise EnvVarError(f"BLTRITON_BACKEND must be one of 'auto', 'torch', 'triton'; got {value!r}")
+    if value not in BACKENDS:
+        raise EnvVarError(f"BLTRITON_BACKEND must be one of {BACKENDS}; got {value!r}")
     return value
 
 
@@ -82,6 +89,10 @@ def force_retune() -> bool:
 
 def print_autotuning() -> bool:
     return _flag("BLTRITON_PRINT_AUTOTUNING")
+
+
+def check_finite() -> bool:
+    return _flag("BLTRITON_CHECK_FINITE")
 
 
 def triton_interpret() -> bool:

@@ -201,7 +201,10 @@ def _band_conv_op(
         out_dtype=out_dtype,
         save_filter_band=save_filter_band,
     )
-    return band_conv_forward(x_pad, weight, bias, spec)
+    # Precision is the spec's (fp32 transforms, spec.precision for the contractions): autocast
+    # must not recast the transforms' matmuls inside the op (bf16 complex ops do not exist).
+    with torch.autocast(x_pad.device.type, enabled=False):
+        return band_conv_forward(x_pad, weight, bias, spec)
 
 
 @_band_conv_op.register_fake
@@ -253,9 +256,10 @@ def _band_conv_backward_op(
         save_filter_band=save_filter_band,
     )
     wb = filt
-    if need_x and not _filter_saved_as_band(spec, need_x):  # recompute the conjugate filter band
-        wb = ops.weight_transform(filt.to(xb.real.dtype), spec.band, spec.dilation)
-    dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
+    with torch.autocast(dy.device.type, enabled=False):  # as in the forward op
+        if need_x and not _filter_saved_as_band(spec, need_x):  # recompute the conjugate filter band
+            wb = ops.weight_transform(filt.to(xb.real.dtype), spec.band, spec.dilation)
+        dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
     # weight_from_band gives the real part of a complex tensor (a strided view): the fake says
     # contiguous, and compiled graphs rely on the real op's strides matching it.
     dx = dy.new_empty(0, dtype=xb.real.dtype) if dx is None else dx.contiguous()

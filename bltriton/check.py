@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bltriton._cli import UsageError, check_backend, parse_device
+from bltriton._env import BACKENDS
 from bltriton.nn import BLConv1d, BLConv2d
 
 
@@ -95,6 +96,6 @@ def _cmd(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("check", help="short forward/backward self-check against torch")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--backend", default=None, choices=["auto", "torch", "triton"])
+    p.add_argument("--backend", default=None, choices=BACKENDS)
     p.add_argument("--repeat", type=int, default=5, help="timed runs per row (default 5)")
     p.set_defaults(func=_cmd)

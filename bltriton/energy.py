@@ -145,9 +145,9 @@ def energy_state(module: nn.Module) -> EnergyBand:
 
 def band_limited_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(qualified name, layer)`` of every band-limited layer of ``model``, in module order."""
-    from bltriton.nn import _BLConvMixin
+    from bltriton.nn import is_band_limited
 
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BLConvMixin)]
+    return [(name, m) for name, m in model.named_modules() if is_band_limited(m)]
 
 
 def set_energy(

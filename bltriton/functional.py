@@ -1,77 +1,85 @@
 """Functional API: ``bl_conv1d`` / ``bl_conv2d`` with ``F.conv1d``/``F.conv2d`` arguments plus the
 band arguments. Argument checking lives here; the math lives in :mod:`bltriton.autograd`.
+
+:func:`bl_conv_with_band` reads top to bottom: check the tensors (under the autocast policy),
+normalise the geometry, size the FFT, pick the band, run the op. Each step is a named helper below
+it, so a new argument (a save policy, a cached filter band) is one more keyword through the body.
 """
 
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from bltriton import ops
+from bltriton import _env, ops
 from bltriton.autograd import ConvSpec, band_conv
-from bltriton.reference import pad_input
-from bltriton.spectral import Band, band_for_rate, check_rate, energy_band, fft_lengths
+from bltriton.spectral import Band, band_for_rate, check_energy, check_rate, energy_band, fft_lengths
 
-__all__ = ["bl_conv1d", "bl_conv2d", "bl_conv_with_band"]
+__all__ = ["PADDING_MODES", "ConvGeometry", "bl_conv1d", "bl_conv2d", "bl_conv_with_band", "pad_input"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 IntOrTuple = int | Sequence[int]
 
 
-def _tuple(value: IntOrTuple, ndim: int, name: str, minimum: int) -> tuple[int, ...]:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints; got {value!r}")
-    if isinstance(value, int):
-        out = (value,) * ndim
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        out = tuple(value)
-        if len(out) != ndim or not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
-            raise ValueError(f"{name} must be an int or a tuple of {ndim} ints; got {value!r}")
-    else:
-        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints; got {value!r}")
-    if any(v < minimum for v in out):
-        raise ValueError(f"{name} must be >= {minimum} on every axis; got {value!r}")
-    return out
-
-
-def _padding_pairs(
+def bl_conv_with_band(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: IntOrTuple,
     padding: str | IntOrTuple,
+    dilation: IntOrTuple,
+    groups: int,
+    *,
     ndim: int,
-    kernel: tuple[int, ...],
-    dilation: tuple[int, ...],
-    stride: tuple[int, ...],
-) -> tuple[tuple[int, int], ...]:
-    if isinstance(padding, str):
-        if padding == "valid":
-            return ((0, 0),) * ndim
-        if padding == "same":
-            if any(s != 1 for s in stride):
-                raise ValueError("padding='same' is not supported for strided convolutions (stride != 1)")
-            # As nn.Conv*d: the odd extra tap of an even kernel goes to the end.
-            pairs = []
-            for k, d in zip(kernel, dilation):
-                total = d * (k - 1)
-                pairs.append((total // 2, total - total // 2))
-            return tuple(pairs)
-        raise ValueError(f"padding must be 'same', 'valid', an int or a tuple of ints; got {padding!r}")
-    per_axis = _tuple(padding, ndim, "padding", 0)
-    return tuple((p, p) for p in per_axis)
+    padding_mode: str = "zeros",
+    compress_rate: float | None = 0.0,
+    energy: float | None = None,
+    fft_size: str | int | tuple[int, ...] | None = None,
+    backend: str | None = None,
+    band_fn: Callable[[torch.Tensor, tuple[int, ...]], Band] | None = None,
+) -> tuple[torch.Tensor, Band]:
+    """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
+
+    Arguments and shapes as :func:`bl_conv1d`/:func:`bl_conv2d`. The band is reported so a module
+    can show its measured kept fraction. ``band_fn(x_pad, n)``, when given, chooses the band
+    instead of ``compress_rate``/``energy`` (the modules' energy mode, :mod:`bltriton.energy`).
+    """
+    conv = f"bl_conv{ndim}d"
+    out_dtype = check_tensors(conv, ndim, input, weight, bias)
+    unbatched = input.dim() == ndim + 1
+    x = input.unsqueeze(0) if unbatched else input
+    geo = conv_geometry(conv, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    rate = check_rate(compress_rate)
+    energy = check_energy(energy, compress_rate)
+    n = fft_lengths(geo.padded, geo.effective_kernel, fft_size)
+    backend_r = ops.resolve_backend(backend, x.device)
+    if _env.check_finite():
+        _raise_if_not_finite(conv, input=x, weight=weight, bias=bias)
+    x_pad = pad_input(x, geo.pads, padding_mode)
+    if energy is not None:
+        _check_energy_not_traced(conv)
+    band = band_fn(x_pad, n) if band_fn is not None else _choose_band(x_pad, n, rate, energy)
+    if x_pad.numel() == 0 or weight.numel() == 0:
+        y = _empty_conv(x_pad, weight, bias, geo)  # nothing to transform: torch's own shapes/errors
+    else:
+        y = band_conv(x_pad, weight, bias, geo.spec(band, backend_r, out_dtype))
+        if ndim == 2 and not unbatched and (_is_channels_last(input) or _is_channels_last(weight)):
+            y = y.contiguous(memory_format=torch.channels_last)  # as nn.Conv2d (one output-sized copy)
+    return (y.squeeze(0) if unbatched else y), band
 
 
-def _check_rate_energy(compress_rate: float, energy: float | None) -> None:
-    if energy is None:
-        return
-    if compress_rate not in (0, 0.0, None):
-        raise ValueError(
-            "compress_rate and energy are exclusive: pass energy=None for a fixed band, or "
-            "compress_rate=0.0 for the energy-driven band"
-        )
-    if isinstance(energy, bool) or not isinstance(energy, (int, float)):
-        raise TypeError(f"energy must be a float in (0, 1] or None; got {type(energy).__name__}")
-    if not (0.0 < float(energy) <= 1.0):
-        raise ValueError(f"energy must be in (0, 1] (fraction of spectrum energy kept); got {energy!r}")
+# ------------------------------------------------------------------------------------------------
+# The steps of bl_conv_with_band
+# ------------------------------------------------------------------------------------------------
+
+_HALF_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def _static_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -100,159 +108,266 @@ def _check_energy_not_traced(conv: str) -> None:
         )
 
 
-_HALF_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype active for ``device``'s type, or ``None`` outside autocast."""
+    if device.type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
 
 
-def _autocast_precision(input: torch.Tensor) -> tuple[str | None, torch.dtype | None]:
-    """Under autocast (CUDA or CPU) the band operands of the triton contractions go to the
-    autocast dtype with fp32 accumulation and the output takes that dtype, as ``nn.Conv2d`` does.
-    FFTs stay in fp32."""
-    device_type = input.device.type
-    if device_type not in ("cuda", "cpu") or input.dtype == torch.float64:
-        return None, None
-    if not torch.is_autocast_enabled(device_type):
-        return None, None
-    dtype = torch.get_autocast_dtype(device_type)
-    return _HALF_NAMES.get(dtype), dtype
+def check_tensors(
+    conv: str, ndim: int, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.dtype | None:
+    """Types, ranks, dtypes and devices of the tensor arguments.
+
+    Under autocast the dtype rule is ``nn.Conv2d``'s: fp16/bf16/fp32 tensors count as the autocast
+    dtype (so a bf16 activation meets an fp32 weight), float64 ones stay float64; the tensors
+    must then agree. The op is not cast here: the FFTs run in fp32 whatever the operand dtype
+    (cuFFT half precision needs power-of-two sizes).
+
+    Returns:
+        The output dtype under autocast (the autocast dtype), else ``None`` (the input's dtype).
+    """
+    for name, t in (("input", input), ("weight", weight), ("bias", bias)):
+        if t is None and name == "bias":
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{conv}: {name} must be a torch.Tensor; got {type(t).__name__}")
+        if t.is_complex():
+            raise TypeError(f"{conv}: {name} must be real; got complex dtype {t.dtype}")
+        if not t.is_floating_point():
+            raise TypeError(f"{conv}: {name} must be a floating-point tensor; got {t.dtype}")
+    if weight.dim() != ndim + 2:
+        kernel = "kh, kw" if ndim == 2 else "k"
+        raise ValueError(
+            f"{conv}: weight must have shape [out_channels, in_channels/groups, {kernel}] "
+            f"({ndim + 2} dims); got {tuple(weight.shape)}"
+        )
+    if input.dim() not in (ndim + 1, ndim + 2):
+        raise ValueError(
+            f"{conv}: input must be [batch, channels, *{ndim} spatial] or unbatched "
+            f"[channels, *{ndim} spatial]; got shape {tuple(input.shape)}"
+        )
+    cast = _autocast_dtype(input.device)
+    effective = lambda t: cast if cast is not None and t.dtype != torch.float64 else t.dtype
+    if effective(input) != effective(weight):
+        raise TypeError(f"{conv}: input ({input.dtype}) and weight ({weight.dtype}) must have the same dtype")
+    if bias is not None and effective(bias) != effective(weight):
+        raise TypeError(f"{conv}: bias ({bias.dtype}) and weight ({weight.dtype}) must have the same dtype")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.device != input.device:
+            raise ValueError(f"{conv}: input is on {input.device} but {name} is on {t.device}")
+    return cast if cast is not None and input.dtype != torch.float64 else None
 
 
-def bl_conv_with_band(
-    input: torch.Tensor,
+def _as_int(value: object) -> int | None:
+    """A Python or numpy integer as an int (``None`` for anything else, bools included)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return None
+
+
+def _int_tuple(value: IntOrTuple, ndim: int, name: str, minimum: int) -> tuple[int, ...]:
+    """An int or a sequence of ``ndim`` ints (Python or numpy) as a tuple, each ``>= minimum``."""
+    form = f"{name} must be an int or a tuple of {ndim} ints"
+    if _as_int(value) is not None:
+        out = (int(value),) * ndim
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        items = [_as_int(v) for v in value]
+        if len(items) != ndim or any(v is None for v in items):
+            raise ValueError(f"{form}; got {value!r}")
+        out = tuple(items)
+    else:
+        raise TypeError(f"{form}; got {value!r}")
+    if any(v < minimum for v in out):
+        raise ValueError(f"{name} must be >= {minimum} on every axis; got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Normalised per-axis arguments of one call (first spatial axis first).
+
+    Attributes:
+        length: input length per axis.
+        kernel: filter taps per axis.
+        stride, dilation: per axis.
+        pads: ``(before, after)`` padding per axis.
+        groups: channel groups.
+    """
+
+    length: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    groups: int
+
+    @property
+    def padded(self) -> tuple[int, ...]:
+        """Padded input length ``Lp`` per axis."""
+        return tuple(n + lo + hi for n, (lo, hi) in zip(self.length, self.pads))
+
+    @property
+    def effective_kernel(self) -> tuple[int, ...]:
+        """Dilated kernel length ``ke = d·(k−1)+1`` per axis."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    def spec(self, band: Band, backend: str, out_dtype: torch.dtype | None) -> ConvSpec:
+        """The op's static description for ``band`` on ``backend``."""
+        return ConvSpec(
+            band=band,
+            padded=self.padded,
+            kernel=self.kernel,
+            stride=self.stride,
+            dilation=self.dilation,
+            groups=self.groups,
+            backend=backend,
+            precision=_HALF_NAMES.get(out_dtype) if out_dtype is not None else None,
+            out_dtype=out_dtype,
+        )
+
+
+def conv_geometry(
+    conv: str,
+    x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     stride: IntOrTuple,
     padding: str | IntOrTuple,
     dilation: IntOrTuple,
     groups: int,
-    *,
-    ndim: int,
-    padding_mode: str = "zeros",
-    compress_rate: float = 0.0,
-    energy: float | None = None,
-    fft_size: str | int | tuple[int, ...] | None = None,
-    backend: str | None = None,
-    band_fn: Callable[[torch.Tensor, tuple[int, ...]], Band] | None = None,
-) -> tuple[torch.Tensor, Band]:
-    """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
-
-    The band is reported so a module can show its measured kept fraction. ``band_fn(x_pad, n)``,
-    when given, chooses the band instead of ``compress_rate``/``energy`` (the modules' energy
-    mode, :mod:`bltriton.energy`).
-    """
-    conv = f"bl_conv{ndim}d"
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{conv}: input must be a torch.Tensor; got {type(input).__name__}")
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"{conv}: weight must be a torch.Tensor; got {type(weight).__name__}")
-    for name, t in (("input", input), ("weight", weight), ("bias", bias)):
-        if t is None:
-            continue
-        if t.is_complex():
-            raise TypeError(f"{conv}: {name} must be real; got complex dtype {t.dtype}")
-        if not t.is_floating_point():
-            raise TypeError(f"{conv}: {name} must be a floating-point tensor; got {t.dtype}")
-    if weight.dim() != ndim + 2:
-        raise ValueError(
-            f"{conv}: weight must have shape [out_channels, in_channels/groups, "
-            f"{', '.join('k' + a for a in 'hw'[-ndim:] if ndim == 2) or 'k'}] ({ndim + 2} dims); "
-            f"got {tuple(weight.shape)}"
-        )
-    unbatched = input.dim() == ndim + 1
-    if input.dim() not in (ndim + 1, ndim + 2):
-        raise ValueError(
-            f"{conv}: input must be [batch, channels, *{ndim} spatial] or unbatched "
-            f"[channels, *{ndim} spatial]; got shape {tuple(input.shape)}"
-        )
-    if unbatched:
-        input = input.unsqueeze(0)
-    if input.dtype != weight.dtype:
-        raise TypeError(f"{conv}: input ({input.dtype}) and weight ({weight.dtype}) must have the same dtype")
-    if input.device != weight.device:
-        raise ValueError(f"{conv}: input is on {input.device} but weight is on {weight.device}")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+    padding_mode: str,
+) -> ConvGeometry:
+    """Check channels, groups, bias shape, strides, padding (and its mode's limits) against a
+    batched input ``x`` ``[B, C, *L]``, ``weight`` ``[O, C/groups, *k]`` and ``bias`` ``[O]``;
+    return the normalised geometry."""
+    ndim = weight.dim() - 2
+    g = _as_int(groups)
+    if g is None or g < 1:
         raise ValueError(f"{conv}: groups must be a positive int; got {groups!r}")
     out_channels, cg = weight.shape[:2]
-    if out_channels % groups:
+    if out_channels % g:
         raise ValueError(
-            f"{conv}: weight.shape[0] (out_channels={out_channels}) must be divisible by groups={groups}"
+            f"{conv}: weight.shape[0] (out_channels={out_channels}) must be divisible by groups={g}"
         )
-    if input.shape[1] != cg * groups:
+    if x.shape[1] != cg * g:
         raise ValueError(
-            f"{conv}: input has {input.shape[1]} channels but weight expects "
-            f"in_channels = weight.shape[1]·groups = {cg}·{groups} = {cg * groups}"
+            f"{conv}: input has {x.shape[1]} channels but weight expects "
+            f"in_channels = weight.shape[1]·groups = {cg}·{g} = {cg * g}"
         )
     if bias is not None and tuple(bias.shape) != (out_channels,):
         raise ValueError(f"{conv}: bias must have shape [{out_channels}]; got {tuple(bias.shape)}")
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"{conv}: padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}")
-    stride_t = _tuple(stride, ndim, "stride", 1)
-    dilation_t = _tuple(dilation, ndim, "dilation", 1)
     kernel = _static_sizes(weight.shape[2:])
     if any(k < 1 for k in kernel):
         raise ValueError(f"{conv}: weight has an empty kernel {kernel}")
+    stride_t = _int_tuple(stride, ndim, "stride", 1)
+    dilation_t = _int_tuple(dilation, ndim, "dilation", 1)
     pads = _padding_pairs(padding, ndim, kernel, dilation_t, stride_t)
-    check_rate(compress_rate)
-    _check_rate_energy(compress_rate, energy)
-    backend_r = ops.resolve_backend(backend, input.device)
-
-    length = _static_sizes(input.shape[2:])
-    if padding_mode == "reflect":
-        for axis, ((lo, hi), n) in enumerate(zip(pads, length)):
-            if max(lo, hi) >= n:
-                raise ValueError(
-                    f"{conv}: padding_mode='reflect' needs padding < input size; axis {axis} has "
-                    f"padding {(lo, hi)} and size {n}"
-                )
-    if padding_mode == "circular":
-        for axis, ((lo, hi), n) in enumerate(zip(pads, length)):
-            if max(lo, hi) > n:
-                raise ValueError(
-                    f"{conv}: padding_mode='circular' needs padding <= input size; axis {axis} has "
-                    f"padding {(lo, hi)} and size {n}"
-                )
-    padded = tuple(n + lo + hi for n, (lo, hi) in zip(length, pads))
-    ke = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation_t))
-    for axis, (lp, kk) in enumerate(zip(padded, ke)):
-        if kk > lp:
+    geo = ConvGeometry(_static_sizes(x.shape[2:]), kernel, stride_t, dilation_t, pads, g)
+    _check_padding_mode_limits(conv, padding_mode, geo)
+    for axis, (lp, ke) in enumerate(zip(geo.padded, geo.effective_kernel)):
+        if ke > lp:
             raise ValueError(
-                f"{conv}: kernel size (dilated: {ke}) is larger than the padded input {padded} on axis {axis}"
+                f"{conv}: kernel size (dilated: {geo.effective_kernel}) is larger than the padded "
+                f"input {geo.padded} on axis {axis}"
             )
-    n = fft_lengths(padded, ke, fft_size)
+    return geo
 
-    x_pad = pad_input(input, pads, padding_mode)
-    if energy is not None:
-        _check_energy_not_traced(conv)
-    if band_fn is not None:
-        band = band_fn(x_pad, n)
-    elif energy is not None:
-        dims = tuple(range(-ndim, 0))
-        with torch.no_grad():
-            spectrum = torch.fft.rfftn(
-                x_pad.detach().to(torch.float32 if x_pad.dtype != torch.float64 else x_pad.dtype),
-                s=n,
-                dim=dims,
+
+def _padding_pairs(
+    padding: str | IntOrTuple,
+    ndim: int,
+    kernel: tuple[int, ...],
+    dilation: tuple[int, ...],
+    stride: tuple[int, ...],
+) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * ndim
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError("padding='same' is not supported for strided convolutions (stride != 1)")
+            # As nn.Conv*d: the odd extra tap of an even kernel goes to the end.
+            totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+            return tuple((t // 2, t - t // 2) for t in totals)
+        raise ValueError(f"padding must be 'same', 'valid', an int or a tuple of ints; got {padding!r}")
+    return tuple((p, p) for p in _int_tuple(padding, ndim, "padding", 0))
+
+
+def _check_padding_mode_limits(conv: str, padding_mode: str, geo: ConvGeometry) -> None:
+    """``F.pad``'s limits, raised with the argument names: reflect needs padding < size, circular
+    padding <= size."""
+    if padding_mode not in ("reflect", "circular"):
+        return
+    strict = padding_mode == "reflect"
+    for axis, ((lo, hi), n) in enumerate(zip(geo.pads, geo.length)):
+        if max(lo, hi) > n or (strict and max(lo, hi) == n):
+            need = "padding < input size" if strict else "padding <= input size"
+            raise ValueError(
+                f"{conv}: padding_mode={padding_mode!r} needs {need}; axis {axis} has "
+                f"padding {(lo, hi)} and size {n}"
             )
-        band = energy_band(spectrum, n, float(energy))
-    else:
-        band = band_for_rate(n, float(compress_rate))  # a SymFloat under dynamic=True: specialised
-    precision, out_dtype = _autocast_precision(input)
-    spec = ConvSpec(
-        band=band,
-        padded=padded,
-        kernel=kernel,
-        stride=stride_t,
-        dilation=dilation_t,
-        groups=groups,
-        backend=backend_r,
-        precision=precision,
-        out_dtype=out_dtype,
-    )
-    y = band_conv(x_pad, weight, bias, spec)
-    if ndim == 2 and not unbatched and (_is_channels_last(input) or _is_channels_last(weight)):
-        y = y.contiguous(memory_format=torch.channels_last)  # as nn.Conv2d (one output-sized copy)
-    if unbatched:
-        y = y.squeeze(0)
-    return y, band
+
+
+def pad_input(x: torch.Tensor, padding: tuple[tuple[int, int], ...], padding_mode: str) -> torch.Tensor:
+    """``F.pad`` with per-axis ``(before, after)`` pairs, first spatial axis first.
+
+    Args:
+        x: ``[B, C, *L]``.
+
+    Returns:
+        ``[B, C, *Lp]``; ``x`` itself when there is no padding.
+    """
+    pads: list[int] = []
+    for before, after in reversed(padding):
+        pads += [before, after]
+    if not any(pads):
+        return x
+    if padding_mode == "zeros":
+        return F.pad(x, pads)
+    return F.pad(x, pads, mode=padding_mode)
+
+
+def _choose_band(x_pad: torch.Tensor, n: tuple[int, ...], rate: float, energy: float | None) -> Band:
+    """The fixed band of ``rate``, or (energy mode) the smallest band holding ``energy`` of this
+    input's spectrum: one extra fp32 transform and one host sync per call."""
+    if energy is None:
+        return band_for_rate(n, rate)
+    ndim = len(n)
+    with torch.no_grad():
+        x32 = x_pad.detach().to(torch.float32 if x_pad.dtype != torch.float64 else x_pad.dtype)
+        spectrum = torch.fft.rfftn(x32, s=n, dim=tuple(range(-ndim, 0)))
+    return energy_band(spectrum, n, energy)
+
+
+def _empty_conv(
+    x_pad: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geo: ConvGeometry
+) -> torch.Tensor:
+    """A call with no elements (batch 0, channels 0, out_channels 0) has no spectrum: torch's own
+    convolution gives the shapes, values (the bias) and errors ``F.conv*d`` users expect."""
+    conv = F.conv2d if len(geo.kernel) == 2 else F.conv1d
+    return conv(x_pad, weight, bias, geo.stride, 0, geo.dilation, geo.groups)
+
+
+def _raise_if_not_finite(conv: str, **tensors: torch.Tensor | None) -> None:
+    """``BLTRITON_CHECK_FINITE=1``: one inf/NaN input element spreads over about half the outputs
+    of its sample in a transform-domain convolution, so find it at the source (one host sync)."""
+    for name, t in tensors.items():
+        if t is not None and not bool(torch.isfinite(t.detach()).all()):
+            bad = int((~torch.isfinite(t.detach())).sum())
+            raise ValueError(
+                f"{conv}: {name} has {bad} non-finite element(s) (BLTRITON_CHECK_FINITE=1 is set); "
+                "in a band-limited convolution one inf/NaN spreads to about half the outputs of "
+                "its sample"
+            )
+
+
+# ------------------------------------------------------------------------------------------------
+# Public entries (F.conv*d signatures)
+# ------------------------------------------------------------------------------------------------
 
 
 def bl_conv1d(
@@ -265,7 +380,7 @@ def bl_conv1d(
     groups: int = 1,
     *,
     padding_mode: str = "zeros",
-    compress_rate: float = 0.0,
+    compress_rate: float | None = 0.0,
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
@@ -278,30 +393,26 @@ def bl_conv1d(
         bias: ``[O]`` or ``None``.
         stride, padding, dilation, groups: as ``F.conv1d`` (``padding`` may be ``'same'``/``'valid'``).
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
-        compress_rate: fraction of the spectrum discarded, in ``[0, 1)``; 0 equals ``F.conv1d``.
+        compress_rate: fraction of the spectrum discarded, in ``[0, 1)``; 0 (or ``None``) equals
+            ``F.conv1d``.
         energy: keep the smallest band holding this fraction of the input's spectral energy
-            (per call; exclusive with ``compress_rate``).
+            (per call; exclusive with a non-zero ``compress_rate``).
         fft_size: ``None``/``'fast'``, ``'paper'``, or an explicit length.
         backend: ``None`` (``BLTRITON_BACKEND``), ``'auto'``, ``'torch'`` or ``'triton'``.
 
     Returns:
         ``[B, O, L_out]`` (``[O, L_out]`` for unbatched input), ``L_out`` as ``F.conv1d``.
     """
+    if has_torch_function_variadic(input, weight, bias):  # FX proxies: one leaf call in the graph
+        return handle_torch_function(
+            bl_conv1d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups,
+            padding_mode=padding_mode, compress_rate=compress_rate, energy=energy, fft_size=fft_size,
+            backend=backend,
+        )  # fmt: skip
     return bl_conv_with_band(
-        input,
-        weight,
-        bias,
-        stride,
-        padding,
-        dilation,
-        groups,
-        ndim=1,
-        padding_mode=padding_mode,
-        compress_rate=compress_rate,
-        energy=energy,
-        fft_size=fft_size,
-        backend=backend,
-    )[0]
+        input, weight, bias, stride, padding, dilation, groups, ndim=1, padding_mode=padding_mode,
+        compress_rate=compress_rate, energy=energy, fft_size=fft_size, backend=backend,
+    )[0]  # fmt: skip
 
 
 def bl_conv2d(
@@ -314,7 +425,7 @@ def bl_conv2d(
     groups: int = 1,
     *,
     padding_mode: str = "zeros",
-    compress_rate: float = 0.0,
+    compress_rate: float | None = 0.0,
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
@@ -331,18 +442,13 @@ def bl_conv2d(
     Returns:
         ``[B, O, H_out, W_out]``, sizes as ``F.conv2d``.
     """
+    if has_torch_function_variadic(input, weight, bias):  # FX proxies: one leaf call in the graph
+        return handle_torch_function(
+            bl_conv2d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups,
+            padding_mode=padding_mode, compress_rate=compress_rate, energy=energy, fft_size=fft_size,
+            backend=backend,
+        )  # fmt: skip
     return bl_conv_with_band(
-        input,
-        weight,
-        bias,
-        stride,
-        padding,
-        dilation,
-        groups,
-        ndim=2,
-        padding_mode=padding_mode,
-        compress_rate=compress_rate,
-        energy=energy,
-        fft_size=fft_size,
-        backend=backend,
-    )[0]
+        input, weight, bias, stride, padding, dilation, groups, ndim=2, padding_mode=padding_mode,
+        compress_rate=compress_rate, energy=energy, fft_size=fft_size, backend=backend,
+    )[0]  # fmt: skip

@@ -12,13 +12,14 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
+from torch.overrides import has_torch_function_variadic
 
-from bltriton.energy import band_chooser
-from bltriton.functional import _check_rate_energy, bl_conv_with_band
-from bltriton.ops import BACKENDS
-from bltriton.spectral import Band, check_rate
+from bltriton import functional as BF
+from bltriton._env import BACKENDS
+from bltriton.energy import EnergyBand, band_chooser
+from bltriton.spectral import Band, check_energy, check_fft_size, check_rate
 
-__all__ = ["BLConv1d", "BLConv2d", "convert", "set_compress_rate"]
+__all__ = ["BLConv1d", "BLConv2d", "BLConvMixin", "convert", "is_band_limited", "set_compress_rate"]
 
 
 class _Rate(float):
@@ -33,28 +34,51 @@ class _Rate(float):
         return (float, (float(self),))
 
 
-class _BLConvMixin:
-    """Band state shared by the 1D and 2D modules."""
+class BLConvMixin:
+    """What makes an ``nn.Conv1d``/``nn.Conv2d`` subclass band-limited: the keyword-only band
+    arguments, the forward through :func:`bltriton.functional.bl_conv_with_band`, the measured band
+    of the last call and the repr. ``isinstance(m, BLConvMixin)`` (or :func:`is_band_limited`) is
+    how the library finds band-limited layers.
+
+    Band arguments (keyword-only, after the torch constructor's own):
+
+    Args:
+        compress_rate: fraction of the rfft coefficients discarded, in ``[0, 1)`` (``None``: 0).
+        energy: keep the smallest band holding this fraction of the spectral energy (per call).
+        fft_size: ``None``/``'fast'``, ``'paper'`` or an explicit FFT length (int or per-axis tuple).
+        backend: ``None`` (``BLTRITON_BACKEND``), ``'auto'``, ``'torch'``, ``'triton'``.
+    """
 
     _ndim: int
     last_band: Band | None
 
-    def _init_band(
+    def __init__(
         self,
-        compress_rate: float,
-        energy: float | None,
-        fft_size: str | int | tuple[int, ...] | None,
-        backend: str | None,
+        *args,
+        compress_rate: float | None = 0.0,
+        energy: float | None = None,
+        fft_size: str | int | tuple[int, ...] | None = None,
+        backend: str | None = None,
+        **kwargs,
     ) -> None:
-        check_rate(compress_rate)
-        _check_rate_energy(compress_rate, energy)
+        rate = check_rate(compress_rate)
+        energy = check_energy(energy, compress_rate)
+        fft_size = check_fft_size(fft_size, self._ndim)
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None; got {backend!r}")
-        self._compress_rate = _Rate(compress_rate)
+        super().__init__(*args, **kwargs)
+        self._compress_rate = _Rate(rate)
         self.energy = energy
         self.fft_size = fft_size
         self.backend = backend
         self.last_band = None
+
+    def __getstate__(self) -> dict:
+        # The rate is pickled as a plain float: torch.load(weights_only=True) allows floats but
+        # not a call of the float type (what _Rate.__reduce__ would write).
+        state = dict(super().__getstate__())
+        state["_compress_rate"] = float(state["_compress_rate"])
+        return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)  # unpickled or deep-copied: the rate came back a plain float
@@ -74,43 +98,43 @@ class _BLConvMixin:
         return float(self._compress_rate)
 
     @compress_rate.setter
-    def compress_rate(self, value: float) -> None:
-        check_rate(value)
-        _check_rate_energy(value, self.energy)
-        self._compress_rate = _Rate(value)
+    def compress_rate(self, value: float | None) -> None:
+        rate = check_rate(value)
+        check_energy(self.energy, value)
+        self._compress_rate = _Rate(rate)
 
     @property
     def kept_fraction(self) -> float | None:
         """Measured kept fraction (kept / total rfft coefficients) of the last forward call."""
         return None if self.last_band is None else self.last_band.kept_fraction
 
-    def _band_forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode == "zeros":
-            padding, mode = self.padding, "zeros"
-        else:
-            padding, mode = self.padding, self.padding_mode
-        band_fn = band_chooser(self)  # None: the fixed rate
-        y, band = bl_conv_with_band(
-            input,
-            self.weight,
-            self.bias,
-            self.stride,
-            padding,
-            self.dilation,
-            self.groups,
-            ndim=self._ndim,
-            padding_mode=mode,
-            compress_rate=self._compress_rate,
-            energy=self.energy,
-            fft_size=self.fft_size,
-            backend=self.backend,
-            band_fn=band_fn,
+    def _conv_kwargs(self) -> dict:
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+            "padding_mode": self.padding_mode,
+            "compress_rate": self._compress_rate,
+            "energy": self.energy,
+            "fft_size": self.fft_size,
+            "backend": self.backend,
+        }
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if has_torch_function_variadic(input, self.weight, self.bias):
+            # FX tracing (or a tensor subclass): one call of the functional entry, no band recorded.
+            entry = BF.bl_conv2d if self._ndim == 2 else BF.bl_conv1d
+            return entry(input, self.weight, self.bias, **self._conv_kwargs())
+        band_fn = band_chooser(self)  # the energy mode's state; None: the fixed rate
+        y, band = BF.bl_conv_with_band(
+            input, self.weight, self.bias, ndim=self._ndim, band_fn=band_fn, **self._conv_kwargs()
         )
         self.last_band = band
         return y
 
-    def _band_repr(self) -> str:
-        parts = []
+    def extra_repr(self) -> str:
+        parts = [super().extra_repr()]
         if self.energy is not None:
             parts.append(f"energy={self.energy}")
         else:
@@ -119,8 +143,10 @@ class _BLConvMixin:
             parts.append(f"fft_size={self.fft_size!r}")
         if self.backend is not None:
             parts.append(f"backend={self.backend!r}")
-        if self.last_band is not None:
-            b = self.last_band
+        b = self.last_band
+        if b is None:
+            parts.append("kept=? (the band depends on the input size; measured at the first forward)")
+        else:
             parts.append(f"kept={b.num_kept}/{b.num_total} ({b.kept_fraction:.3f}) at n={b.n}")
         return ", ".join(parts)
 
@@ -129,7 +155,9 @@ class _BLConvMixin:
         """Build a band-limited copy of ``conv`` (same arguments, weights copied)."""
         base = nn.Conv2d if cls._ndim == 2 else nn.Conv1d
         if not isinstance(conv, base):
-            raise TypeError(f"{cls.__name__}.from_conv expects an {base.__name__}; got {type(conv).__name__}")
+            raise TypeError(
+                f"{cls.__name__}.from_conv expects an nn.{base.__name__}; got {type(conv).__name__}"
+            )
         padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
         layer = cls(
             conv.in_channels,
@@ -150,67 +178,25 @@ class _BLConvMixin:
         return layer
 
 
-class BLConv1d(_BLConvMixin, nn.Conv1d):
-    """Band-limited ``nn.Conv1d``.
+def is_band_limited(module: object) -> bool:
+    """True for a band-limited layer (a :class:`BLConvMixin` module)."""
+    return isinstance(module, BLConvMixin)
 
-    Same constructor arguments as ``nn.Conv1d``, plus keyword-only band arguments:
 
-    Args:
-        compress_rate: fraction of the rfft coefficients discarded, in ``[0, 1)``.
-        energy: keep the smallest band holding this fraction of the spectral energy (per call).
-        fft_size: ``None``/``'fast'``, ``'paper'`` or an explicit FFT length.
-        backend: ``None`` (``BLTRITON_BACKEND``), ``'auto'``, ``'torch'``, ``'triton'``.
-
-    Shapes: input ``[B, C, L]`` or ``[C, L]``; output as ``nn.Conv1d``.
-    """
+class BLConv1d(BLConvMixin, nn.Conv1d):
+    """Band-limited ``nn.Conv1d``: ``nn.Conv1d``'s constructor arguments plus the keyword-only band
+    arguments of :class:`BLConvMixin`. Shapes: input ``[B, C, L]`` or ``[C, L]``; output as
+    ``nn.Conv1d``."""
 
     _ndim = 1
 
-    def __init__(
-        self,
-        *args,
-        compress_rate: float = 0.0,
-        energy: float | None = None,
-        fft_size=None,
-        backend: str | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_band(compress_rate, energy, fft_size, backend)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._band_forward(input)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._band_repr()}"
-
-
-class BLConv2d(_BLConvMixin, nn.Conv2d):
-    """Band-limited ``nn.Conv2d``.
-
-    Same constructor arguments as ``nn.Conv2d``, plus the keyword-only band arguments of
-    :class:`BLConv1d`. Shapes: input ``[B, C, H, W]`` or ``[C, H, W]``; output as ``nn.Conv2d``.
-    """
+class BLConv2d(BLConvMixin, nn.Conv2d):
+    """Band-limited ``nn.Conv2d``: ``nn.Conv2d``'s constructor arguments plus the keyword-only band
+    arguments of :class:`BLConvMixin`. Shapes: input ``[B, C, H, W]`` or ``[C, H, W]``; output as
+    ``nn.Conv2d``."""
 
     _ndim = 2
-
-    def __init__(
-        self,
-        *args,
-        compress_rate: float = 0.0,
-        energy: float | None = None,
-        fft_size=None,
-        backend: str | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_band(compress_rate, energy, fft_size, backend)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._band_forward(input)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._band_repr()}"
 
 
 RateSpec = float | Mapping[str, float | None] | Callable[[str, nn.Module], float | None]
@@ -231,13 +217,17 @@ def convert(
 ) -> nn.Module:
     """Replace the ``nn.Conv1d``/``nn.Conv2d`` layers of ``model`` in place by band-limited ones.
 
-    Weights, buffers, devices, dtypes and training mode are kept.
+    Weights, buffers, devices, dtypes and training mode are kept. Atomic: every new layer is built
+    (and its arguments checked) before the first one is put in place, so a bad rate leaves
+    ``model`` untouched. A layer reachable under several names is replaced by one new layer.
 
     Args:
-        model: any module (converted in place and returned).
+        model: any module (converted in place and returned). A bare ``nn.Conv1d``/``nn.Conv2d``
+            cannot replace itself in place: its band-limited copy is returned instead (use the
+            return value).
         compress_rate: one rate for every layer; or a mapping ``{qualified name: rate}`` (layers
-            not named are left alone, ``None`` skips); or a callable ``(name, conv) -> rate | None``.
-            Default: 0.5, or 0 when ``energy`` is given.
+            not named are left alone, ``None`` skips; ``""`` names a bare layer); or a callable
+            ``(name, conv) -> rate | None``. Default: 0.5, or 0 when ``energy`` is given.
         energy: energy-mode band for every converted layer (then ``compress_rate`` must be 0 or
             left out).
         fft_size, backend: passed to each layer.
@@ -245,48 +235,64 @@ def convert(
             paper's ResNet did.
 
     Returns:
-        ``model``.
+        ``model``, or the new band-limited layer when ``model`` itself is a converted conv layer.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: model must be an nn.Module; got {type(model).__name__}")
+    rate_for = _rate_rule(model, compress_rate, energy)
+    built: dict[int, nn.Module] = {}  # id(old conv) -> its band-limited layer
+    places: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules(remove_duplicate=False):
+        if type(module) not in (nn.Conv1d, nn.Conv2d) or (skip_1x1 and _is_1x1(module)):
+            continue
+        if id(module) not in built:
+            rate = rate_for(name, module)
+            if rate is None:
+                continue
+            cls = BLConv2d if isinstance(module, nn.Conv2d) else BLConv1d
+            try:
+                built[id(module)] = cls.from_conv(
+                    module, compress_rate=rate, energy=energy, fft_size=fft_size, backend=backend
+                )
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"convert: layer {name or '(the model itself)'!r}: {err}") from err
+        places.append((name, module))
+    for name, module in places:  # everything is built: nothing below can fail half-way
+        if name == "":
+            return built[id(module)]
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), attr, built[id(module)])
+    return model
+
+
+def _rate_rule(
+    model: nn.Module, compress_rate: RateSpec | None, energy: float | None
+) -> Callable[[str, nn.Module], float | None]:
+    """``convert``'s ``compress_rate`` argument as a function ``(name, conv) -> rate | None``."""
     if compress_rate is None:
         compress_rate = 0.0 if energy is not None else 0.5
     if isinstance(compress_rate, Mapping):
         missing = set(compress_rate) - {n for n, _ in model.named_modules()}
         if missing:
             raise ValueError(f"convert: compress_rate names layers that do not exist: {sorted(missing)}")
-
-    def rate_for(name: str, conv: nn.Module) -> float | None:
-        if isinstance(compress_rate, Mapping):
-            return compress_rate.get(name)
-        if callable(compress_rate):
-            return compress_rate(name, conv)
+        return lambda name, conv: compress_rate.get(name)
+    if callable(compress_rate):
         return compress_rate
-
-    targets = []
-    for name, module in model.named_modules():
-        if type(module) in (nn.Conv1d, nn.Conv2d):
-            if skip_1x1 and _is_1x1(module):
-                continue
-            rate = rate_for(name, module)
-            if rate is not None:
-                targets.append((name, module, rate))
-    for name, module, rate in targets:
-        cls = BLConv2d if isinstance(module, nn.Conv2d) else BLConv1d
-        layer = cls.from_conv(module, compress_rate=rate, energy=energy, fft_size=fft_size, backend=backend)
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, layer)
-    if not targets and type(model) in (nn.Conv1d, nn.Conv2d):
-        raise ValueError("convert: model is itself a conv layer; use BLConv2d.from_conv(model)")
-    return model
+    return lambda name, conv: compress_rate
 
 
 def set_compress_rate(model: nn.Module, compress_rate: float) -> nn.Module:
     """Set ``compress_rate`` on every band-limited layer of ``model`` (energy mode is cleared)."""
     check_rate(compress_rate)
     for module in model.modules():
-        if isinstance(module, _BLConvMixin):
+        if is_band_limited(module):
             module.energy = None
             module.compress_rate = compress_rate
     return model
+
+
+# A whole converted model saved with torch.save loads with torch.load(weights_only=True) without
+# the user allow-listing bltriton's classes: the layers, the Band they keep from their last call and
+# the energy mode's state hold only plain data (numbers, strings, tuples, tensors), nothing that
+# runs code on unpickling.
+torch.serialization.add_safe_globals([BLConv1d, BLConv2d, Band, EnergyBand])

@@ -41,7 +41,7 @@ __all__ = [
     "weight_transform",
 ]
 
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = _env.BACKENDS
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,14 +2,15 @@
 
 Full spectra, an explicit real-even mask built from the definition in DESIGN §1.4, and autograd
 through ``torch.fft``. Tests and benchmarks compare every backend against this; it is never used
-by the library's own layers.
+by the library's own layers. The padding is ``F.pad`` (through :func:`bltriton.functional.pad_input`),
+checked on its own by the rate-0 comparisons with ``F.conv*d``.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from bltriton.functional import pad_input
 from bltriton.spectral import Band, band_for_rate, energy_band, fft_lengths, kept_mask
 
 
@@ -22,18 +23,6 @@ def _dilate(weight: torch.Tensor, dilation: tuple[int, ...]) -> torch.Tensor:
     index = (Ellipsis, *(slice(None, None, d) for d in dilation))
     out[index] = weight
     return out
-
-
-def pad_input(x: torch.Tensor, padding: tuple[tuple[int, int], ...], padding_mode: str) -> torch.Tensor:
-    """``F.pad`` with per-axis ``(before, after)`` pairs, first spatial axis first."""
-    pads: list[int] = []
-    for before, after in reversed(padding):
-        pads += [before, after]
-    if not any(pads):
-        return x
-    if padding_mode == "zeros":
-        return F.pad(x, pads)
-    return F.pad(x, pads, mode=padding_mode)
 
 
 def bl_conv_reference(

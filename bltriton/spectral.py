@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "band_for_power",
     "band_for_rate",
     "band_index_candidates",
+    "check_energy",
+    "check_fft_size",
     "check_rate",
     "column_weights",
     "energy_band",
@@ -70,19 +74,12 @@ def fft_lengths(
             two >= ``Lp + max(out, ke) - 1``, for reproduction only), an int for every axis, or a
             tuple with one int per axis (each >= ``Lp``).
     """
-    ndim = len(padded)
-    if fft_size is None or fft_size == "fast":
+    sizes = check_fft_size(fft_size, len(padded))
+    if sizes is None:
         return tuple(fast_length(lp) for lp in padded)
-    if fft_size == "paper":
+    if sizes == "paper":
         out = tuple(lp - ke + 1 for lp, ke in zip(padded, effective_kernel))
         return tuple(_next_pow2(lp + max(o, ke) - 1) for lp, o, ke in zip(padded, out, effective_kernel))
-    if isinstance(fft_size, str):
-        raise ValueError(
-            f"fft_size must be None, 'fast', 'paper', an int or a tuple of {ndim} ints; got {fft_size!r}"
-        )
-    sizes = (fft_size,) * ndim if isinstance(fft_size, int) else tuple(fft_size)
-    if len(sizes) != ndim or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
-        raise ValueError(f"fft_size must be an int or a tuple of {ndim} ints; got {fft_size!r}")
     for axis, (s, lp) in enumerate(zip(sizes, padded)):
         if s < lp:
             raise ValueError(
@@ -166,9 +163,19 @@ def column_weights(n: int, cols: int) -> torch.Tensor:
     return w
 
 
-def check_rate(compress_rate: float) -> float:
-    """Validate ``compress_rate`` (a fraction in ``[0, 1)``) and return it as a float."""
-    if isinstance(compress_rate, bool) or not isinstance(compress_rate, (int, float)):
+def _is_real_number(value: object) -> bool:
+    """Python and numpy ints/floats (``numbers.Real``; symbolic ones under ``torch.compile``), not
+    bools: what torch accepts as a float."""
+    real = isinstance(value, (numbers.Real, torch.SymFloat, torch.SymInt))
+    return real and not isinstance(value, (bool, np.bool_))
+
+
+def check_rate(compress_rate: float | None) -> float:
+    """Validate ``compress_rate`` (a fraction in ``[0, 1)``, Python or numpy number; ``None`` means
+    0, the full band) and return it as a float."""
+    if compress_rate is None:
+        return 0.0
+    if not _is_real_number(compress_rate):
         raise TypeError(f"compress_rate must be a float in [0, 1); got {type(compress_rate).__name__}")
     r = float(compress_rate)
     if not (0.0 <= r < 1.0):  # also rejects NaN
@@ -179,6 +186,52 @@ def check_rate(compress_rate: float) -> float:
         )
         raise ValueError(f"compress_rate must be in [0, 1); got {compress_rate!r}{hint}")
     return r
+
+
+def check_energy(energy: float | None, compress_rate: float | None = None) -> float | None:
+    """Validate ``energy`` (``None``, or a fraction in ``(0, 1]`` of the spectral energy kept) and its
+    exclusion with ``compress_rate`` (which must then be 0 or ``None``); returns it as a float."""
+    if energy is None:
+        return None
+    if not _is_real_number(energy):
+        raise TypeError(f"energy must be a float in (0, 1] or None; got {type(energy).__name__}")
+    e = float(energy)
+    if not (0.0 < e <= 1.0):  # also rejects NaN
+        raise ValueError(f"energy must be in (0, 1] (fraction of spectrum energy kept); got {energy!r}")
+    if compress_rate is not None and check_rate(compress_rate) != 0.0:
+        raise ValueError(
+            "compress_rate and energy are exclusive: pass energy=None for a fixed band, or "
+            "compress_rate=0.0 (or None) for the energy-driven band"
+        )
+    return e
+
+
+def check_fft_size(fft_size: object, ndim: int) -> str | tuple[int, ...] | None:
+    """Validate ``fft_size`` where it is given (before any input is seen) and normalise it.
+
+    Accepts ``None``/``"fast"``, ``"paper"``, a positive int (Python or numpy integer) or a tuple of
+    ``ndim`` of them. Floats are rejected, as torch rejects them for sizes. Whether the lengths
+    cover the padded input is checked per call by :func:`fft_lengths`.
+
+    Returns:
+        ``None``, ``"paper"`` or a tuple of ``ndim`` Python ints.
+    """
+    if fft_size is None:
+        return None
+    form = f"None, 'fast', 'paper', a positive int or a tuple of {ndim} positive ints"
+    if isinstance(fft_size, str):
+        if fft_size in ("fast", "paper"):
+            return None if fft_size == "fast" else "paper"
+        raise ValueError(f"fft_size must be {form}; got {fft_size!r}")
+    items = tuple(fft_size) if isinstance(fft_size, (tuple, list)) else (fft_size,) * ndim
+    if len(items) != ndim:
+        raise ValueError(f"fft_size must be {form}; got {fft_size!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in items):
+        raise TypeError(f"fft_size must be {form} (floats are not sizes); got {fft_size!r}")
+    sizes = tuple(int(v) for v in items)
+    if any(v < 1 for v in sizes):
+        raise ValueError(f"fft_size must be {form}; got {fft_size!r}")
+    return sizes
 
 
 def _band_from_counts(n: tuple[int, ...], i_rows: int, i_cols: int) -> Band:

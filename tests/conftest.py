@@ -19,9 +19,15 @@ HAS_CUDA = torch.cuda.is_available()
 
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    # `slow` tests run only when a -m expression names them (e.g. -m slow), so the README's
+    # plain test command stays the fast default lane.
+    run_slow = "slow" in (config.getoption("markexpr", "") or "")
+    skip_slow = pytest.mark.skip(reason="slow: select with -m slow")
     for item in items:
         if "gpu" in item.keywords and not HAS_CUDA:
             item.add_marker(skip_gpu)
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
 
 
 @pytest.fixture(autouse=True)

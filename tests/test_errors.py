@@ -1,11 +1,38 @@
-"""Bad input gets a clear error that names the argument (table-driven)."""
+"""Bad input gets a clear error that names the argument (table-driven).
+
+``BAD_CALLS`` is the table: one row per mistake, ``(id, callable, exception type, text the message
+must contain)``. Append rows for new arguments, environment variables and CLI flags; a callable
+that needs an environment variable sets it with :func:`with_env`.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from bltriton import BLConv1d, BLConv2d, bl_conv1d, bl_conv2d, convert, set_compress_rate
+
+
+def with_env(name: str, value: str, call: Callable[[], object]) -> Callable[[], object]:
+    """``call`` run with the environment variable ``name`` set to ``value`` (restored after)."""
+
+    def run():
+        old = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return call()
+        finally:
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+    return run
 
 
 def x4(*shape, dtype=torch.float32):
@@ -13,6 +40,9 @@ def x4(*shape, dtype=torch.float32):
 
 
 W = lambda: torch.randn(4, 3, 3, 3)
+X = lambda: torch.randn(1, 3, 8, 8)
+NAN_X = lambda: torch.full((1, 3, 8, 8), float("nan"))
+SEQ = lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
 
 BAD_CALLS = [
     # (id, callable, exception, text the message must contain)
@@ -163,6 +193,126 @@ BAD_CALLS = [
         ValueError,
         "do not exist",
     ),
+    # -- tensors ------------------------------------------------------------------------------
+    ("bias-not-tensor", lambda: bl_conv2d(X(), W(), [0.0] * 4), TypeError, "bias"),
+    ("bias-int", lambda: bl_conv2d(X(), W(), torch.zeros(4, dtype=torch.int64)), TypeError, "bias"),
+    ("bias-dtype", lambda: bl_conv2d(X(), W(), torch.zeros(4, dtype=torch.float64)), TypeError, "bias"),
+    ("bias-rank", lambda: bl_conv2d(X(), W(), torch.zeros(4, 1)), ValueError, "bias"),
+    ("weight-complex", lambda: bl_conv2d(X(), W().to(torch.complex64)), TypeError, "weight must be real"),
+    ("weight-int", lambda: bl_conv2d(X(), W().to(torch.int32)), TypeError, "floating-point"),
+    ("input-bool", lambda: bl_conv2d(X() > 0, W()), TypeError, "floating-point"),
+    ("weight-empty-kernel", lambda: bl_conv2d(X(), torch.randn(4, 3, 0, 3)), ValueError, "empty kernel"),
+    ("unbatched-channels", lambda: bl_conv2d(torch.randn(5, 8, 8), W()), ValueError, "channels"),
+    ("conv1d-weight-rank", lambda: bl_conv1d(torch.randn(1, 3, 8), W()), ValueError, "weight must"),
+    # -- geometry -----------------------------------------------------------------------------
+    ("stride-float", lambda: bl_conv2d(X(), W(), stride=2.0), TypeError, "stride"),
+    ("stride-tuple-float", lambda: bl_conv2d(X(), W(), stride=(1, 2.0)), ValueError, "stride"),
+    ("stride-str", lambda: bl_conv2d(X(), W(), stride="2"), TypeError, "stride"),
+    ("dilation-zero", lambda: bl_conv2d(X(), W(), dilation=0), ValueError, "dilation"),
+    ("padding-tuple-len", lambda: bl_conv2d(X(), W(), padding=(1, 1, 1)), ValueError, "padding"),
+    ("padding-float", lambda: bl_conv2d(X(), W(), padding=1.5), TypeError, "padding"),
+    ("groups-float", lambda: bl_conv2d(X(), W(), groups=1.5), ValueError, "groups"),
+    ("groups-bool", lambda: bl_conv2d(X(), W(), groups=True), ValueError, "groups"),
+    ("groups-channels", lambda: bl_conv2d(X(), W(), groups=3), ValueError, "channels"),
+    (
+        "circular-too-wide",
+        lambda: bl_conv2d(torch.randn(1, 3, 4, 4), W(), padding=5, padding_mode="circular"),
+        ValueError,
+        "circular",
+    ),
+    (
+        "dilated-kernel-too-large",
+        lambda: bl_conv2d(X(), W(), dilation=4),
+        ValueError,
+        "larger than the padded input",
+    ),
+    # -- band arguments -----------------------------------------------------------------------
+    ("rate-bool", lambda: bl_conv2d(X(), W(), compress_rate=True), TypeError, "compress_rate"),
+    ("rate-np-percent", lambda: bl_conv2d(X(), W(), compress_rate=np.float32(50)), ValueError, "0.5"),
+    ("rate-tensor", lambda: bl_conv2d(X(), W(), compress_rate=torch.tensor(0.5)), TypeError, "compress_rate"),
+    ("energy-string", lambda: bl_conv2d(X(), W(), energy="0.9"), TypeError, "energy"),
+    ("energy-zero", lambda: bl_conv2d(X(), W(), energy=0.0), ValueError, "energy"),
+    ("energy-nan", lambda: bl_conv2d(X(), W(), energy=float("nan")), ValueError, "energy"),
+    (
+        "energy-range-rate-none",
+        lambda: bl_conv2d(X(), W(), compress_rate=None, energy=2.0),
+        ValueError,
+        "energy must be in (0, 1]",
+    ),
+    ("fft-size-float", lambda: bl_conv2d(X(), W(), fft_size=16.0), TypeError, "fft_size"),
+    ("fft-size-negative", lambda: bl_conv2d(X(), W(), fft_size=-3), ValueError, "fft_size"),
+    ("fft-size-tuple-len", lambda: bl_conv2d(X(), W(), fft_size=(16, 16, 16)), ValueError, "fft_size"),
+    (
+        "fft-size-1d-tuple",
+        lambda: bl_conv1d(torch.randn(1, 3, 8), torch.randn(4, 3, 3), fft_size=(16, 16)),
+        ValueError,
+        "fft_size",
+    ),
+    (
+        "check-finite-input",
+        with_env("BLTRITON_CHECK_FINITE", "1", lambda: bl_conv2d(NAN_X(), W())),
+        ValueError,
+        "input has 192 non-finite",
+    ),
+    (
+        "check-finite-weight",
+        with_env("BLTRITON_CHECK_FINITE", "1", lambda: bl_conv2d(X(), W() / 0.0 * 0.0)),
+        ValueError,
+        "weight has",
+    ),
+    (
+        "env-check-finite-typo",
+        with_env("BLTRITON_CHECK_FINITE", "maybe", lambda: bl_conv2d(X(), W())),
+        ValueError,
+        "BLTRITON_CHECK_FINITE must be one of",
+    ),
+    # -- modules ------------------------------------------------------------------------------
+    ("module-fft-bogus", lambda: BLConv2d(3, 4, 3, fft_size="bogus"), ValueError, "fft_size"),
+    ("module-fft-negative", lambda: BLConv2d(3, 4, 3, fft_size=-3), ValueError, "fft_size"),
+    ("module-fft-float", lambda: BLConv1d(3, 4, 3, fft_size=16.0), TypeError, "fft_size"),
+    ("module-fft-tuple-1d", lambda: BLConv1d(3, 4, 3, fft_size=(8, 8)), ValueError, "fft_size"),
+    ("module-energy-range", lambda: BLConv2d(3, 4, 3, energy=1.5), ValueError, "energy"),
+    (
+        "module-energy-rate-none",
+        lambda: BLConv2d(3, 4, 3, compress_rate=None, energy=-1.0),
+        ValueError,
+        "energy must be in (0, 1]",
+    ),
+    (
+        "module-rate-and-energy",
+        lambda: BLConv2d(3, 4, 3, compress_rate=0.5, energy=0.9),
+        ValueError,
+        "exclusive",
+    ),
+    ("module-rate-string", lambda: BLConv1d(3, 4, 3, compress_rate="half"), TypeError, "compress_rate"),
+    ("module-channels", lambda: BLConv2d(3, 4, 3)(torch.randn(1, 5, 8, 8)), ValueError, "channels"),
+    (
+        "module-int-input",
+        lambda: BLConv2d(3, 4, 3)(torch.ones(1, 3, 8, 8, dtype=torch.int64)),
+        TypeError,
+        "floating-point",
+    ),
+    (
+        "module-dtype",
+        lambda: BLConv2d(3, 4, 3)(torch.randn(1, 3, 8, 8, dtype=torch.float64)),
+        TypeError,
+        "same dtype",
+    ),
+    ("from-conv-type", lambda: BLConv2d.from_conv(nn.Conv1d(3, 4, 3)), TypeError, "nn.Conv2d"),
+    (
+        "set-rate-type",
+        lambda: set_compress_rate(nn.Sequential(BLConv2d(3, 4, 3)), "0.5"),
+        TypeError,
+        "compress_rate",
+    ),
+    # -- convert ------------------------------------------------------------------------------
+    ("convert-rate-percent", lambda: convert(SEQ(), 50), ValueError, "did you mean 0.5"),
+    ("convert-map-bad-rate", lambda: convert(SEQ(), {"0": 0.5, "2": 2.0}), ValueError, "layer '2'"),
+    ("convert-callable-bad", lambda: convert(SEQ(), lambda n, m: "x"), TypeError, "compress_rate"),
+    ("convert-energy-range", lambda: convert(SEQ(), energy=1.5), ValueError, "energy"),
+    ("convert-rate-and-energy", lambda: convert(SEQ(), 0.5, energy=0.9), ValueError, "exclusive"),
+    ("convert-fft-bogus", lambda: convert(SEQ(), 0.5, fft_size="bogus"), ValueError, "fft_size"),
+    ("convert-backend", lambda: convert(SEQ(), 0.5, backend="gpu"), ValueError, "backend"),
 ]
 
 
@@ -171,6 +321,26 @@ def test_bad_input_raises_clear_error(call, exc, text):
     with pytest.raises(exc, match=None) as info:
         call()
     assert text in str(info.value), f"message {str(info.value)!r} should mention {text!r}"
+
+
+def test_table_is_large_and_ids_unique():
+    ids = [row[0] for row in BAD_CALLS]
+    assert len(ids) >= 60 and len(set(ids)) == len(ids)
+
+
+def test_convert_is_atomic():
+    """A bad rate for the last layer leaves the model exactly as it was (nothing half-converted)."""
+    model = SEQ()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="compress_rate"):
+        convert(model, {"0": 0.5, "2": 1.5})
+    assert [type(m) for m in model] == [nn.Conv2d, nn.ReLU, nn.Conv2d]
+    assert list(model.state_dict()) == list(before)
+
+
+def test_check_finite_off_by_default(monkeypatch):
+    monkeypatch.delenv("BLTRITON_CHECK_FINITE", raising=False)
+    assert torch.isnan(bl_conv2d(NAN_X(), W())).all()
 
 
 def test_triton_backend_on_cpu_without_interpreter(monkeypatch):

@@ -284,3 +284,34 @@ def test_filter_band_saved_or_recomputed(batch):
     expected = x_band + (w.numel() * 4 if batch >= 9 else w_band)
     assert saved.nbytes == expected, (saved.nbytes, expected)
     y.sum().backward()
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape",
+    [((2, 0, 8, 8), (6, 0, 3, 3)), ((0, 3, 8, 8), (6, 3, 3, 3)), ((2, 0, 8, 8), (0, 0, 3, 3))],
+    ids=["c0", "b0", "c0-o0"],
+)
+def test_empty_shapes_like_torch(x_shape, w_shape):
+    """Zero-size calls give torch's shapes, values and errors (C=0 once gave [2, 6, 8, 8] of bias)."""
+    x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+    try:
+        ref = F.conv2d(x, w, b, padding=1)
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            bl_conv2d(x, w, b, padding=1)
+        return
+    y = bl_conv2d(x, w, b, padding=1, compress_rate=0.5)
+    assert y.shape == ref.shape and torch.equal(y, ref)
+    y1 = bl_conv1d(x[..., 0], w[..., 0], b, padding=1)
+    assert y1.shape == F.conv1d(x[..., 0], w[..., 0], b, padding=1).shape
+
+
+def test_numpy_arguments_functional():
+    import numpy as np
+
+    x, w = torch.randn(2, 4, 10, 9), torch.randn(6, 2, 3, 3)
+    y = bl_conv2d(x, w, None, np.int64(2), (np.int32(1), 1), np.int64(1), np.int64(2),
+                  compress_rate=np.float32(0.0), fft_size=(np.int64(12), 12))  # fmt: skip
+    assert_close_rel(y, F.conv2d(x, w, None, 2, 1, 1, 2), 1e-5, "numpy args")
+    ye = bl_conv2d(x, w, groups=2, energy=np.float32(0.9))
+    assert ye.shape == F.conv2d(x, w, groups=2).shape

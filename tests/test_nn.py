@@ -127,3 +127,66 @@ def test_convert_energy_mode_without_rate():
     assert model[0].kept_fraction < 1.0
     default = convert(nn.Sequential(nn.Conv1d(1, 4, 5)))
     assert default[0].compress_rate == 0.5
+
+
+def test_convert_bare_layer_returns_band_limited_layer():
+    """A bare conv cannot replace itself in place: convert returns its band-limited copy, with
+    the same state_dict keys and weights (no child named '')."""
+    for conv, cls in ((nn.Conv2d(3, 3, 3), BLConv2d), (nn.Conv1d(2, 4, 5), BLConv1d)):
+        out = convert(conv, 0.5)
+        assert type(out) is cls and out.compress_rate == 0.5
+        assert list(out.state_dict()) == list(conv.state_dict())
+        assert torch.equal(out.weight, conv.weight)
+        assert dict(conv.named_children()) == {}
+    one = nn.Conv2d(3, 3, 1)
+    assert convert(one, 0.5) is one  # skip_1x1: nothing to convert
+    assert type(convert(one, 0.5, skip_1x1=False)) is BLConv2d
+
+
+def test_convert_shared_layer_replaced_everywhere():
+    shared = nn.Conv2d(2, 2, 3, padding=1)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    convert(model, 0.5)
+    assert type(model[0]) is BLConv2d and model[0] is model[2]
+
+
+def test_numpy_scalars_accepted_like_python_numbers():
+    import numpy as np
+
+    layer = BLConv2d(
+        3, 4, np.int64(3), stride=np.int64(1), compress_rate=np.float32(0.5), fft_size=np.int64(16)
+    )
+    ref = BLConv2d(3, 4, 3, compress_rate=0.5, fft_size=16)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    assert torch.equal(layer(x), ref(x))
+    assert layer.last_band == ref.last_band and layer.last_band.n == (16, 16)
+    layer.compress_rate = np.float32(0.25)
+    assert layer.compress_rate == 0.25 and type(layer.compress_rate) is float
+    set_compress_rate(nn.Sequential(layer), np.float64(0.75))
+    assert layer.compress_rate == 0.75
+    convert(nn.Sequential(nn.Conv2d(3, 4, 3)), np.float32(0.5))
+
+
+def test_energy_with_rate_none():
+    layer = BLConv2d(3, 4, 3, compress_rate=None, energy=0.9)
+    smooth = torch.randn(1, 3, 16, 16).cumsum(-1).cumsum(-2)  # energy in the low frequencies
+    layer(smooth)
+    assert layer.energy == 0.9 and layer.compress_rate == 0.0 and layer.kept_fraction < 1
+
+
+def test_repr_before_first_forward_says_band_depends_on_input():
+    layer = BLConv2d(3, 4, 3, compress_rate=0.5)
+    assert "depends on the input size" in repr(layer)
+    layer(torch.randn(1, 3, 8, 8))
+    assert "kept=" in repr(layer) and "depends on" not in repr(layer)
+
+
+def test_band_limited_layers_found_one_way():
+    from bltriton.nn import BLConvMixin, is_band_limited
+
+    model = convert(TinyResNet(), 0.5)
+    found = [n for n, m in model.named_modules() if is_band_limited(m)]
+    assert found == ["stem", "block.0", "block.3", "down"]
+    assert all(isinstance(model.get_submodule(n), BLConvMixin) for n in found)
+    assert not is_band_limited(nn.Conv2d(1, 1, 3))

@@ -81,7 +81,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p_tune.add_argument(
         "--backend",
-        choices=("auto", "torch", "triton"),
+        choices=_env.BACKENDS,
         default="auto",
         help="backend of the band-limited layers (default auto: triton on CUDA; only the triton "
         "backend has configs to tune)",
@@ -240,22 +240,17 @@ def _build_model(args: argparse.Namespace, in_channels: int) -> Any:
 
 
 def _bl_modules(model: Any) -> list[tuple[str, Any]]:
-    return [(n, m) for n, m in model.named_modules() if type(m).__name__.startswith("BL")]
+    from bltriton.nn import is_band_limited
+
+    return [(n, m) for n, m in model.named_modules() if is_band_limited(m)]
 
 
 def _apply_compress_rate(model: Any, rate: float) -> None:
     if not 0.0 <= rate < 1.0:
         raise UsageError(f"--compress-rate: expected a fraction in [0, 1); got {rate}")
-    try:
-        from bltriton.nn import set_compress_rate
-    except ImportError:
-        set_compress_rate = None
-    if set_compress_rate is not None:
-        set_compress_rate(model, rate)
-        return
-    for _, module in _bl_modules(model):
-        if hasattr(module, "compress_rate"):
-            module.compress_rate = rate
+    from bltriton.nn import set_compress_rate
+
+    set_compress_rate(model, rate)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bltriton._env import BACKENDS
 from bltriton.demo.data import DEV_SETS, Dataset, bundled_names, load_dataset
 
 _BUNDLED_LOWER = {n.lower() for n in bundled_names()}
@@ -155,7 +156,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="training batch size")
     p.add_argument("--lr", type=float, help="Adam learning rate (cosine schedule)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (the default)")
-    p.add_argument("--backend", choices=["torch", "triton"], help="band-limited backend (default: library's)")
+    p.add_argument("--backend", choices=BACKENDS, help="band-limited backend (default: library's)")
     p.add_argument(
         "--missing",
         choices=["error", "zero"],

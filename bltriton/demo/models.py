@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 from torch import nn
 
+from bltriton.nn import is_band_limited
+
 
 def _ch(base: int, width: float) -> int:
     return max(1, round(base * width))
@@ -147,13 +149,13 @@ def build_model(spatial_dims: int, in_channels: int, num_classes: int, **kwargs:
 def conv_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(name, module)`` for every convolution: band-limited layers and plain ones alike."""
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)) or hasattr(module, "kept_fraction"):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             yield name, module
 
 
 def band_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` for every band-limited layer (anything with a ``kept_fraction``)."""
-    return [(n, m) for n, m in model.named_modules() if hasattr(m, "kept_fraction")]
+    """``(name, module)`` for every band-limited layer."""
+    return [(n, m) for n, m in model.named_modules() if is_band_limited(m)]
 
 
 def kept_fractions(model: nn.Module) -> list[float]:
