@@ -31,13 +31,14 @@ from typing import TextIO
 import torch
 from torch import nn
 
-from bltriton.energy import band_limited_layers, check_energy
+from bltriton.energy import DEFAULT_LEVELS, band_limited_layers, check_energy
 from bltriton.spectral import (
     Band,
     band_energies,
     band_for_power,
     band_for_rate,
     power_spectrum,
+    quantize_band,
     rate_for_band,
 )
 
@@ -150,9 +151,13 @@ class LayerCalibration:
     energy_at: dict[float, float]
 
 
-def _layer_calibration(name: str, power: torch.Tensor, n: tuple[int, ...], energy: float) -> LayerCalibration:
+def _layer_calibration(
+    name: str, power: torch.Tensor, n: tuple[int, ...], energy: float, levels: int | None
+) -> LayerCalibration:
     power = power.double().cpu()
     band = band_for_power(power, n, energy)
+    if levels is not None:
+        band = quantize_band(band, levels)
     shown = [band_for_rate(n, r) for r in TABLE_RATES]
     held = band_energies(power, n, [*shown, band, band_for_rate(n, 0.0)])
     total = float(held[-1]) or 1.0
@@ -190,6 +195,7 @@ def calibrate(
     batches: Iterable[object],
     energy: float = 0.99,
     *,
+    levels: int | None = DEFAULT_LEVELS,
     apply: bool = True,
     progress: bool = True,
     report: TextIO | bool | None = True,
@@ -201,6 +207,11 @@ def calibrate(
         model: a converted model (its band-limited layers are calibrated).
         batches: a few batches: input tensors or ``(inputs, ...)`` tuples (a ``DataLoader``).
         energy: fraction of each layer's input spectral energy to keep, in ``(0, 1]``.
+        levels: round each band up to one of ``levels`` fixed bands
+            (:func:`bltriton.spectral.quantize_band`, as the energy mode does; it still holds
+            ``>= energy``); ``None`` keeps the smallest band. On GunPoint the exact band of the
+            first layer kept 15 % of the spectrum and cost 9 points of accuracy (89.1 % against
+            98.0 % at rate 0, 3 seeds); rounded up to 25 % it matched the energy mode.
         apply: set the rates on the layers (leaving energy mode); otherwise only return them.
         progress: a tqdm bar on stderr while the batches run.
         report: where to print the per-layer table (``True``: stdout; ``None``/``False``: nowhere).
@@ -211,7 +222,7 @@ def calibrate(
     """
     energy = check_energy(energy)
     spectra = measure_spectra(model, batches, progress=progress)
-    found = [_layer_calibration(name, power, n, energy) for name, (power, n) in spectra.items()]
+    found = [_layer_calibration(name, power, n, energy, levels) for name, (power, n) in spectra.items()]
     if apply:
         for name, layer in band_limited_layers(model):
             layer.energy = None
@@ -252,6 +263,8 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         check_energy(args.energy)
+        if args.levels < 0:
+            raise ValueError(f"--levels must be >= 0 (0: exact bands); got {args.levels}")
         if args.batches < 1 or args.batch_size < 1:
             raise ValueError("--batches and --batch-size must be at least 1")
         device = resolve_device(args.device)
@@ -279,7 +292,8 @@ def _main(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rates = calibrate(model, batches, args.energy, progress=not args.no_progress)
+    levels = None if args.levels == 0 else args.levels
+    rates = calibrate(model, batches, args.energy, levels=levels, progress=not args.no_progress)
     print(json.dumps(rates))
     if args.json:
         args.json.write_text(json.dumps(rates, indent=2) + "\n", encoding="utf-8")
@@ -303,6 +317,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", help="bundled set whose training data feed the model (default GunPoint)")
     p.add_argument("--energy", type=float, default=0.99, help="energy to keep per layer (default 0.99)")
+    p.add_argument(
+        "--levels",
+        type=int,
+        default=DEFAULT_LEVELS,
+        help=f"round bands up to this many fixed bands (default {DEFAULT_LEVELS}; 0: exact)",
+    )
     p.add_argument("--batches", type=int, default=4, help="batches to run (default 4)")
     p.add_argument("--batch-size", type=int, default=32, help="samples per batch (default 32)")
     p.add_argument("--width", type=float, default=0.25, help="width of the demo model (default 0.25)")

@@ -8,9 +8,13 @@ from batch to batch makes every call pay for new DFT operands and tuned configs.
 form is *amortised* and *quantised*; exactly:
 
 1. **When the band is evaluated.** Each layer counts its forward calls (training and evaluation
-   alike). The band is searched on the layer's first call, on every ``every``-th call after the
-   last search, and whenever the FFT length changes (a new input length). Every other call uses
-   the band of the last search unchanged: the batch in hand is not inspected.
+   alike). The band is searched on the layer's first call, whenever the FFT length changes (a
+   new input length), and when ``interval`` calls have passed since the last search. The
+   interval starts at ``every``; a search that finds the band unchanged doubles it (up to
+   ``max_every``), a search that finds another band (or a new length) sets it back to
+   ``every``. Every other call uses the band of the last search unchanged: the batch in hand is
+   not inspected. A stable band thus costs one search per ``max_every`` calls; a moving one,
+   one per ``every``.
 2. **Which band.** The search finds the smallest band holding ``>= E`` of *that call's* input
    energy, then rounds it *up* with :func:`bltriton.spectral.quantize_band` (``levels`` evenly
    spaced sizes per axis). The rounded band contains the searched one, so the call that searched
@@ -20,10 +24,11 @@ form is *amortised* and *quantised*; exactly:
    computed with; that call's output and gradients are exactly those of the fixed band
    ``last_band`` (the forward and backward are the fixed-band ones).
 
-``every=1, levels=None`` is the per-call search of the functional API (``bl_conv1d(...,
+``every=1, max_every=1, levels=None`` is the per-call search of the functional API (``bl_conv1d(...,
 energy=E)``), which stays stateless and exact. The defaults below were chosen by measurement on
 a shared 2-core CPU (FCN on the bundled sets and on generated high-frequency series; see the
-README's energy section): ``every=DEFAULT_EVERY``, ``levels=DEFAULT_LEVELS``.
+README's energy section): ``every=DEFAULT_EVERY``, ``max_every=DEFAULT_MAX_EVERY``,
+``levels=DEFAULT_LEVELS``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from bltriton.spectral import Band, band_for_power, power_spectrum, quantize_ban
 __all__ = [
     "DEFAULT_EVERY",
     "DEFAULT_LEVELS",
+    "DEFAULT_MAX_EVERY",
     "EnergyBand",
     "band_chooser",
     "band_limited_layers",
@@ -45,9 +51,13 @@ __all__ = [
     "set_energy",
 ]
 
-#: Search the band on every 8th call: on the FCN (GunPoint, batch 16) a search costs about one
-#: tenth of a training step, so ``every=8`` keeps its cost near 1 % of training.
+#: Search the band every 8th call at first. Measured (bench/energy_step.py, FCN width 0.25,
+#: batch 16, E=0.99, CPU time on a shared 2-core machine): energy-mode steps cost 0.96-1.06x the
+#: matched fixed-band step at every=8 on the four 1D sets, against 1.11-1.25x at every=1.
 DEFAULT_EVERY = 8
+#: Interval cap of the doubling: where the band is full (digits, ItalyPowerDemand) a search
+#: costs about 0.4x a step, so at 64 it adds under 1 %.
+DEFAULT_MAX_EVERY = 64
 #: Sizes per axis a band may take: 8 keeps at most 8 shapes per 1D layer (about 16 in 2D).
 DEFAULT_LEVELS = 8
 
@@ -75,7 +85,8 @@ class EnergyBand:
 
     Attributes:
         energy: fraction of the input's spectral energy to keep, in ``(0, 1]``.
-        every: search the band on every ``every``-th call (1: every call).
+        every: the shortest interval, in calls, between searches (1: every call).
+        max_every: the longest (the interval doubles while the band holds still).
         levels: quantisation of :func:`~bltriton.spectral.quantize_band` (``None``: none).
         band: the band in use (``None`` before the first call).
         searches: how many searches ran (a counter for tests and measurements).
@@ -83,14 +94,19 @@ class EnergyBand:
 
     energy: float
     every: int = DEFAULT_EVERY
+    max_every: int = DEFAULT_MAX_EVERY
     levels: int | None = DEFAULT_LEVELS
     band: Band | None = None
     searches: int = 0
     _since: int = field(default=0, repr=False)
+    _interval: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self.energy = check_energy(self.energy)
         _check_positive_int(self.every, "every")
+        _check_positive_int(self.max_every, "max_every")
+        if self.max_every < self.every:
+            raise ValueError(f"max_every ({self.max_every}) must be >= every ({self.every})")
         _check_positive_int(self.levels, "levels", allow_none=True)
 
     def search(self, x_pad: torch.Tensor, n: tuple[int, ...]) -> Band:
@@ -108,8 +124,11 @@ class EnergyBand:
         return band if self.levels is None else quantize_band(band, self.levels)
 
     def __call__(self, x_pad: torch.Tensor, n: tuple[int, ...]) -> Band:
-        if self.band is None or self.band.n != tuple(n) or self._since >= self.every:
-            self.band = self.search(x_pad, tuple(n))
+        if self.band is None or self.band.n != tuple(n) or self._since >= self._interval:
+            band = self.search(x_pad, tuple(n))
+            same = band == self.band
+            self._interval = min(self.max_every, 2 * self._interval) if same else self.every
+            self.band = band
             self.searches += 1
             self._since = 0
         self._since += 1
@@ -119,6 +138,7 @@ class EnergyBand:
         """Forget the band: the next call searches."""
         self.band = None
         self._since = 0
+        self._interval = 0
 
 
 def band_chooser(module: nn.Module) -> EnergyBand | None:
@@ -133,12 +153,13 @@ def band_chooser(module: nn.Module) -> EnergyBand | None:
 
 def energy_state(module: nn.Module) -> EnergyBand:
     """The :class:`EnergyBand` of a band-limited module in energy mode (made on first use, and
-    remade with the same ``every``/``levels`` when ``module.energy`` was changed)."""
+    remade with the same ``every``/``max_every``/``levels`` when ``module.energy`` was changed)."""
     state = getattr(module, "_energy_state", None)
     if state is None or state.energy != module.energy:
         every = DEFAULT_EVERY if state is None else state.every
+        max_every = DEFAULT_MAX_EVERY if state is None else state.max_every
         levels = DEFAULT_LEVELS if state is None else state.levels
-        state = EnergyBand(module.energy, every, levels)
+        state = EnergyBand(module.energy, every, max_every, levels)
         module._energy_state = state
     return state
 
@@ -155,6 +176,7 @@ def set_energy(
     energy: float,
     *,
     every: int = DEFAULT_EVERY,
+    max_every: int | None = None,
     levels: int | None = DEFAULT_LEVELS,
 ) -> nn.Module:
     """Put every band-limited layer of ``model`` in energy mode.
@@ -162,18 +184,22 @@ def set_energy(
     Args:
         model: a model with band-limited layers (``convert`` it first).
         energy: fraction of each layer's input spectral energy to keep, in ``(0, 1]``.
-        every: search each layer's band on every ``every``-th forward call (1: each call).
+        every: shortest interval, in forward calls, between band searches (1: each call).
+        max_every: longest interval, reached by doubling while the band holds still (default:
+            ``max(every, DEFAULT_MAX_EVERY)``; ``every`` for a fixed interval).
         levels: round bands up to ``levels`` sizes per axis (``None``: the exact band).
 
     Returns:
         ``model``.
     """
     energy = check_energy(energy)
+    _check_positive_int(every, "every")
+    cap = max(every, DEFAULT_MAX_EVERY) if max_every is None else max_every
     layers = band_limited_layers(model)
     if not layers:
         raise ValueError("set_energy: model has no band-limited layers; convert it first")
     for _, layer in layers:
         layer.compress_rate = 0.0
         layer.energy = energy
-        layer._energy_state = EnergyBand(energy, every, levels)
+        layer._energy_state = EnergyBand(energy, every, cap, levels)
     return model

@@ -12,8 +12,8 @@ from torch import nn
 
 from bltriton import calibrate, convert
 from bltriton.__main__ import main
-from bltriton.energy import band_limited_layers
-from bltriton.spectral import band_for_rate, band_index_candidates, kept_mask
+from bltriton.energy import DEFAULT_LEVELS, band_limited_layers
+from bltriton.spectral import band_for_rate, band_index_candidates, kept_mask, quantize_band
 
 
 def predicted_band(inputs: list[torch.Tensor], n: tuple[int, ...], pads: tuple[int, ...], energy: float):
@@ -65,7 +65,8 @@ def test_chosen_rates_match_independent_prediction(ndim, kind):
         else (lambda: torch.randn(3, 2, *shape, dtype=torch.float64))
     )
     batches = [make() for _ in range(3)]
-    rates = calibrate(model, batches, energy=0.99, report=None, progress=False)
+    rates = calibrate(model, batches, energy=0.99, levels=None, report=None, progress=False)
+    rounded = calibrate(model, batches, energy=0.99, apply=False, report=None, progress=False)
 
     # the layer inputs at the full band, captured from a rate-0 copy of the same weights
     full = convert(
@@ -84,6 +85,7 @@ def test_chosen_rates_match_independent_prediction(ndim, kind):
         n = tuple(band_for_rate(tuple(_fast(v) for v in n), 0.0).n)
         expect = predicted_band(seen[name], n, (k // 2,) * ndim, 0.99)
         assert band_for_rate(n, rates[name]) == expect, name
+        assert band_for_rate(n, rounded[name]) == quantize_band(expect, DEFAULT_LEVELS), name
         assert model.get_submodule(name).compress_rate == rates[name]
     first = band_for_rate(tuple(_fast(s + 4) for s in shape), rates["0"])
     if kind == "low":  # a few cycles: a handful of coefficients hold 99 %
@@ -178,6 +180,7 @@ def test_cli_bundled_and_module_function(tmp_path, capsys):
         (["--model", "tests.test_calibrate:nothing"], "cannot import"),
         (["--energy", "2"], "energy"),
         (["--batches", "0"], "--batches"),
+        (["--levels", "-1"], "--levels"),
         (["--model", "resnet", "--dataset", "GunPoint"], "2D"),
     ],
 )

@@ -116,7 +116,7 @@ def test_outputs_and_gradients_equal_the_reported_fixed_band(ndim):
 
 def test_band_is_searched_every_k_calls():
     layer = _layer(1, 0.95)
-    state = set_energy(nn.Sequential(layer), 0.95, every=3, levels=None)[0]._energy_state
+    state = set_energy(nn.Sequential(layer), 0.95, every=3, max_every=3, levels=None)[0]._energy_state
     low = torch.sin(torch.linspace(0, 6.28, 60, dtype=torch.float64)).expand(2, 3, 60).contiguous()
     noise = torch.randn(2, 3, 60, dtype=torch.float64)
     n = fft_lengths((64,), (5,), None)
@@ -134,9 +134,32 @@ def test_band_is_searched_every_k_calls():
     assert state.searches == 3 and layer.last_band.n != n
 
 
+def test_interval_doubles_while_the_band_holds_still():
+    layer = _layer(1, 0.95)
+    state = set_energy(nn.Sequential(layer), 0.95, every=2, max_every=8, levels=None)[0]._energy_state
+    low = torch.sin(torch.linspace(0, 6.28, 60, dtype=torch.float64)).expand(2, 3, 60).contiguous()
+    searched = []
+    for call in range(1, 25):
+        before = state.searches
+        layer(low)
+        if state.searches > before:
+            searched.append(call)
+    assert searched == [1, 3, 7, 15, 23]  # intervals 2, 4, 8, 8
+    low_band = state.band
+    noise = torch.randn(2, 3, 60, dtype=torch.float64)
+    for call in range(25, 36):
+        before = state.searches
+        layer(noise)
+        if state.searches > before:
+            searched.append(call)
+    # the search at call 31 sees the new band: back to every=2 (33, 35), then doubling again
+    assert searched[5:] == [31, 33]
+    assert state.band.num_kept > low_band.num_kept and layer.last_band == state.band
+
+
 def test_every_1_without_levels_is_the_per_call_search():
     model = convert(nn.Sequential(nn.Conv1d(2, 3, 3, padding=1)), energy=0.9).double()
-    set_energy(model, 0.9, every=1, levels=None)
+    set_energy(model, 0.9, every=1, max_every=1, levels=None)
     n = fft_lengths((34,), (3,), None)
     for scale in (0, 1, 2, 3):
         x = torch.randn(3, 2, 32, dtype=torch.float64)
@@ -163,6 +186,8 @@ def test_energy_state_and_set_energy_reject_bad_values():
         EnergyBand(0.9, every=0)
     with pytest.raises(ValueError, match="levels"):
         EnergyBand(0.9, levels=0)
+    with pytest.raises(ValueError, match="max_every"):
+        EnergyBand(0.9, every=8, max_every=4)
     with pytest.raises(ValueError, match="energy"):
         EnergyBand(1.5)
     with pytest.raises(TypeError, match="energy"):

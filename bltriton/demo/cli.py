@@ -1,11 +1,13 @@
 """``python -m bltriton demo`` and ``python -m bltriton experiments``.
 
 ``demo`` trains the FCN on the three UCR development sets at compress rates 0, 0.25, 0.5, 0.75
-(plus a plain ``nn.Conv`` baseline), evaluates every model at every rate, and writes the tables
-and plots; ``--quick`` is a sub-minute CPU smoke run. ``experiments`` is the longer run in the
-paper's style: all bundled sets (digits with the 2D ResNet), a wider FCN (half the paper's
-width; ``--width 1`` for the paper's), more epochs, five seeds, and the energy mode
-(``energy=0.99, 0.95, 0.9``) next to the fixed rates.
+(plus a plain ``nn.Conv`` baseline), in the energy mode (``energy=0.99``) and calibrated
+(``bltriton.calibrate`` at ``energy=0.99``, then fixed per-layer rates), evaluates every
+fixed-rate model at every rate, and writes the tables (after each run) and plots; ``--quick``
+is a sub-minute CPU smoke run. ``experiments`` is the longer run in the paper's style: all
+bundled sets (digits with the 2D ResNet), a wider FCN (half the paper's width; ``--width 1`` for
+the paper's), more epochs, five seeds, the energy mode (``energy=0.99, 0.95, 0.9``) and the
+calibrated model (``0.99, 0.95``) next to the fixed rates.
 
 Options given on the command line override the preset's; ``--help`` lists the presets.
 """
@@ -38,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "calibrated": [0.99],
         "dense": False,
         "seeds": [0],
-        "epochs": 30,
+        "epochs": 20,
         "batch_size": 16,
         "width": 0.25,
         "lr": 3e-3,
