@@ -37,8 +37,8 @@ class EnvVarError(ValueError):
     """A ``BLTRITON_*`` variable holds a value it does not accept (the message names it)."""
 
 
-#: The boolean variables; :func:`check_flags` parses them all.
-_FLAGS = ("BLTRITON_AUTOTUNE", "BLTRITON_FORCE_RETUNE", "BLTRITON_PRINT_AUTOTUNING", "BLTRITON_CHECK_FINITE")
+#: The on/off variables (those whose default is 0 or 1); :func:`check_flags` parses them all.
+_FLAGS = tuple(name for name, (default, _) in VARIABLES.items() if default in ("0", "1"))
 
 
 def _flag(name: str) -> bool:

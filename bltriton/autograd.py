@@ -113,6 +113,39 @@ def band_conv_backward(
     return dx, dw
 
 
+def band_conv_jvp(
+    xb: torch.Tensor,
+    filt: torch.Tensor,
+    x_t: torch.Tensor | None,
+    w_t: torch.Tensor | None,
+    b_t: torch.Tensor | None,
+    spec: ConvSpec,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Forward-mode derivative from the saved bands: ``y`` is bilinear in ``(x, w)``, so
+    ``y_t = conv(x_t, w) + conv(x, w_t) + b_t``, summed in the band before one inverse transform.
+    ``filt`` is the saved filter band ``[F, O, Cg]`` or the weight; ``None`` tangents are zero."""
+    cdt = xb.real.dtype
+    yb = None
+    if x_t is not None:
+        wb = filt if filt.is_complex() else ops.weight_transform(filt.to(cdt), spec.band, spec.dilation)
+        xtb = ops.forward_transform(x_t.to(cdt), spec.band)
+        yb = ops.mac("fwd", xtb, wb, spec.groups, spec.backend, spec.precision)
+    if w_t is not None:
+        wtb = ops.weight_transform(w_t.to(cdt), spec.band, spec.dilation)
+        part = ops.mac("fwd", xb, wtb, spec.groups, spec.backend, spec.precision)
+        yb = part if yb is None else yb + part
+    if yb is None:
+        b = xb.shape[1]
+        o = b_t.shape[0]
+        y_t = xb.new_zeros((b, o, *(-(-f // s) for f, s in zip(spec.full_out, spec.stride))), dtype=cdt)
+    else:
+        y_t = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
+    if b_t is not None:
+        y_t = y_t + b_t.to(cdt).reshape(-1, *([1] * spec.band.ndim))
+    return y_t.to(out_dtype)
+
+
 # ------------------------------------------------------------------------------------------
 # torch.library registration: torch.compile sees one opaque op per direction (no graph break,
 # no tracing into torch.fft or Triton), with fake implementations for shape propagation.
@@ -290,6 +323,13 @@ def _filter_saved_as_band(spec: ConvSpec, need_x: bool) -> bool:
     return bool(spec.save_filter_band) and need_x
 
 
+_NO_DOUBLE_BACKWARD = (
+    "bltriton: double backward through a band-limited convolution (differentiating its gradient, "
+    "e.g. a gradient penalty, torch.func.hessian or a Hessian-vector product) is not supported. "
+    "First-order gradients (also with create_graph=True) and forward-mode derivatives are."
+)
+
+
 class _NoDoubleBackward(torch.autograd.Function):
     """Identity on a first-order gradient whose own backward raises: the backward op is not
     differentiable (it would need its own adjoint paths), and without this marker a second
@@ -307,11 +347,11 @@ class _NoDoubleBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, _):
-        raise RuntimeError(
-            "bltriton: double backward through a band-limited convolution (differentiating its "
-            "gradient, e.g. a gradient penalty or a Hessian-vector product) is not supported. "
-            "First-order gradients, including with create_graph=True, are."
-        )
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
+
+    @staticmethod
+    def jvp(ctx, _g_t, _dy_t):
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
 
 class _BandConv(torch.autograd.Function):
@@ -332,7 +372,10 @@ class _BandConv(torch.autograd.Function):
         ctx.spec = spec
         ctx.shapes = (list(x_pad.shape), list(weight.shape))
         ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
-        ctx.save_for_backward(xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
+        saved = (xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)  # the same tensors: no memory beyond the backward's
+        ctx.out_dtype = output[0].dtype
 
     @staticmethod
     def backward(ctx, dy, _dxb, _dwb):
@@ -359,6 +402,17 @@ class _BandConv(torch.autograd.Function):
         db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype) if need_b else None
         grads = (dx.to(x_dtype) if need_x else None, dw.to(w_dtype) if need_w else None, db)
         return grads + (None,) * (len(ctx.needs_input_grad) - len(grads))  # the spec
+
+
+class _BandConvWithJvp(_BandConv):
+    """:class:`_BandConv` plus forward mode (``torch.func.jvp``/``jacfwd``). Separate because
+    dynamo refuses to trace a Function that defines ``jvp``: compiled code uses the parent."""
+
+    @staticmethod
+    def jvp(ctx, x_t, w_t, b_t, _spec_t):
+        xb, filt = ctx.saved_tensors
+        y_t = band_conv_jvp(xb, filt, x_t, w_t, b_t, ctx.spec, ctx.out_dtype)
+        return y_t, None, None
 
 
 def _filter_band_worth_saving(kernel: tuple[int, ...], batch: int | torch.SymInt) -> bool:
@@ -394,7 +448,8 @@ def band_conv(
         )
     if spec.save_filter_band is None:
         spec = replace(spec, save_filter_band=_filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
-    y, _, _ = _BandConv.apply(x_pad, weight, bias, spec)
+    function = _BandConv if torch.compiler.is_compiling() else _BandConvWithJvp
+    y, _, _ = function.apply(x_pad, weight, bias, spec)
     return y
 
 

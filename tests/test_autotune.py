@@ -687,6 +687,16 @@ def test_fifo_at_cache_path_does_not_hang():
     assert StubKernel().get()["BLOCK"] == 32  # decided in memory
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_cli_cache_show_reports_a_fifo_without_reading_it(capsys):
+    path = cache_path()
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+    assert run_cli("cache", "show") == 0  # returns: the FIFO is not opened for reading
+    assert "unusable (a named pipe (FIFO))" in capsys.readouterr().out
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
 @pytest.mark.parametrize("target", ["/dev/zero", "regular-file"])
 def test_symlink_at_cache_path_is_left_alone(tmp_path, target):
     """A symlinked cache file is neither followed nor replaced (documented in files.py): a link to

@@ -40,3 +40,10 @@ def test_reverse_over_reverse_hessian_raises_clear_error():
     jac = torch.func.jacrev(lambda w: bl_conv2d(x, w, padding=1, **KW).square().sum())
     with pytest.raises(RuntimeError, match=r"bltriton: double backward"):
         torch.func.jacrev(jac)(w)
+
+
+def test_hessian_raises_clear_error():
+    """torch.func.hessian is forward-over-reverse: the forward mode reaches the gradient."""
+    x = torch.randn(1, 2, 6, 6)
+    with pytest.raises(RuntimeError, match=r"bltriton: double backward"):
+        torch.func.hessian(lambda w: bl_conv2d(x, w, padding=1, **KW).square().sum())(torch.randn(2, 2, 3, 3))

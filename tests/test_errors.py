@@ -7,6 +7,8 @@ that needs an environment variable sets it with :func:`with_env`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Callable
 
@@ -15,7 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from bltriton import BLConv1d, BLConv2d, bl_conv1d, bl_conv2d, convert, set_compress_rate
+from bltriton import BLConv1d, BLConv2d, _env, autotune, bl_conv1d, bl_conv2d, convert, set_compress_rate
+from bltriton.__main__ import main as cli_main
 
 
 def with_env(name: str, value: str, call: Callable[[], object]) -> Callable[[], object]:
@@ -35,6 +38,34 @@ def with_env(name: str, value: str, call: Callable[[], object]) -> Callable[[], 
     return run
 
 
+class CommandLineError(Exception):
+    """Raised by :func:`cli` when the command exits with 2 and one stderr line (the message)."""
+
+
+def cli(*argv: str) -> Callable[[], object]:
+    """``python -m bltriton *argv`` in-process: raises :class:`CommandLineError` with the stderr
+    line for a user mistake (exit status 2, exactly one line, no traceback); anything else is
+    an AssertionError naming what happened."""
+
+    def run():
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = cli_main(list(argv))
+            except SystemExit as exit_:  # argparse's own errors
+                code = exit_.code
+        lines = err.getvalue().strip().splitlines()
+        if code == 2 and len(lines) == 1:
+            raise CommandLineError(lines[0])
+        raise AssertionError(f"exit status {code}, stderr {err.getvalue()!r}")
+
+    return run
+
+
+def _tune_stub() -> object:
+    return autotune.get_config("k", "h", {"B": 1}, [{"BLOCK": 1}], {"BLOCK": 1}, lambda cfg: None, "cpu")
+
+
 def x4(*shape, dtype=torch.float32):
     return torch.randn(*shape, dtype=dtype)
 
@@ -43,6 +74,11 @@ W = lambda: torch.randn(4, 3, 3, 3)
 X = lambda: torch.randn(1, 3, 8, 8)
 NAN_X = lambda: torch.full((1, 3, 8, 8), float("nan"))
 SEQ = lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+
+DEMO = ["tune", "--demo", "fcn", "--input-shape", "2,1,16"]
+TUNE = [*DEMO, "--device", "cpu"]
+NO_ENV: tuple[str | None, str] = (None, "")
+NO_INTERP = ("TRITON_INTERPRET", "0")
 
 BAD_CALLS = [
     # (id, callable, exception, text the message must contain)
@@ -313,6 +349,83 @@ BAD_CALLS = [
     ("convert-rate-and-energy", lambda: convert(SEQ(), 0.5, energy=0.9), ValueError, "exclusive"),
     ("convert-fft-bogus", lambda: convert(SEQ(), 0.5, fft_size="bogus"), ValueError, "fft_size"),
     ("convert-backend", lambda: convert(SEQ(), 0.5, backend="gpu"), ValueError, "backend"),
+    # -- environment variables ----------------------------------------------------------------
+    (
+        "env-autotune-maybe",
+        with_env("BLTRITON_AUTOTUNE", "maybe", _tune_stub),
+        ValueError,
+        "BLTRITON_AUTOTUNE",
+    ),
+    (
+        "env-autotune-maybe-conv",
+        with_env("BLTRITON_AUTOTUNE", "maybe", lambda: bl_conv2d(X(), W(), backend="triton")),
+        ValueError,
+        "BLTRITON_AUTOTUNE",
+    ),
+    ("env-autotune-2", with_env("BLTRITON_AUTOTUNE", "2", _tune_stub), ValueError, "got '2'"),
+    (
+        "env-force-retune-typo",
+        with_env("BLTRITON_FORCE_RETUNE", "ture", _tune_stub),
+        ValueError,
+        "FORCE_RETUNE",
+    ),
+    (
+        "env-print-autotuning-word",
+        with_env("BLTRITON_PRINT_AUTOTUNING", "verbose", _env.print_autotuning),
+        ValueError,
+        "BLTRITON_PRINT_AUTOTUNING",
+    ),
+    ("env-backend", with_env("BLTRITON_BACKEND", "cuda", _env.backend), ValueError, "BLTRITON_BACKEND"),
+    # -- command line: exit status 2 and one line naming the flag --------------------------------
+    *[
+        (f"cli-{name}", with_env(var, value, cli(*argv)) if var else cli(*argv), CommandLineError, text)
+        for name, argv, (var, value), text in [
+            ("tune-triton-no-cuda", [*TUNE, "--backend", "triton"], NO_INTERP, "--backend triton"),
+            ("tune-device-bogus", [*DEMO, "--device", "bogus"], NO_ENV, "--device"),
+            ("tune-device-meta", [*DEMO, "--device", "meta"], NO_ENV, "--device"),
+            (
+                "tune-shape-zero",
+                ["tune", "--demo", "fcn", "--input-shape", "0,1,16"],
+                NO_ENV,
+                "--input-shape",
+            ),
+            ("tune-shape-short", ["tune", "--demo", "fcn", "--input-shape", "2,16"], NO_ENV, "--input-shape"),
+            ("tune-num-classes-zero", [*TUNE, "--num-classes", "0"], NO_ENV, "--num-classes"),
+            ("tune-compress-rate", [*TUNE, "--compress-rate", "1.5"], NO_ENV, "--compress-rate"),
+            (
+                "tune-model-no-colon",
+                ["tune", "--model", "os.path", "--input-shape", "2,1,16"],
+                NO_ENV,
+                "--model",
+            ),
+            (
+                "tune-model-missing",
+                ["tune", "--model", "no_such_mod:f", "--input-shape", "2,1,16"],
+                NO_ENV,
+                "--model",
+            ),
+            (
+                "tune-model-not-module",
+                ["tune", "--model", "os:getcwd", "--input-shape", "2,1,16"],
+                NO_ENV,
+                "--model",
+            ),
+            ("tune-autotune-maybe", TUNE, ("BLTRITON_AUTOTUNE", "maybe"), "BLTRITON_AUTOTUNE"),
+            ("tune-autotune-off", TUNE, ("BLTRITON_AUTOTUNE", "0"), "BLTRITON_AUTOTUNE=0"),
+            ("tune-backend-word", [*TUNE, "--backend", "gpu"], NO_ENV, "--backend"),
+            ("cache-device-bogus", ["cache", "show", "--device", "bogus"], NO_ENV, "--device"),
+            ("cache-action", ["cache", "wipe"], NO_ENV, "action"),
+            ("check-device-bogus", ["check", "--device", "bogus"], NO_ENV, "--device"),
+            ("check-device-cuda-99", ["check", "--device", "cuda:99"], NO_ENV, "--device"),
+            (
+                "check-triton-no-cuda",
+                ["check", "--device", "cpu", "--backend", "triton"],
+                NO_INTERP,
+                "--backend",
+            ),
+            ("check-repeat-zero", ["check", "--device", "cpu", "--repeat", "0"], NO_ENV, "--repeat"),
+        ]
+    ],
 ]
 
 

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from torch.func import functional_call, grad, jacrev, vmap
+from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vmap
 
 from bltriton import BLConv1d, BLConv2d, bl_conv1d, bl_conv2d
 from bltriton.reference import bl_conv_reference
@@ -18,9 +18,10 @@ F64 = torch.float64
 
 @pytest.fixture(autouse=True)
 def _no_warnings():
-    """vmap's slow fallback announces itself with a UserWarning: none may appear."""
+    """vmap's slow fallback announces itself with a UserWarning: none may appear (torch's own
+    DeprecationWarnings, e.g. from its jvp decompositions, are not ours)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         yield
 
 
@@ -107,3 +108,23 @@ def test_per_sample_gradients_match_a_loop(cls, device, backend):
         loss(dict(layer.named_parameters()), x[i], target[i]).backward()
         for name, p in layer.named_parameters():
             assert_close_rel(per_sample[name][i], p.grad, 1e-12, f"sample {i} {name}")
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_forward_mode_jacfwd_and_jvp(ndim):
+    """Forward mode from the saved bands: jacfwd equals jacrev for input, weight and bias, and a
+    jvp equals the bilinear expansion conv(x_t, w) + conv(x, w_t) + b_t."""
+    conv = bl_conv1d if ndim == 1 else bl_conv2d
+    x = torch.randn(2, 3, *(7,) * ndim, dtype=F64)
+    w = torch.randn(4, 3, *(3,) * ndim, dtype=F64)
+    b = torch.randn(4, dtype=F64)
+
+    def f(x, w, b):
+        return conv(x, w, b, padding=1, stride=2, **KW)
+
+    for fwd, rev in zip(jacfwd(f, argnums=(0, 1, 2))(x, w, b), jacrev(f, argnums=(0, 1, 2))(x, w, b)):
+        assert_close_rel(fwd, rev, 1e-12, "jacfwd vs jacrev")
+    xt, wt, bt = torch.randn_like(x), torch.randn_like(w), torch.randn_like(b)
+    _, y_t = jvp(f, (x, w, b), (xt, wt, bt))
+    expected = f(xt, w, None) + f(x, wt, None) + bt.reshape(-1, *(1,) * ndim)
+    assert_close_rel(y_t, expected, 1e-12, "jvp")

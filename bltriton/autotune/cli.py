@@ -45,7 +45,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="show: the device whose file to list (default: current CUDA device, else the CPU)",
     )
     p_cache.set_defaults(func=cmd_cache)
+    _add_tune_parser(subparsers)
 
+
+def _add_tune_parser(subparsers: argparse._SubParsersAction) -> None:
     p_tune = subparsers.add_parser(
         "tune",
         help="pre-tune the band-limited layers of a model for one input shape",
@@ -138,7 +141,7 @@ def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
     else:
         ident = _tuner.device_identity(parse_device(device) if device is not None else None)
         path = _cache.cache_file_path(folder, ident.name)
-        files = [path] if path.is_file() else []
+        files = [path] if os.path.lexists(path) else []
         which = f" for {ident.name}"
     if not files:
         print(f"no autotune cache{which} in {folder}")
@@ -146,7 +149,7 @@ def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
     for path in files:
         entries, problem = _cache.CacheFile(path.parent, path.stem).peek()
         if problem is not None:
-            print(f"{path}: unusable ({problem}); the tuner will set it aside and rebuild it")
+            print(f"{path}: unusable ({problem})")
             continue
         print(f"{path}: {len(entries)} entries")
         for name in sorted(entries, key=lambda n: _sort_key(entries[n])):
