@@ -424,6 +424,14 @@ BAD_CALLS = [
                 "--backend",
             ),
             ("check-repeat-zero", ["check", "--device", "cpu", "--repeat", "0"], NO_ENV, "--repeat"),
+            ("demo-device-bogus", ["demo", "--quick", "--device", "bogus"], NO_ENV, "--device"),
+            ("demo-epochs-zero", ["demo", "--quick", "--epochs", "0"], NO_ENV, "--epochs"),
+            ("demo-width-zero", ["demo", "--quick", "--width", "0"], NO_ENV, "--width"),
+            ("demo-batch-size-zero", ["demo", "--quick", "--batch-size", "0"], NO_ENV, "--batch-size"),
+            ("demo-calibrated-range", ["demo", "--quick", "--calibrated", "1.5"], NO_ENV, "--calibrated"),
+            ("calibrate-energy-range", ["calibrate", "--energy", "0"], NO_ENV, "energy"),
+            ("calibrate-batches-zero", ["calibrate", "--batches", "0"], NO_ENV, "--batches"),
+            ("calibrate-model-no-colon", ["calibrate", "--model", "os.path"], NO_ENV, "--model"),
         ]
     ],
 ]
