@@ -37,7 +37,14 @@ def interleaved_medians(
 
 
 def run(
-    model: str, batch: int, rates: list[float], mode: str, rounds: int, clock=time.perf_counter, **band_kwargs
+    model: str,
+    batch: int,
+    rates: list[float],
+    mode: str,
+    rounds: int,
+    clock=time.perf_counter,
+    save: str | None = None,
+    **band_kwargs,
 ) -> list[dict]:
     """Rows ``{variant, ms, ratio, saved, saved_ratio}`` for one model, batch and mode."""
     case = MODELS[model]
@@ -47,6 +54,10 @@ def run(
     variants = {"nn": make_variant(base, None)}
     for r in rates:
         variants[f"r={r:g}"] = make_variant(base, r, **band_kwargs)
+        if save is not None:
+            for m in variants[f"r={r:g}"].modules():
+                if hasattr(m, "save"):
+                    m.save = save
     if mode == "train":
         fns = {k: train_step_fn(m, x, target) for k, m in variants.items()}
     else:
@@ -70,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", nargs="+", type=float, default=[0.0, 0.5, 0.75])
     parser.add_argument("--mode", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--save", default=None, choices=["input", "band"], help="save policy of the layers")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
         "--clock",
@@ -91,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         batches = args.batch or ([8, 32] if model == "resnet18" else [16, 64])
         for batch in batches:
             for mode in args.mode:
-                for row in run(model, batch, args.rates, mode, args.rounds, clock):
+                for row in run(model, batch, args.rates, mode, args.rounds, clock, args.save):
                     saved = (
                         f"{row['saved'] / 2**20:.1f} | {row['saved_ratio']:.2f}×"
                         if "saved" in row

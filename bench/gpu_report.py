@@ -10,6 +10,11 @@
 
 Each step has its own time budget and the results file is rewritten after every step, so a run
 cut short still leaves what it measured. Usage: ``bash bench/gpu_report.sh [--quick]``.
+
+``--dry-run`` runs every step end to end on the CPU (Triton interpreter, tiny shapes, the tuner
+allowed to time on the CPU, the same functions and output files, written to ``--out`` or a
+temporary folder), so the script itself is tested without a GPU (``tests/test_gpu_report.py``).
+One file (over 400 lines) because a lent GPU runs it in one call and its steps read top to bottom.
 """
 
 from __future__ import annotations
@@ -33,20 +38,26 @@ RESULTS = ROOT / "bench" / "results"
 # launcher asks the autotuner) and prints the tuner's stats as JSON on its last line.
 TUNE_CHILD = r"""
 import json, sys, time, torch
-from bench.shapes import SHAPES_2D, SHAPES_1D, FCN_LAYERS, RATES
+from bench.shapes import SHAPES_2D, SHAPES_1D, FCN_LAYERS, RATES, ConvShape
 from bltriton import BLConv1d, BLConv2d, autotune
-quick = sys.argv[1] == "1"
+quick, dry = sys.argv[1] == "1", sys.argv[2] == "1"
+device = "cpu" if dry else "cuda"
 shapes = [s.with_batch(128) for s in SHAPES_2D] + SHAPES_1D + FCN_LAYERS
+rates = RATES
 if quick:
     shapes = shapes[:2]
+if dry:  # interpreter: one tiny layer, the tuner allowed to time on the CPU
+    shapes, rates = [ConvShape("tiny", 1, 2, 2, (6, 6), 3, 1)], (0.5,)
+    autotune.configure(tune_on_cpu=True, cpu_reps=1)
 t0 = time.perf_counter()
 for s in shapes:
     cls = BLConv2d if s.ndim == 2 else BLConv1d
-    for r in RATES:
-        layer = cls(s.c, s.o, s.kernel, padding=s.padding, compress_rate=r, backend="triton").cuda()
-        x = torch.randn(s.n, s.c, *s.size, device="cuda", requires_grad=True)
+    for r in rates:
+        layer = cls(s.c, s.o, s.kernel, padding=s.padding, compress_rate=r, backend="triton").to(device)
+        x = torch.randn(s.n, s.c, *s.size, device=device, requires_grad=True)
         layer(x).sum().backward()
-torch.cuda.synchronize()
+if not dry:
+    torch.cuda.synchronize()
 st = autotune.stats()
 st["wall_s"] = time.perf_counter() - t0
 print(json.dumps(st))
@@ -69,43 +80,59 @@ def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, 
     return rc, out, time.perf_counter() - t0
 
 
-def measure_peaks() -> dict:
-    """The two ceilings, measured: copy bandwidth (read + write bytes) and matmul rates."""
-    import torch
+def _bench_ms(fn, dry: bool) -> float:
+    """Median milliseconds of ``fn``: ``do_bench`` on CUDA, the tuner's CPU timer in a dry run."""
+    if dry:
+        from bltriton import autotune
+
+        return autotune.cpu_timer(fn)
     import triton.testing
 
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def measure_peaks(dry: bool = False) -> dict:
+    """The two ceilings, measured: copy bandwidth (read + write bytes) and matmul rates."""
+    import torch
+
+    device = "cpu" if dry else "cuda"
     peaks: dict = {}
-    n = 1 << 28  # 1 GiB of fp32
-    a = torch.randn(n, device="cuda")
+    n = 1 << (16 if dry else 28)  # 1 GiB of fp32 on the GPU
+    a = torch.randn(n, device=device)
     b = torch.empty_like(a)
-    ms = triton.testing.do_bench(lambda a=a, b=b: b.copy_(a), warmup=25, rep=100, return_mode="median")
+    ms = _bench_ms(lambda a=a, b=b: b.copy_(a), dry)
     peaks["copy_gbps"] = 2 * a.numel() * 4 / (ms * 1e-3) / 1e9
-    size = 8192
+    size = 128 if dry else 8192
     for name, dtype, tf32 in (
         ("fp32_ieee", torch.float32, False),
         ("tf32", torch.float32, True),
         ("bf16", torch.bfloat16, False),
     ):
         torch.backends.cuda.matmul.allow_tf32 = tf32
-        x = torch.randn(size, size, device="cuda", dtype=dtype)
-        y = torch.randn(size, size, device="cuda", dtype=dtype)
-        ms = triton.testing.do_bench(lambda x=x, y=y: x @ y, warmup=25, rep=100, return_mode="median")
+        x = torch.randn(size, size, device=device, dtype=dtype)
+        y = torch.randn(size, size, device=device, dtype=dtype)
+        ms = _bench_ms(lambda x=x, y=y: x @ y, dry)
         peaks[f"matmul_{name}_tflops"] = 2 * size**3 / (ms * 1e-3) / 1e12
     torch.backends.cuda.matmul.allow_tf32 = False
     return peaks
 
 
-def run_tests(timeout: float) -> dict:
+# The dry run's test selection: one quick interpreter test.
+DRY_TESTS = ["tests/test_kernels.py::test_band_mac_matches_reference[f1-b1-c1-o1-fwd-c64-contig]"]
+
+
+def run_tests(timeout: float, dry: bool = False) -> dict:
     """The test suite on CUDA with the heuristic configs (the tuner has its own tests; tuning
     every test shape would spend the budget compiling)."""
     junit = Path(tempfile.mkdtemp()) / "junit.xml"
     env = {**os.environ, "BLTRITON_AUTOTUNE": "0"}
+    select = DRY_TESTS if dry else ["tests"]
     rc, out, wall = _run(
         [
             sys.executable,
             "-m",
             "pytest",
-            "tests",
+            *select,
             "-q",
             "-m",
             "not slow",
@@ -127,13 +154,14 @@ def run_tests(timeout: float) -> dict:
     }
 
 
-def cache_reuse(quick: bool, timeout: float) -> dict:
+def cache_reuse(quick: bool, timeout: float, dry: bool = False) -> dict:
     cache = Path(tempfile.mkdtemp(prefix="bltriton-cache-"))
     env = {**os.environ, "BLTRITON_CACHE_DIR": str(cache), "BLTRITON_AUTOTUNE": "1"}
     env.pop("BLTRITON_FORCE_RETUNE", None)
     result: dict = {"cache_dir": str(cache)}
     for phase in ("cold", "warm"):
-        rc, out, wall = _run([sys.executable, "-c", TUNE_CHILD, "1" if quick else "0"], timeout, env)
+        args = ["1" if quick else "0", "1" if dry else "0"]
+        rc, out, wall = _run([sys.executable, "-c", TUNE_CHILD, *args], timeout, env)
         stats = None
         for line in reversed(out.splitlines()):
             if line.startswith("{"):
@@ -152,33 +180,41 @@ def cache_reuse(quick: bool, timeout: float) -> dict:
     return result
 
 
-def tuned_vs_default() -> list[dict]:
+# The dry run's MAC shapes: a tl.dot one and a depthwise (broadcast path) one.
+DRY_MAC_SHAPES = [("tiny-dot", 2, 17, 16, 16, 1), ("tiny-depthwise", 2, 8, 4, 4, 4)]
+
+
+def tuned_vs_default(dry: bool = False) -> list[dict]:
     """Per MAC benchmark shape and mode: median time with the heuristic default config and with
     the autotuned config (same process, side by side)."""
     import torch
-    import triton.testing
     from bltriton.kernels import band_mac as bm
 
     from bench.bench_mac import MAC_SHAPES
+    from bltriton import autotune
 
+    device = "cpu" if dry else "cuda"
+    if dry:
+        autotune.configure(tune_on_cpu=True, cpu_reps=1)
     rows = []
-    for name, f, b, c, o, g in MAC_SHAPES:
-        x = torch.randn(f, b, c, dtype=torch.complex64, device="cuda")
-        w = torch.randn(f, o, c // g, dtype=torch.complex64, device="cuda")
-        gr = torch.randn(f, b, o, dtype=torch.complex64, device="cuda")
+    for name, f, b, c, o, g in DRY_MAC_SHAPES if dry else MAC_SHAPES:
+        x = torch.randn(f, b, c, dtype=torch.complex64, device=device)
+        w = torch.randn(f, o, c // g, dtype=torch.complex64, device=device)
+        gr = torch.randn(f, b, o, dtype=torch.complex64, device=device)
         for mode, (a, bb) in {"fwd": (x, w), "dx": (gr, w), "dw": (x, gr)}.items():
-            _, _, _, _, m, n, k = bm._operands(mode, a, bb, g)
-            default = bm.default_config(m, n, k, f)
+            p = bm._operands(mode, a, bb, g)
+            prec = bm.resolve_precision(a.dtype, a.device, None)
+            default = bm.default_config(p.m, p.n, p.k, f, prec, a.dtype)
             _, tuned = bm.band_mac(mode, a, bb, g, return_config=True)  # tunes or reads the cache
-            t_def = triton.testing.do_bench(
+            t_def = _bench_ms(
                 lambda mode=mode, a=a, bb=bb, g=g, default=default: bm.band_mac(
                     mode, a, bb, g, config=default
                 ),
-                return_mode="median",
+                dry,
             )
-            t_tun = triton.testing.do_bench(
+            t_tun = _bench_ms(
                 lambda mode=mode, a=a, bb=bb, g=g, tuned=tuned: bm.band_mac(mode, a, bb, g, config=tuned),
-                return_mode="median",
+                dry,
             )
             rows.append(
                 {
@@ -187,13 +223,15 @@ def tuned_vs_default() -> list[dict]:
                     "default_ms": t_def,
                     "tuned_ms": t_tun,
                     "speedup": t_def / t_tun,
-                    "tuned": tuned,
+                    "precision": prec,
+                    "default": bm.as_dict(default),
+                    "tuned": bm.as_dict(tuned),
                 }
             )
     return rows
 
 
-def run_benchmarks(timeout: float, quick: bool) -> dict:
+def run_benchmarks(timeout: float, quick: bool, dry: bool = False) -> dict:
     out_json = Path(tempfile.mkdtemp()) / "bench.json"
     cmd = [
         sys.executable,
@@ -208,6 +246,8 @@ def run_benchmarks(timeout: float, quick: bool) -> dict:
     ]
     if quick:
         cmd += ["-k", "cifar3x3-n128 or long-k63 or mac and fwd"]
+    if dry:  # the CPU suite's smallest layer (the MAC benchmarks skip without CUDA)
+        cmd += ["-k", "fcn-k5 and nn"]
     rc, out, wall = _run(cmd, timeout)
     data = json.loads(out_json.read_text()) if out_json.exists() else {"benchmarks": []}
     rows = []
@@ -280,9 +320,9 @@ def mac_table(rows: list[dict], peaks: dict) -> list[str]:
     return lines
 
 
-def write(report: dict, stem: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
+def write(report: dict, stem: str, results: Path = RESULTS) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
     md = [f"# GPU report {report['date']} — {report['env'].get('device', '?')}", ""]
     md += ["```", json.dumps(report["env"], indent=1), "```", ""]
     if "peaks" in report:
@@ -316,11 +356,35 @@ def write(report: dict, stem: str) -> None:
     if "bench" in report:
         md += ["## fwd+bwd (median ms)", "", *conv_table(report["bench"]["rows"]), ""]
         md += ["## Band MAC kernels", "", *mac_table(report["bench"]["rows"], report.get("peaks", {})), ""]
-    (RESULTS / f"{stem}.md").write_text("\n".join(md))
+    (results / f"{stem}.md").write_text("\n".join(md))
     out = os.environ.get("OUT")
-    if out:
+    if out and Path(out).resolve() != results.resolve():
         for ext in ("json", "md"):
-            shutil.copy(RESULTS / f"{stem}.{ext}", Path(out) / f"{stem}.{ext}")
+            shutil.copy(results / f"{stem}.{ext}", Path(out) / f"{stem}.{ext}")
+
+
+def _environment(dry: bool) -> tuple[str, dict]:
+    """File stem ``<date>-<gpu>`` and the environment block of the report."""
+    import torch
+    import triton
+
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    env = {
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": sys.version.split()[0],
+        "git": git.stdout.strip() or "unknown",
+    }
+    if dry:
+        env["device"] = "cpu (dry run: Triton interpreter, tiny shapes)"
+        gpu = "cpu-dry-run"
+    else:
+        props = torch.cuda.get_device_properties(0)
+        env.update(
+            device=props.name, capability=f"{props.major}.{props.minor}", sms=props.multi_processor_count
+        )
+        gpu = re.sub(r"[^A-Za-z0-9]+", "-", props.name).strip("-")
+    return f"{_dt.date.today().isoformat()}-{gpu}", env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,50 +393,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip", default="", help="comma list of steps to skip: peaks,tests,cache,tuned,bench"
     )
+    parser.add_argument("--dry-run", action="store_true", help="every step on the CPU, tiny shapes")
+    parser.add_argument(
+        "--out", type=Path, help="results folder (default bench/results; dry run: a temp dir)"
+    )
+    parser.add_argument("--budget-s", type=float, default=560.0, help="wall-clock budget of all steps")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
-
+    dry = args.dry_run
+    if dry:
+        os.environ["TRITON_INTERPRET"] = "1"  # before any kernel import; children inherit it
     import torch
-    import triton
 
-    if not torch.cuda.is_available():
-        print("gpu_report: no CUDA device", file=sys.stderr)
+    if not dry and not torch.cuda.is_available():
+        print("gpu_report: no CUDA device (use --dry-run to exercise the script on the CPU)", file=sys.stderr)
         return 2
-    props = torch.cuda.get_device_properties(0)
-    gpu = re.sub(r"[^A-Za-z0-9]+", "-", props.name).strip("-")
-    date = _dt.date.today().isoformat()
-    stem = f"{date}-{gpu}"
-    report: dict = {
-        "date": _now(),
-        "env": {
-            "device": props.name,
-            "capability": f"{props.major}.{props.minor}",
-            "sms": props.multi_processor_count,
-            "torch": torch.__version__,
-            "triton": triton.__version__,
-            "python": sys.version.split()[0],
-            "git": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip()
-            or "unknown",
-        },
-    }
+    results = args.out or (Path(tempfile.mkdtemp(prefix="gpu-report-dry-")) if dry else RESULTS)
+    stem, env = _environment(dry)
+    report: dict = {"date": _now(), "env": env}
+    deadline = time.perf_counter() + args.budget_s
+
+    def left(cap: float) -> float:  # a step's timeout: its own cap, within the overall budget
+        return max(10.0, min(cap, deadline - time.perf_counter() - 20))
+
     steps = [
-        ("peaks", lambda: measure_peaks()),
-        ("tests", lambda: run_tests(150 if not args.quick else 90)),
-        ("cache_reuse", lambda: cache_reuse(args.quick, 150)),
-        ("tuned_vs_default", lambda: tuned_vs_default()),
-        ("bench", lambda: run_benchmarks(200 if not args.quick else 90, args.quick)),
+        ("peaks", "peaks", lambda: measure_peaks(dry)),
+        ("tests", "tests", lambda: run_tests(left(90 if args.quick else 170), dry)),
+        ("cache_reuse", "cache", lambda: cache_reuse(args.quick, left(120) / 2, dry)),
+        ("tuned_vs_default", "tuned", lambda: tuned_vs_default(dry)),
+        ("bench", "bench", lambda: run_benchmarks(left(90 if args.quick else 200), args.quick, dry)),
     ]
-    short = {
-        "peaks": "peaks",
-        "tests": "tests",
-        "cache_reuse": "cache",
-        "tuned_vs_default": "tuned",
-        "bench": "bench",
-    }
-    for name, fn in steps:
-        if short[name] in skip:
+    for name, short, fn in steps:
+        if short in skip:
             continue
         t0 = time.perf_counter()
         print(f"[{_now()}] {name} ...", flush=True)
@@ -381,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # keep going: a report with one failed step still says a lot
             report[name + "_error"] = repr(err)
         print(f"[{_now()}] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
-        write(report, stem)
-    print((RESULTS / f"{stem}.md").read_text())
+        write(report, stem, results)
+    print((results / f"{stem}.md").read_text())
+    print(f"results: {results / stem}.json / .md", flush=True)
     return 0
 
 

@@ -1,14 +1,22 @@
-"""The differentiable op: the forward saves band spectra only (the input band, and the filter band
-unless recomputing it from the weight is cheaper than one contraction); the backward runs the
-masked gradient paths of DESIGN §1.7. Forward and backward are two ``torch.library`` ops (fake
-implementations for shape propagation), so ``torch.compile`` and ``torch.export`` keep them whole;
-a ``torch.autograd.Function`` with ``setup_context`` ties them together, which also serves
-``torch.func``. Their ``vmap`` rules are in :mod:`bltriton.batching`.
+"""The differentiable op: the forward computes the band-limited correlation and keeps what the
+backward needs (below); the backward runs the masked gradient paths of DESIGN §1.7. Forward and
+backward are two ``torch.library`` ops (fake implementations for shape propagation), so
+``torch.compile`` and ``torch.export`` keep them whole; a ``torch.autograd.Function`` with
+``setup_context`` ties them together, which also serves ``torch.func``. Their ``vmap`` rules are in
+:mod:`bltriton.batching`.
 
-The padding is applied outside (by ``F.pad`` under autograd, which folds the gradient back through
-``padding_mode``), so this op computes a *valid* band-limited correlation of an already
-padded input.
-"""
+Zero padding is folded into the transforms (the input is placed at an offset of the FFT grid, and
+the input gradient is evaluated only at the input's positions): no padded copy exists, and the op's
+input is the caller's tensor itself. Other padding modes are applied outside (by ``F.pad`` under
+autograd, which folds the gradient back through ``padding_mode``) and reach the op padded.
+
+What the backward keeps (``ConvSpec.save_input``; the functional API's ``save``, default
+``'input'``): a reference to the input and the weight, from which it recomputes both bands (one
+input transform and one filter transform more per backward). Both tensors are usually alive
+anyway (the input is the preceding ReLU's or batch norm's saved output, the weight a parameter),
+so the layer adds no saved bytes of its own. ``save_input=False`` saves the input band instead
+(smaller than the input at any rate > 0, and no recomputation), and the filter band when
+recomputing it would cost more than one contraction."""
 
 from __future__ import annotations
 
@@ -38,6 +46,12 @@ class ConvSpec:
         out_dtype: dtype of the output (the autocast dtype under autocast, else the input's).
         save_filter_band: save the filter band for the backward (else the weight, and the band
             is recomputed); ``None`` lets :func:`band_conv` decide from the kernel and batch.
+            Ignored when ``save_input``.
+        pad: zero padding folded into the transforms, ``(lo, hi)`` per axis flattened; the op's
+            input is then unpadded (``padded`` still counts the padding). ``()``: none.
+        save_input: the backward keeps the input and the weight and recomputes their bands
+            (see the module docstring); ``False`` saves the input band. The functional API's
+            default (``save='input'``) sets it.
     """
 
     band: Band
@@ -50,11 +64,25 @@ class ConvSpec:
     precision: str | None = None
     out_dtype: torch.dtype | None = None
     save_filter_band: bool | None = None
+    pad: tuple[int, ...] = ()
+    save_input: bool = False
 
     @property
     def full_out(self) -> tuple[int, ...]:
         """Stride-1 output length per axis."""
         return tuple(lp - d * (k - 1) for lp, k, d in zip(self.padded, self.kernel, self.dilation))
+
+    @property
+    def pad_lo(self) -> tuple[int, ...]:
+        """Leading zero padding per axis folded into the transforms (the input's offset)."""
+        return tuple(self.pad[0::2]) if self.pad else (0,) * len(self.padded)
+
+    @property
+    def input_len(self) -> tuple[int, ...]:
+        """Spatial length of the op's input (``padded`` minus the folded padding)."""
+        if not self.pad:
+            return self.padded
+        return tuple(lp - lo - hi for lp, lo, hi in zip(self.padded, self.pad[0::2], self.pad[1::2]))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -70,7 +98,11 @@ def _real_dtype(complex_dtype: torch.dtype) -> torch.dtype:
 
 
 def band_conv_forward(
-    x_pad: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec
+    x_pad: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    filter_band: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``y = crop(irfftn(band(rfftn(x_pad) · conj(rfftn(w)))))[::stride] + bias``.
 
@@ -80,8 +112,10 @@ def band_conv_forward(
     """
     out_dtype = spec.out_dtype or x_pad.dtype
     cdt = _compute_dtype(x_pad.dtype)
-    xb = ops.forward_transform(x_pad.to(cdt), spec.band)
-    wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
+    xb = ops.forward_transform(x_pad.to(cdt), spec.band, offset=spec.pad_lo)
+    wb = filter_band
+    if wb is None:
+        wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
     yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
     y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
     if bias is not None:
@@ -102,11 +136,14 @@ def band_conv_backward(
     conjugate domain of :mod:`bltriton.ops`."""
     dx = dw = None
     if need_x or need_w:
-        gcb = ops.grad_transform(dy.to(xb.real.dtype), spec.band, spec.full_out, spec.stride)
+        rdt = _real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
+        gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride)
         if need_x:
             dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision)
             ones = (1,) * spec.band.ndim
-            dx = ops.inverse_transform(dxcb, spec.band, spec.padded, ones, conj_input=True)
+            dx = ops.inverse_transform(
+                dxcb, spec.band, spec.input_len, ones, conj_input=True, offset=spec.pad_lo
+            )
         if need_w:
             dwb = ops.mac("dw", xb, gcb, spec.groups, spec.backend, spec.precision)
             dw = ops.weight_from_band(dwb, spec.band, spec.kernel, spec.dilation)
@@ -124,21 +161,24 @@ def band_conv_jvp(
 ) -> torch.Tensor:
     """Forward-mode derivative from the saved bands: ``y`` is bilinear in ``(x, w)``, so
     ``y_t = conv(x_t, w) + conv(x, w_t) + b_t``, summed in the band before one inverse transform.
-    ``filt`` is the saved filter band ``[F, O, Cg]`` or the weight; ``None`` tangents are zero."""
-    cdt = xb.real.dtype
+    ``filt`` is the saved filter band ``[F, O, Cg]`` or the weight; ``xb`` the saved input band
+    or, under ``spec.save_input``, the input itself; ``None`` tangents are zero."""
+    batch = xb.shape[1] if xb.is_complex() else xb.shape[0]
+    cdt = xb.real.dtype if xb.is_complex() else _compute_dtype(xb.dtype)
+    if not xb.is_complex() and w_t is not None:
+        xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo)
     yb = None
     if x_t is not None:
         wb = filt if filt.is_complex() else ops.weight_transform(filt.to(cdt), spec.band, spec.dilation)
-        xtb = ops.forward_transform(x_t.to(cdt), spec.band)
+        xtb = ops.forward_transform(x_t.to(cdt), spec.band, offset=spec.pad_lo)
         yb = ops.mac("fwd", xtb, wb, spec.groups, spec.backend, spec.precision)
     if w_t is not None:
         wtb = ops.weight_transform(w_t.to(cdt), spec.band, spec.dilation)
         part = ops.mac("fwd", xb, wtb, spec.groups, spec.backend, spec.precision)
         yb = part if yb is None else yb + part
     if yb is None:
-        b = xb.shape[1]
         o = b_t.shape[0]
-        y_t = xb.new_zeros((b, o, *(-(-f // s) for f, s in zip(spec.full_out, spec.stride))), dtype=cdt)
+        y_t = b_t.new_zeros((batch, o, *(-(-f // s) for f, s in zip(spec.full_out, spec.stride))), dtype=cdt)
     else:
         y_t = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
     if b_t is not None:
@@ -171,6 +211,8 @@ def _op_kwargs(spec: ConvSpec) -> dict[str, object]:
         "precision": spec.precision,
         "out_dtype": spec.out_dtype,
         "save_filter_band": bool(spec.save_filter_band),
+        "pad": list(spec.pad),
+        "save_input": spec.save_input,
     }
 
 
@@ -187,12 +229,17 @@ def _spec_from_op(
     precision: str | None,
     out_dtype: torch.dtype | None,
     save_filter_band: bool,
+    pad: list[int],
+    save_input: bool,
 ) -> ConvSpec:
-    """The inverse of :func:`_op_kwargs`, given the padded input and weight shapes."""
+    """The inverse of :func:`_op_kwargs`, given the op's input and weight shapes."""
     ndim = len(n)
+    length = tuple(x_shape[-ndim:])
+    if pad:
+        length = tuple(x + lo + hi for x, lo, hi in zip(length, pad[0::2], pad[1::2]))
     return ConvSpec(
         band=Band(n=tuple(n), rows_top=band[0], rows_bottom=band[1], cols=band[2]),
-        padded=tuple(x_shape[-ndim:]),
+        padded=length,
         kernel=tuple(w_shape[-ndim:]),
         stride=tuple(stride),
         dilation=tuple(dilation),
@@ -201,6 +248,8 @@ def _spec_from_op(
         precision=precision,
         out_dtype=out_dtype,
         save_filter_band=save_filter_band,
+        pad=tuple(pad),
+        save_input=save_input,
     )
 
 
@@ -219,6 +268,8 @@ def _band_conv_op(
     precision: str | None,
     out_dtype: torch.dtype | None,
     save_filter_band: bool,
+    pad: list[int],
+    save_input: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y, xb, wb)`` of :func:`band_conv_forward`."""
     spec = _spec_from_op(
@@ -233,6 +284,8 @@ def _band_conv_op(
         precision=precision,
         out_dtype=out_dtype,
         save_filter_band=save_filter_band,
+        pad=pad,
+        save_input=save_input,
     )
     # Precision is the spec's (fp32 transforms, spec.precision for the contractions): autocast
     # must not recast the transforms' matmuls inside the op (bf16 complex ops do not exist).
@@ -271,6 +324,8 @@ def _band_conv_backward_op(
     precision: str | None,
     out_dtype: torch.dtype | None,
     save_filter_band: bool,
+    pad: list[int],
+    save_input: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dx_pad, dw)`` in the compute dtype, contiguous; a gradient that is not needed comes back
     as its own empty tensor (two outputs may not share one). ``filt`` is the saved filter band
@@ -287,22 +342,29 @@ def _band_conv_backward_op(
         precision=precision,
         out_dtype=out_dtype,
         save_filter_band=save_filter_band,
+        pad=pad,
+        save_input=save_input,
     )
-    wb = filt
     with torch.autocast(dy.device.type, enabled=False):  # as in the forward op
+        if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
+            cdt = _compute_dtype(xb.dtype)
+            xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo) if need_w else None
+        else:
+            cdt = _real_dtype(xb.dtype)
+        wb = filt
         if need_x and not _filter_saved_as_band(spec, need_x):  # recompute the conjugate filter band
-            wb = ops.weight_transform(filt.to(xb.real.dtype), spec.band, spec.dilation)
+            wb = ops.weight_transform(filt.to(cdt), spec.band, spec.dilation)
         dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
     # weight_from_band gives the real part of a complex tensor (a strided view): the fake says
     # contiguous, and compiled graphs rely on the real op's strides matching it.
-    dx = dy.new_empty(0, dtype=xb.real.dtype) if dx is None else dx.contiguous()
-    dw = dy.new_empty(0, dtype=xb.real.dtype) if dw is None else dw.contiguous()
+    dx = dy.new_empty(0, dtype=cdt) if dx is None else dx.contiguous()
+    dw = dy.new_empty(0, dtype=cdt) if dw is None else dw.contiguous()
     return dx, dw
 
 
 @_band_conv_backward_op.register_fake
-def _(dy, xb, filt, *, x_shape, w_shape, need_x, need_w, **kwargs):
-    rdt = _real_dtype(xb.dtype)
+def _(dy, xb, filt, *, x_shape, w_shape, need_x, need_w, save_input, **kwargs):
+    rdt = _compute_dtype(xb.dtype) if save_input else _real_dtype(xb.dtype)
     dx = dy.new_empty(tuple(x_shape) if need_x else (0,), dtype=rdt)
     dw = dy.new_empty(tuple(w_shape) if need_w else (0,), dtype=rdt)
     return dx, dw
@@ -320,7 +382,7 @@ def _filter_saved_as_band(spec: ConvSpec, need_x: bool) -> bool:
     """Whether the backward gets the filter band ``[F, O, Cg]`` (else the weight, from which it
     recomputes the band when dX is needed). Static: it depends on the spec only, never on sizes
     inside the traced op, so a graph with a dynamic batch has no branch on it."""
-    return bool(spec.save_filter_band) and need_x
+    return bool(spec.save_filter_band) and need_x and not spec.save_input
 
 
 _NO_DOUBLE_BACKWARD = (
@@ -356,7 +418,8 @@ class _NoDoubleBackward(torch.autograd.Function):
 
 class _BandConv(torch.autograd.Function):
     """``(y, xb, wb) = band_conv(x_pad, weight, bias)``; only ``y`` is differentiable. Saves the
-    input band and the filter band or the weight (see :func:`_filter_saved_as_band`)."""
+    input (``spec.save_input``) or its band, and the filter band or the weight (see
+    :func:`_filter_saved_as_band`)."""
 
     generate_vmap_rule = True  # runs forward under vmap: the ops' batching rules do the work
 
@@ -372,7 +435,8 @@ class _BandConv(torch.autograd.Function):
         ctx.spec = spec
         ctx.shapes = (list(x_pad.shape), list(weight.shape))
         ctx.dtypes = (x_pad.dtype, weight.dtype, None if bias is None else bias.dtype)
-        saved = (xb, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
+        kept_x = x_pad if spec.save_input else xb
+        saved = (kept_x, wb if _filter_saved_as_band(spec, ctx.needs_input_grad[0]) else weight)
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)  # the same tensors: no memory beyond the backward's
         ctx.out_dtype = output[0].dtype
@@ -426,7 +490,11 @@ def _filter_band_worth_saving(kernel: tuple[int, ...], batch: int | torch.SymInt
 
 
 def band_conv(
-    x_pad: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec
+    x_pad: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    filter_cache: ops.FilterBandCache | None = None,
 ) -> torch.Tensor:
     """Band-limited valid correlation of a padded input (differentiable; see module docstring).
 
@@ -434,6 +502,9 @@ def band_conv(
         x_pad: ``[B, C, *Lp]``; weight: ``[O, C/groups, *k]``; bias: ``[O]`` or ``None``.
         spec: the call's description; ``spec.save_filter_band=None`` is decided here from the
             kernel taps and the batch (outside the op, so the op itself has no size branch).
+        filter_cache: used only when no gradient is recorded (``no_grad``/``inference_mode``) and
+            not under ``torch.compile``: the filter band comes from the cache (see
+            :class:`bltriton.ops.FilterBandCache`) and the op's autograd plumbing is skipped.
 
     Returns:
         ``[B, O, *out]``.
@@ -446,6 +517,14 @@ def band_conv(
             "bltriton: torch.jit.trace cannot record a band-limited convolution (TorchScript does "
             "not support it); use torch.compile, or torch.export.export for a saved graph"
         )
+    if (
+        filter_cache is not None
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()  # vmap & co. go through the ops
+    ):
+        wb = filter_cache.get(weight, spec.band, spec.dilation, _compute_dtype(x_pad.dtype))
+        return band_conv_forward(x_pad, weight, bias, spec, filter_band=wb)[0]
     if spec.save_filter_band is None:
         spec = replace(spec, save_filter_band=_filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
     function = _BandConv if torch.compiler.is_compiling() else _BandConvWithJvp

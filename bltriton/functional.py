@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,6 +26,15 @@ __all__ = ["PADDING_MODES", "ConvGeometry", "bl_conv1d", "bl_conv2d", "bl_conv_w
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 IntOrTuple = int | Sequence[int]
+
+
+SAVE_POLICIES = {
+    "input": "keep a reference to the input and the weight and recompute both bands in the "
+    "backward: no saved bytes of the layer's own when autograd keeps the input anyway (a ReLU or "
+    "batch-norm output); costs one input and one filter transform per backward",
+    "band": "save the input band (and the filter band when its taps exceed the batch): no "
+    "recomputation, but the band is stored beside an input that is often kept anyway",
+}
 
 
 def bl_conv_with_band(
@@ -44,12 +53,18 @@ def bl_conv_with_band(
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
     band_fn: Callable[[torch.Tensor, tuple[int, ...]], Band] | None = None,
+    save: str = "input",
+    filter_cache: ops.FilterBandCache | None = None,
 ) -> tuple[torch.Tensor, Band]:
     """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
 
     Arguments and shapes as :func:`bl_conv1d`/:func:`bl_conv2d`. The band is reported so a module
     can show its measured kept fraction. ``band_fn(x_pad, n)``, when given, chooses the band
-    instead of ``compress_rate``/``energy`` (the modules' energy mode, :mod:`bltriton.energy`).
+    instead of ``compress_rate``/``energy`` (the modules' energy mode, :mod:`bltriton.energy`);
+    with zero padding it gets the unpadded input, whose ``rfftn`` at length ``n`` has the padded
+    input's magnitudes (a circular shift). ``save`` is what the backward keeps (see
+    :data:`SAVE_POLICIES`); ``filter_cache`` serves the filter band when no gradient is recorded
+    (a module in ``eval()`` passes its own).
     """
     conv = f"bl_conv{ndim}d"
     out_dtype = check_tensors(conv, ndim, input, weight, bias)
@@ -62,14 +77,25 @@ def bl_conv_with_band(
     backend_r = ops.resolve_backend(backend, x.device)
     if _env.check_finite():
         _raise_if_not_finite(conv, input=x, weight=weight, bias=bias)
-    x_pad = pad_input(x, geo.pads, padding_mode)
+    if save not in SAVE_POLICIES:
+        raise ValueError(f"{conv}: save must be one of {tuple(SAVE_POLICIES)}; got {save!r}")
+    # Zero padding is folded into the transforms (no padded copy; the op sees the caller's tensor,
+    # which the backward can then keep for free); other modes are padded here.
+    fold = padding_mode == "zeros"
+    x_pad = x if fold else pad_input(x, geo.pads, padding_mode)
     if energy is not None:
         _check_energy_not_traced(conv)
     band = band_fn(x_pad, n) if band_fn is not None else _choose_band(x_pad, n, rate, energy)
     if x_pad.numel() == 0 or weight.numel() == 0:
-        y = _empty_conv(x_pad, weight, bias, geo)  # nothing to transform: torch's own shapes/errors
+        x_full = pad_input(x, geo.pads, padding_mode) if fold else x_pad
+        y = _empty_conv(x_full, weight, bias, geo)  # nothing to transform: torch's own shapes/errors
     else:
-        y = band_conv(x_pad, weight, bias, geo.spec(band, backend_r, out_dtype))
+        spec = replace(
+            geo.spec(band, backend_r, out_dtype),
+            pad=tuple(p for lo_hi in geo.pads for p in lo_hi) if fold and any(map(any, geo.pads)) else (),
+            save_input=save == "input",
+        )
+        y = band_conv(x_pad, weight, bias, spec, filter_cache)
         if ndim == 2 and not unbatched and (_is_channels_last(input) or _is_channels_last(weight)):
             y = y.contiguous(memory_format=torch.channels_last)  # as nn.Conv2d (one output-sized copy)
     return (y.squeeze(0) if unbatched else y), band
@@ -384,6 +410,7 @@ def bl_conv1d(
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
+    save: str = "input",
 ) -> torch.Tensor:
     """Band-limited ``F.conv1d``.
 
@@ -399,6 +426,8 @@ def bl_conv1d(
             (per call; exclusive with a non-zero ``compress_rate``).
         fft_size: ``None``/``'fast'``, ``'paper'``, or an explicit length.
         backend: ``None`` (``BLTRITON_BACKEND``), ``'auto'``, ``'torch'`` or ``'triton'``.
+        save: what the backward keeps: ``'input'`` (a reference to the input; both bands are
+            recomputed) or ``'band'`` (the input band); see :data:`SAVE_POLICIES`.
 
     Returns:
         ``[B, O, L_out]`` (``[O, L_out]`` for unbatched input), ``L_out`` as ``F.conv1d``.
@@ -407,11 +436,11 @@ def bl_conv1d(
         return handle_torch_function(
             bl_conv1d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups,
             padding_mode=padding_mode, compress_rate=compress_rate, energy=energy, fft_size=fft_size,
-            backend=backend,
+            backend=backend, save=save,
         )  # fmt: skip
     return bl_conv_with_band(
         input, weight, bias, stride, padding, dilation, groups, ndim=1, padding_mode=padding_mode,
-        compress_rate=compress_rate, energy=energy, fft_size=fft_size, backend=backend,
+        compress_rate=compress_rate, energy=energy, fft_size=fft_size, backend=backend, save=save,
     )[0]  # fmt: skip
 
 
@@ -429,6 +458,7 @@ def bl_conv2d(
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
+    save: str = "input",
 ) -> torch.Tensor:
     """Band-limited ``F.conv2d``.
 
@@ -437,7 +467,7 @@ def bl_conv2d(
         weight: ``[O, C // groups, kh, kw]``.
         bias: ``[O]`` or ``None``.
         stride, padding, dilation, groups: as ``F.conv2d``.
-        padding_mode, compress_rate, energy, fft_size, backend: see :func:`bl_conv1d`.
+        padding_mode, compress_rate, energy, fft_size, backend, save: see :func:`bl_conv1d`.
 
     Returns:
         ``[B, O, H_out, W_out]``, sizes as ``F.conv2d``.
@@ -446,9 +476,9 @@ def bl_conv2d(
         return handle_torch_function(
             bl_conv2d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups,
             padding_mode=padding_mode, compress_rate=compress_rate, energy=energy, fft_size=fft_size,
-            backend=backend,
+            backend=backend, save=save,
         )  # fmt: skip
     return bl_conv_with_band(
         input, weight, bias, stride, padding, dilation, groups, ndim=2, padding_mode=padding_mode,
-        compress_rate=compress_rate, energy=energy, fft_size=fft_size, backend=backend,
+        compress_rate=compress_rate, energy=energy, fft_size=fft_size, backend=backend, save=save,
     )[0]  # fmt: skip

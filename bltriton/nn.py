@@ -15,6 +15,7 @@ from torch import nn
 from torch.overrides import has_torch_function_variadic
 
 from bltriton import functional as BF
+from bltriton import ops
 from bltriton._env import BACKENDS
 from bltriton.energy import EnergyBand, band_chooser
 from bltriton.spectral import Band, check_energy, check_fft_size, check_rate
@@ -71,6 +72,9 @@ class BLConvMixin:
         self.energy = energy
         self.fft_size = fft_size
         self.backend = backend
+        self.save = "input"  # what the backward keeps: see bltriton.functional.SAVE_POLICIES
+        # Filter band reused across eval()-mode calls without autograd (ops.FilterBandCache).
+        self._filter_cache = ops.FilterBandCache()
         self.last_band = None
 
     def __getstate__(self) -> dict:
@@ -78,11 +82,15 @@ class BLConvMixin:
         # not a call of the float type (what _Rate.__reduce__ would write).
         state = dict(super().__getstate__())
         state["_compress_rate"] = float(state["_compress_rate"])
+        state.pop("_filter_cache", None)  # a cache, not state (and no type weights_only allows)
         return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)  # unpickled or deep-copied: the rate came back a plain float
         self._compress_rate = _Rate(self._compress_rate)
+        self._filter_cache = ops.FilterBandCache()
+        if not hasattr(self, "save"):  # pickled before the save policy existed
+            self.save = "input"
 
     def __prepare_scriptable__(self):
         """Called by ``torch.jit.script`` on every submodule before compiling it: say clearly
@@ -119,6 +127,7 @@ class BLConvMixin:
             "energy": self.energy,
             "fft_size": self.fft_size,
             "backend": self.backend,
+            "save": self.save,
         }
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -128,7 +137,13 @@ class BLConvMixin:
             return entry(input, self.weight, self.bias, **self._conv_kwargs())
         band_fn = band_chooser(self)  # the energy mode's state; None: the fixed rate
         y, band = BF.bl_conv_with_band(
-            input, self.weight, self.bias, ndim=self._ndim, band_fn=band_fn, **self._conv_kwargs()
+            input,
+            self.weight,
+            self.bias,
+            ndim=self._ndim,
+            band_fn=band_fn,
+            filter_cache=None if self.training else self._filter_cache,
+            **self._conv_kwargs(),
         )
         self.last_band = band
         return y

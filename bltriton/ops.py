@@ -22,6 +22,7 @@ long as the contraction itself (16.8 ms vs 16.1 ms).
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 
 import torch
@@ -32,6 +33,7 @@ from bltriton.transforms import filter_plan, signal_plan
 
 __all__ = [
     "BACKENDS",
+    "FilterBandCache",
     "forward_transform",
     "grad_transform",
     "inverse_transform",
@@ -88,20 +90,25 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
 
 
 def forward_transform(
-    x: torch.Tensor, band: Band, stride: tuple[int, ...] | None = None, conj: bool = False
+    x: torch.Tensor,
+    band: Band,
+    stride: tuple[int, ...] | None = None,
+    conj: bool = False,
+    offset: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Band of ``rfftn(up(x), s=band.n)``, frequency-major, where ``up`` zero-upsamples by
-    ``stride`` (1 for the input; the output stride for the gradient of a strided layer).
+    ``stride`` (1 for the input; the output stride for the gradient of a strided layer) and
+    shifts by ``offset`` (the leading zero padding of the input; the trailing zeros are implied).
 
     Args:
-        x: ``[B, C, *L]`` real with ``L·stride <= band.n`` per axis.
+        x: ``[B, C, *L]`` real with ``offset + L·stride <= band.n`` per axis.
         conj: return the conjugate band (same cost).
 
     Returns:
         ``[F, B, C]`` complex, contiguous (a fresh tensor: safe to save for backward).
     """
     stride = tuple(stride or (1,) * band.ndim)
-    return signal_plan(band, tuple(x.shape[2:]), stride, x.device, x.dtype).forward(x, conj)
+    return signal_plan(band, tuple(x.shape[2:]), stride, x.device, x.dtype, offset).forward(x, conj)
 
 
 def grad_transform(
@@ -129,21 +136,24 @@ def inverse_transform(
     crop: tuple[int, ...],
     stride: tuple[int, ...],
     conj_input: bool = False,
+    offset: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """Zero-filled band -> ``irfftn(·, s=band.n)`` cropped to ``crop`` and subsampled by ``stride``,
-    evaluated only at the surviving positions.
+    """Zero-filled band -> ``irfftn(·, s=band.n)`` at positions ``offset + t·stride``,
+    ``t < ceil(crop / stride)``: cropped (after skipping ``offset``) and subsampled, evaluated only
+    at the surviving positions.
 
     Args:
         yb: ``[F, B, O]`` complex band.
         crop: length per axis kept from the start of the circular result (before ``stride``).
         conj_input: ``yb`` holds the conjugate of the band to invert (the ``dx`` contraction's
             output); conjugated DFT operands absorb it.
+        offset: first position per axis (the leading zero padding, for the input gradient).
 
     Returns:
         ``[B, O, *out]`` real and contiguous, ``out = ceil(crop / stride)``.
     """
     out = tuple(-(-c // s) for c, s in zip(crop, stride))
-    return signal_plan(band, out, tuple(stride), yb.device, yb.dtype).inverse(yb, conj_input)
+    return signal_plan(band, out, tuple(stride), yb.device, yb.dtype, offset).inverse(yb, conj_input)
 
 
 def weight_transform(weight: torch.Tensor, band: Band, dilation: tuple[int, ...]) -> torch.Tensor:
@@ -173,6 +183,40 @@ def weight_from_band(
         ``[O, Cg, *kernel]`` real.
     """
     return filter_plan(band, tuple(kernel), tuple(dilation), dwb.device, dwb.dtype).adjoint(dwb)
+
+
+class FilterBandCache:
+    """One layer's conjugate filter band for inference, reused while nothing it depends on changed.
+
+    The band depends only on the weight, so a layer in ``eval()`` under ``no_grad`` or
+    ``inference_mode`` need not transform its filter on every call. The entry is keyed by the
+    weight's identity (a weak reference, so the cache keeps no parameter alive), its storage
+    address and version counter (an optimizer step, ``load_state_dict`` or any in-place write
+    bumps it; ``.to()`` or ``.data =`` moves the storage), dtype, device, the band (rate and input
+    size) and the dilation. One entry: a layer sees one input size at a time in practice.
+    """
+
+    def __init__(self) -> None:
+        self._ref: weakref.ref | None = None
+        self._key: tuple | None = None
+        self._band: torch.Tensor | None = None
+        self.misses = 0  # transforms computed (for tests and benchmarks)
+
+    def get(self, weight: torch.Tensor, band: Band, dilation: tuple[int, ...], dtype: torch.dtype):
+        """The conjugate filter band ``[F, O, Cg]`` of ``weight`` cast to the real ``dtype``."""
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, band, tuple(dilation), dtype)
+        if self._key == key and self._ref is not None and self._ref() is weight:
+            return self._band
+        self.misses += 1
+        self._band = weight_transform(weight.to(dtype), band, dilation)
+        self._ref, self._key = weakref.ref(weight), key
+        return self._band
+
+    def clear(self) -> None:
+        self._ref = self._key = self._band = None
+
+    def __deepcopy__(self, memo) -> FilterBandCache:
+        return FilterBandCache()  # a copied layer has its own weight: start empty
 
 
 # --------------------------------------------------------------------------------------------

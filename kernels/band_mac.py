@@ -1,6 +1,7 @@
 """Triton kernels for the band-limited complex multiply-accumulate and its two gradients.
 
-All three contractions of DESIGN §3 are batched complex GEMMs over the kept frequencies ``f``:
+All three contractions of the design (``bltriton.ops``) are batched complex GEMMs over the kept
+frequencies ``f``:
 
     out[f, m, n] = sum_k  P[f, m, k] · Q[f, k, n]        (per channel group)
 
@@ -13,13 +14,27 @@ with every operand addressed by explicit strides, so one kernel serves
 on the compact frequency-major band tensors of :mod:`bltriton.ops` (``[F, B, C]``, ``[F, O, Cg]``).
 The filter and output-gradient bands arrive conjugated (``Wc = conj(W)``, ``Gc = conj(G)``: the
 transforms produce them for free), which is why no contraction needs a conjugation.
-Triton has no complex dtype: operands are ``torch.view_as_real`` views (re/im interleaved, the
-last stride is 1), each tile is loaded as a re and an im plane and the product is four real
-``tl.dot``s accumulated in fp32 (fp64 for complex128).
 
-Tiles that cannot feed ``tl.dot`` (any of M, N, K below 16, e.g. depthwise layers where K = 1)
-take a broadcast-multiply-and-sum path instead (``USE_DOT=False``), and a program may loop over
-several frequencies (``FREQS``) so tiny per-frequency products still give each program real work.
+Triton has no complex dtype. Operands are ``torch.view_as_real`` views, re/im interleaved, and
+every operand has one unit-stride complex axis (the launcher copies the rare one that has none),
+so each tile is one contiguous run of real pairs per row: one vector load. The complex product is
+one real ``tl.dot`` per K-step:
+
+    A = P tile as real [BLOCK_M, 2·BLOCK_K]          (re/im interleaved along k)
+    B = block form of the Q tile, real [2·BLOCK_K, 2·BLOCK_N]:
+        row 2k   = (qr, qi) pairs of Q[k, :]         (the Q tile as loaded)
+        row 2k+1 = (−qi, qr) pairs of Q[k, :]        (built in registers)
+    A @ B = real [BLOCK_M, 2·BLOCK_N], already the interleaved complex result:
+        out[m, 2n]   = Σ pr·qr − pi·qi,   out[m, 2n+1] = Σ pr·qi + pi·qr
+
+The same four real products per complex MAC as four separate dots, but one MMA chain, one
+accumulator and contiguous loads and stores. Tiles with ``BLOCK_M < 16`` or ``BLOCK_K``/``BLOCK_N
+< 8`` (depthwise layers, K = 1) take a broadcast-multiply-and-sum of the same ``A``/``B``
+(``USE_DOT`` is derived from the tile), and a program may loop over several frequencies
+(``FREQS``) so tiny per-frequency products still give each program real work.
+
+Kernel and launcher share this file (over 400 lines) on purpose: the launcher's operands and
+derived flags are the kernel's arguments, read side by side. The config menu is in ``configs``.
 """
 
 from __future__ import annotations
@@ -27,15 +42,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
+from bltriton.kernels import configs as _configs
+from bltriton.kernels.configs import (
+    as_config,
+    as_dict,
+    candidate_configs,
+    default_config,
+    prune_configs,
+    uses_dot,
+)
 
-# Hash of this file: part of the autotuner's cache key, so an edited kernel is tuned anew.
-SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+# Hash of the kernel and its config menu: part of the autotuner's cache key, so an edited kernel
+# or menu is tuned anew.
+_SOURCES = Path(__file__).read_bytes() + Path(_configs.__file__).read_bytes()
+SOURCE_HASH = hashlib.sha256(_SOURCES).hexdigest()[:16]
 
 MODES = ("fwd", "dx", "dw")
 PRECISIONS = ("ieee", "tf32", "bf16", "fp16")
@@ -47,336 +73,208 @@ PRECISIONS = ("ieee", "tf32", "bf16", "fp16")
 
 
 @triton.jit
-def _load_complex_tile(
+def _load_pairs(
     base, start_r, start_c, limit_r, limit_c, stride_r, stride_c,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, UNIT: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, UNIT_COLS: tl.constexpr, IDX: tl.constexpr,
 ):  # fmt: skip
-    """Load the complex tile ``[start_r : start_r + BLOCK_R, start_c : start_c + BLOCK_C]`` (zero
-    past ``limit_r``/``limit_c``) as (re, im) planes from interleaved storage.
+    """The complex tile ``[start_r : +BLOCK_R, start_c : +BLOCK_C]`` (zero past the limits) as a
+    real ``[BLOCK_R, 2·BLOCK_C]`` tile, re/im interleaved along the columns.
 
-    ``UNIT = 0``: two loads, re at +0 and im at +1 (any strides; each a stride-2 stream when the
-    tile is contiguous). ``UNIT = 1`` / ``2``: rows / columns are unit-stride complex (real stride
-    2): one contiguous load of the interleaved pairs, split in registers.
+    ``UNIT_COLS``: columns are unit-stride complex, each tile row is ``2·BLOCK_C`` contiguous
+    reals (``stride_c`` unused). Else rows are unit-stride (``stride_r`` unused): the tile is
+    loaded column-major, ``2·BLOCK_R`` contiguous reals per column, and the pairs transposed in
+    registers. Strides in complex elements (doubled here, so the compiler knows every row starts
+    on an 8-byte boundary even when a stride is odd).
     """
-    if UNIT == 2:
-        offs_r = start_r + tl.arange(0, BLOCK_R).to(tl.int64)
-        offs_c2 = tl.arange(0, 2 * BLOCK_C).to(tl.int64)
-        cols = start_c + offs_c2 // 2
-        ptr = base + offs_r[:, None] * stride_r + cols[None, :] * stride_c + (offs_c2 % 2)[None, :]
-        mask = (offs_r < limit_r)[:, None] & (cols < limit_c)[None, :]
-        pair = tl.load(ptr, mask=mask, other=0.0)
-        re, im = tl.split(tl.reshape(pair, (BLOCK_R, BLOCK_C, 2)))
-    elif UNIT == 1:
-        offs_c = start_c + tl.arange(0, BLOCK_C).to(tl.int64)
-        offs_r2 = tl.arange(0, 2 * BLOCK_R).to(tl.int64)
-        rows = start_r + offs_r2 // 2
-        ptr = base + offs_c[:, None] * stride_c + rows[None, :] * stride_r + (offs_r2 % 2)[None, :]
-        mask = (offs_c < limit_c)[:, None] & (rows < limit_r)[None, :]
-        pair = tl.load(ptr, mask=mask, other=0.0)
-        re_t, im_t = tl.split(tl.reshape(pair, (BLOCK_C, BLOCK_R, 2)))
-        re = tl.trans(re_t)
-        im = tl.trans(im_t)
+    if UNIT_COLS:
+        rows = start_r + tl.arange(0, BLOCK_R).to(IDX)
+        reals = 2 * start_c + tl.arange(0, 2 * BLOCK_C).to(IDX)
+        ptr = base + (2 * stride_r) * rows[:, None] + reals[None, :]
+        mask = (rows < limit_r)[:, None] & (reals < 2 * limit_c)[None, :]
+        tile = tl.load(ptr, mask=mask, other=0.0)
     else:
-        offs_r = start_r + tl.arange(0, BLOCK_R).to(tl.int64)
-        offs_c = start_c + tl.arange(0, BLOCK_C).to(tl.int64)
-        off = offs_r[:, None] * stride_r + offs_c[None, :] * stride_c
-        mask = (offs_r < limit_r)[:, None] & (offs_c < limit_c)[None, :]
-        re = tl.load(base + off, mask=mask, other=0.0)
-        im = tl.load(base + off + 1, mask=mask, other=0.0)
-    return re, im
+        cols = start_c + tl.arange(0, BLOCK_C).to(IDX)
+        reals = 2 * start_r + tl.arange(0, 2 * BLOCK_R).to(IDX)
+        ptr = base + (2 * stride_c) * cols[:, None] + reals[None, :]
+        mask = (cols < limit_c)[:, None] & (reals < 2 * limit_r)[None, :]
+        t = tl.load(ptr, mask=mask, other=0.0)  # t[c, 2r + j]
+        t = tl.permute(tl.reshape(t, (BLOCK_C, BLOCK_R, 2)), (1, 0, 2))
+        tile = tl.reshape(t, (BLOCK_R, 2 * BLOCK_C))
+    return tile
+
+
+@triton.jit
+def _block_form(qp, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Interleaved complex ``[BLOCK_K, 2·BLOCK_N]`` -> real ``[2·BLOCK_K, 2·BLOCK_N]`` whose rows
+    ``2k``, ``2k+1`` are the (qr, qi) and (−qi, qr) pairs of complex row ``k``."""
+    qr, qi = tl.split(tl.reshape(qp, (BLOCK_K, BLOCK_N, 2)))
+    rot = tl.reshape(tl.join(-qi, qr), (BLOCK_K, 2 * BLOCK_N))
+    both = tl.permute(tl.join(qp, rot), (0, 2, 1))  # [BLOCK_K, 2 (row parity), 2·BLOCK_N]
+    return tl.reshape(both, (2 * BLOCK_K, 2 * BLOCK_N))
 
 
 @triton.jit
 def band_cmac_kernel(
-    p_ptr,
-    q_ptr,
-    out_ptr,
-    M,
-    N,
-    K,
-    F,
-    stride_pf,
-    stride_pm,
-    stride_pk,
-    group_stride_p,
-    stride_qf,
-    stride_qk,
-    stride_qn,
-    group_stride_q,
-    stride_of,
-    stride_om,
-    stride_on,
-    group_stride_o,
-    tiles_m,
-    tiles_n,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    FREQS: tl.constexpr,
-    USE_DOT: tl.constexpr,
-    P_UNIT: tl.constexpr,
-    Q_UNIT: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
-    HALF_DTYPE: tl.constexpr,
-    EMULATE_HALF: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-):
-    """One program: a ``BLOCK_M × BLOCK_N`` tile of ``out`` for ``FREQS`` consecutive kept
+    # Real (view_as_real) views of the complex operands and of the output.
+    p_ptr, q_ptr, out_ptr,
+    # Problem: out[f, m, n] = Σ_k P[f, m, k] · Q[f, k, n] per group; tiles per group.
+    M, N, K, F, tiles_m, tiles_n,
+    # Strides in complex elements: frequency, tile row, tile column, channel group. The unit-stride
+    # (pair) axis of each operand is fixed by P_UNIT_COLS / Q_UNIT_COLS; the output's is n.
+    # (Complex, not real: the JIT only marks multiples of 16 as aligned, so an odd group stride
+    # in reals would hide the 8-byte alignment of every pair and cost the vector loads.)
+    stride_pf, stride_pr, stride_pc, stride_pg,
+    stride_qf, stride_qr, stride_qc, stride_qg,
+    stride_of, stride_or, stride_og,
+    # Launch config (triton.Config kwargs).
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, FREQS: tl.constexpr,
+    # Derived by the launcher (band_mac._derived): dot or broadcast path, operand layouts, index
+    # width, precision.
+    USE_DOT: tl.constexpr, P_UNIT_COLS: tl.constexpr, Q_UNIT_COLS: tl.constexpr,
+    IDX: tl.constexpr, INPUT_PRECISION: tl.constexpr, HALF_DTYPE: tl.constexpr,
+    EMULATE_HALF: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """One program: a ``BLOCK_M × BLOCK_N`` complex tile of ``out`` for ``FREQS`` consecutive kept
     frequencies of one channel group. Grid: ``(cdiv(F, FREQS), groups · tiles_m · tiles_n)``.
 
-    All strides are in real elements of the ``view_as_real`` tensors (re at +0, im at +1).
+    ``IDX`` is the index dtype (int32 unless a tensor spans 2^31 reals or more).
     """
     pid_f = tl.program_id(0)
     pid_t = tl.program_id(1)
     tiles = tiles_m * tiles_n
-    g = (pid_t // tiles).to(tl.int64)
+    g = (pid_t // tiles).to(IDX)
     t = pid_t % tiles
-    start_m = ((t // tiles_n) * BLOCK_M).to(tl.int64)
-    start_n = ((t % tiles_n) * BLOCK_N).to(tl.int64)
-    offs_m = start_m + tl.arange(0, BLOCK_M).to(tl.int64)
-    offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
-    out_off = offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-    out_mask = mask_m[:, None] & mask_n[None, :]
+    start_m = ((t // tiles_n) * BLOCK_M).to(IDX)
+    start_n = ((t % tiles_n) * BLOCK_N).to(IDX)
+    rows = start_m + tl.arange(0, BLOCK_M).to(IDX)
+    reals = 2 * start_n + tl.arange(0, 2 * BLOCK_N).to(IDX)
+    out_off = (2 * stride_or) * rows[:, None] + reals[None, :]
+    out_mask = (rows < M)[:, None] & (reals < 2 * N)[None, :]
 
     for fi in range(FREQS):
-        f = (pid_f * FREQS + fi).to(tl.int64)
+        f = (pid_f * FREQS + fi).to(IDX)
         if f < F:
-            p_base = p_ptr + f * stride_pf + g * group_stride_p
-            q_base = q_ptr + f * stride_qf + g * group_stride_q
-            acc_re = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-            acc_im = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+            p_base = p_ptr + 2 * (f * stride_pf + g * stride_pg)
+            q_base = q_ptr + 2 * (f * stride_qf + g * stride_qg)
+            acc = tl.zeros((BLOCK_M, 2 * BLOCK_N), dtype=ACC_DTYPE)
             for k0 in range(0, K, BLOCK_K):
-                pr, pi = _load_complex_tile(p_base, start_m, k0, M, K, stride_pm, stride_pk,
-                                            BLOCK_M, BLOCK_K, P_UNIT)  # fmt: skip
-                qr, qi = _load_complex_tile(q_base, k0, start_n, K, N, stride_qk, stride_qn,
-                                            BLOCK_K, BLOCK_N, Q_UNIT)  # fmt: skip
+                a = _load_pairs(p_base, start_m, k0, M, K, stride_pr, stride_pc,
+                                BLOCK_M, BLOCK_K, P_UNIT_COLS, IDX)  # fmt: skip
+                qp = _load_pairs(q_base, k0, start_n, K, N, stride_qr, stride_qc,
+                                 BLOCK_K, BLOCK_N, Q_UNIT_COLS, IDX)  # fmt: skip
+                if HALF_DTYPE is not None:
+                    a = a.to(HALF_DTYPE)
+                    qp = qp.to(HALF_DTYPE)
+                    if EMULATE_HALF:
+                        # The CPU interpreter's bf16 dot is wrong; a product of two half values
+                        # is exact in fp32, so rounding then an fp32 dot is the same arithmetic
+                        # as a half MMA with fp32 accumulation.
+                        a = a.to(ACC_DTYPE)
+                        qp = qp.to(ACC_DTYPE)
+                b = _block_form(qp, BLOCK_K, BLOCK_N)
                 if USE_DOT:
-                    if HALF_DTYPE is not None:
-                        pr = pr.to(HALF_DTYPE)
-                        pi = pi.to(HALF_DTYPE)
-                        qr = qr.to(HALF_DTYPE)
-                        qi = qi.to(HALF_DTYPE)
-                        if EMULATE_HALF:
-                            # The CPU interpreter's bf16 dot is wrong; a product of two half
-                            # values is exact in fp32, so rounding then an fp32 dot is the same
-                            # arithmetic as a half MMA with fp32 accumulation.
-                            pr = pr.to(ACC_DTYPE)
-                            pi = pi.to(ACC_DTYPE)
-                            qr = qr.to(ACC_DTYPE)
-                            qi = qi.to(ACC_DTYPE)
-                    # (pr + i·pi)(qr + i·qi) = (pr·qr − pi·qi) + i(pr·qi + pi·qr)
-                    acc_re = tl.dot(pr, qr, acc_re, input_precision=INPUT_PRECISION)
-                    acc_re = tl.dot(-pi, qi, acc_re, input_precision=INPUT_PRECISION)
-                    acc_im = tl.dot(pr, qi, acc_im, input_precision=INPUT_PRECISION)
-                    acc_im = tl.dot(pi, qr, acc_im, input_precision=INPUT_PRECISION)
+                    acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
                 else:
-                    pr3 = pr.to(ACC_DTYPE)[:, :, None]
-                    pi3 = pi.to(ACC_DTYPE)[:, :, None]
-                    qr3 = qr.to(ACC_DTYPE)[None, :, :]
-                    qi3 = qi.to(ACC_DTYPE)[None, :, :]
-                    acc_re += tl.sum(pr3 * qr3 - pi3 * qi3, axis=1)
-                    acc_im += tl.sum(pr3 * qi3 + pi3 * qr3, axis=1)
-            o_base = out_ptr + f * stride_of + g * group_stride_o
-            tl.store(o_base + out_off, acc_re.to(out_ptr.dtype.element_ty), mask=out_mask)
-            tl.store(o_base + out_off + 1, acc_im.to(out_ptr.dtype.element_ty), mask=out_mask)
+                    prod = a.to(ACC_DTYPE)[:, :, None] * b.to(ACC_DTYPE)[None, :, :]
+                    acc += tl.sum(prod, axis=1)
+            o_base = out_ptr + 2 * (f * stride_of + g * stride_og)
+            tl.store(o_base + out_off, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
 # --------------------------------------------------------------------------------------------
-# Launch configuration
+# Operands
 # --------------------------------------------------------------------------------------------
 
+# Index width: int32 offsets unless a tensor spans this many reals. Half of 2^31, so that the
+# (masked) offsets a tile computes past a tensor's end cannot wrap either.
+INT32_SPAN_LIMIT = 2**30
 
-def _use_dot(m: int, n: int, k: int) -> bool:
-    return m >= 16 and n >= 16 and k >= 16
 
+class Operand(NamedTuple):
+    """A complex ``[F, rows, cols]`` operand as the kernel addresses it.
 
-def default_config(m: int, n: int, k: int, f: int) -> dict:
-    """Heuristic launch config for an ``M × N × K`` product over ``F`` frequencies.
-
-    Dot path: tiles of 16–64 matched to the matrix, ``BLOCK_K`` 32. Small path: tiles sized to the
-    matrix (power of two), ``BLOCK_M·BLOCK_N·BLOCK_K <= 4096`` elements of the broadcast
-    product, and several frequencies per program when one frequency is little work.
+    Attributes:
+        real: ``view_as_real`` of the complex tensor (the kernel's pointer).
+        stride_f: stride between kept frequencies, in complex elements.
+        stride_r: stride between tile rows, in complex elements.
+        stride_c: stride between tile columns, in complex elements.
+        stride_g: offset between channel groups, in complex elements.
+        unit_cols: the columns are unit-stride complex (else the rows are).
     """
-    if _use_dot(m, n, k):
-        bm = min(64, max(16, triton.next_power_of_2(m)))
-        bn = min(64, max(16, triton.next_power_of_2(n)))
-        bk = 32 if k >= 32 else 16
-        work = bm * bn * bk
-        return {
-            "BLOCK_M": bm,
-            "BLOCK_N": bn,
-            "BLOCK_K": bk,
-            "FREQS": 1,
-            "USE_DOT": True,
-            "SPLIT_LOAD": False,
-            "num_warps": 4 if work <= 64 * 64 * 32 else 8,
-            "num_stages": 3,
-        }
-    bm = min(16, triton.next_power_of_2(m))
-    bn = min(16, triton.next_power_of_2(n))
-    bk = max(1, min(triton.next_power_of_2(k), 4096 // (bm * bn), 64))
-    freqs = max(1, min(8, 2048 // max(1, m * n * max(1, min(k, bk)))))
-    freqs = min(freqs, triton.next_power_of_2(f))
-    return {
-        "BLOCK_M": bm,
-        "BLOCK_N": bn,
-        "BLOCK_K": bk,
-        "FREQS": freqs,
-        "USE_DOT": False,
-        "num_warps": 4,
-        "num_stages": 2,
-    }
+
+    real: torch.Tensor
+    stride_f: int
+    stride_r: int
+    stride_c: int
+    stride_g: int
+    unit_cols: bool
 
 
-# Dot-path candidates: the usual GEMM tile menu (a compile costs ~1 s, so the list is short and
-# pruned per shape rather than a full product of every knob).
-_DOT_MENU = [
-    (16, 16, 32, 4, 3),
-    (32, 32, 32, 4, 3),
-    (32, 64, 32, 4, 3),
-    (64, 32, 32, 4, 3),
-    (64, 64, 32, 4, 3),
-    (64, 64, 64, 4, 3),
-    (64, 64, 32, 8, 4),
-    (64, 128, 32, 4, 4),
-    (128, 64, 32, 4, 4),
-    (128, 128, 32, 8, 3),
-    (128, 128, 64, 8, 3),
-    (32, 32, 64, 4, 4),
-]
+class Problem(NamedTuple):
+    """One contraction ``out[f, m, n] = Σ_k P[f, m, k] · Q[f, k, n]`` per channel group."""
+
+    out: torch.Tensor
+    p: Operand
+    q: Operand
+    o: Operand
+    m: int
+    n: int
+    k: int
+    f: int
+    groups: int
 
 
-_SPLIT_TILES = {(32, 32, 32), (64, 64, 32), (64, 128, 32), (128, 128, 32)}
+def _operand(t: torch.Tensor, rows: int, cols: int, group_dim: int, group_size: int) -> Operand:
+    """Address the matrix ``t[f]`` with dims ``rows``/``cols`` (1 or 2) of a complex 3-D tensor;
+    channel group ``g`` starts ``g · group_size`` along ``group_dim``. A tensor with neither
+    matrix dim unit-stride (never produced by the library) is copied first."""
+    unit = [t.stride(d) == 1 or t.shape[d] == 1 for d in (0, 1, 2)]
+    if not (unit[1] or unit[2]):
+        t = t.contiguous()
+        unit = [t.stride(d) == 1 or t.shape[d] == 1 for d in (0, 1, 2)]
+    s = t.stride()
+    return Operand(
+        real=torch.view_as_real(t),
+        stride_f=s[0],
+        stride_r=s[rows],
+        stride_c=s[cols],
+        stride_g=s[group_dim] * group_size,
+        unit_cols=unit[cols],
+    )
 
 
-@lru_cache(maxsize=1024)
-def _candidate_configs(m: int, n: int, k: int, f: int) -> tuple[dict, ...]:
-    base = default_config(m, n, k, f)
-    if not base["USE_DOT"]:
-        out = [base]
-        for freqs in (1, 2, 4, 8, 16):
-            if freqs != base["FREQS"] and freqs <= triton.next_power_of_2(f):
-                out.append({**base, "FREQS": freqs})
-        return tuple(out)
-    configs = []
-    for bm, bn, bk, warps, stages in _DOT_MENU:
-        # A tile more than twice the matrix only computes masked zeros.
-        if (
-            bm > max(16, triton.next_power_of_2(m))
-            or bn > max(16, triton.next_power_of_2(n))
-            or bk > max(16, triton.next_power_of_2(k))
-        ):
-            continue
-        configs.append(
-            {
-                "BLOCK_M": bm,
-                "BLOCK_N": bn,
-                "BLOCK_K": bk,
-                "FREQS": 1,
-                "USE_DOT": True,
-                "SPLIT_LOAD": False,
-                "num_warps": warps,
-                "num_stages": stages,
-            }
-        )
-    # The split-load layout variant (one contiguous load of re/im pairs, see _load_complex_tile)
-    # on a few of the tiles, so the tuner measures it against the two-stream loads.
-    for cfg in list(configs):
-        if (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]) in _SPLIT_TILES:
-            configs.append({**cfg, "SPLIT_LOAD": True})
-    if base not in configs:
-        configs.append(base)
-    return tuple(configs)
-
-
-def candidate_configs(m: int, n: int, k: int, f: int) -> tuple[dict, ...]:
-    """Configs the autotuner times for this shape (pruned to tiles the shape can fill). The same
-    tuple object is returned for the same shape, which keeps the tuner's lookups cheap."""
-    return _candidate_configs(m, n, k, f)
-
-
-def resolve_precision(dtype: torch.dtype, device: torch.device, precision: str | None) -> str:
-    """``None`` follows torch: ``'tf32'`` for fp32 on CUDA when ``allow_tf32`` is set, else
-    ``'ieee'``. fp64 is always ``'ieee'``."""
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS} or None; got {precision!r}")
-    if dtype == torch.complex128:
-        return "ieee"
-    if precision is None:
-        if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-            return "tf32"
-        return "ieee"
-    return precision
-
-
-_HALF = {"bf16": tl.bfloat16, "fp16": tl.float16}
-
-# The Triton interpreter patches triton.language's module globals for the length of a launch
-# (triton/runtime/interpreter.py, _patch_lang), so two threads interpreting at once break each
-# other ("Did you forget to add @triton.jit?": 45 of 72 threaded calls raised). Interpreter
-# launches are serialised; compiled GPU launches take no lock.
-_INTERPRETER_LOCK = threading.Lock()
-
-
-# --------------------------------------------------------------------------------------------
-# Launchers
-# --------------------------------------------------------------------------------------------
-
-
-def _operands(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int):
-    """Map a mode onto (out, P, Q, out strides, M, N, K). Strides in real elements."""
+def _operands(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int) -> Problem:
+    """Map a mode onto the named operands P, Q and the (fresh, contiguous) output."""
     f = a.shape[0]
-    if mode == "fwd":
+    if mode == "fwd":  # P[m=b, k=c] = X, Q[k=c, n=o] = Wc[o, c]
         x, w = a, b
-        _, bsz, c = x.shape
-        o, cg = w.shape[1], w.shape[2]
-        og = o // groups
-        out = torch.empty((f, bsz, o), dtype=x.dtype, device=x.device)
-        xs, ws, os_ = _rstrides(x), _rstrides(w), _rstrides(out)
-        p = (x, xs[0], xs[1], xs[2], cg * xs[2])  # P[f, m=b, k=c]
-        q = (w, ws[0], ws[2], ws[1], og * ws[1])  # Q[f, k=c, n=o] = Wc[f, o, c]
-        o_ = (os_[0], os_[1], os_[2], og * os_[2])
-        return out, p, q, o_, bsz, og, cg
-    if mode == "dx":
+        bsz, cg, og = x.shape[1], w.shape[2], w.shape[1] // groups
+        out = torch.empty((f, bsz, w.shape[1]), dtype=x.dtype, device=x.device)
+        p, q, o = _operand(x, 1, 2, 2, cg), _operand(w, 2, 1, 1, og), _operand(out, 1, 2, 2, og)
+        return Problem(out, p, q, o, bsz, og, cg, f, groups)
+    if mode == "dx":  # P[m=b, k=o] = Gc, Q[k=o, n=c] = Wc[o, c]
         gr, w = a, b
-        _, bsz, o = gr.shape
-        cg = w.shape[2]
-        og = o // groups
+        bsz, cg, og = gr.shape[1], w.shape[2], gr.shape[2] // groups
         out = torch.empty((f, bsz, cg * groups), dtype=gr.dtype, device=gr.device)
-        gs, ws, os_ = _rstrides(gr), _rstrides(w), _rstrides(out)
-        p = (gr, gs[0], gs[1], gs[2], og * gs[2])  # P[f, m=b, k=o]
-        q = (w, ws[0], ws[1], ws[2], og * ws[1])  # Q[f, k=o, n=c] = Wc[f, o, c]
-        o_ = (os_[0], os_[1], os_[2], cg * os_[2])
-        return out, p, q, o_, bsz, cg, og
-    if mode == "dw":
+        p, q, o = _operand(gr, 1, 2, 2, og), _operand(w, 1, 2, 1, og), _operand(out, 1, 2, 2, cg)
+        return Problem(out, p, q, o, bsz, cg, og, f, groups)
+    if mode == "dw":  # P[m=o, k=b] = Gc[b, o], Q[k=b, n=c] = X
         x, gr = a, b
-        _, bsz, c = x.shape
-        o = gr.shape[2]
-        cg, og = c // groups, o // groups
-        out = torch.empty((f, o, cg), dtype=x.dtype, device=x.device)
-        xs, gs, os_ = _rstrides(x), _rstrides(gr), _rstrides(out)
-        p = (gr, gs[0], gs[2], gs[1], og * gs[2])  # P[f, m=o, k=b] = Gc[f, b, o]
-        q = (x, xs[0], xs[1], xs[2], cg * xs[2])  # Q[f, k=b, n=c] = X[f, b, c]
-        o_ = (os_[0], os_[1], os_[2], og * os_[1])
-        return out, p, q, o_, og, cg, bsz
+        bsz, cg, og = x.shape[1], x.shape[2] // groups, gr.shape[2] // groups
+        out = torch.empty((f, og * groups, cg), dtype=x.dtype, device=x.device)
+        p, q, o = _operand(gr, 2, 1, 2, og), _operand(x, 1, 2, 2, cg), _operand(out, 1, 2, 1, og)
+        return Problem(out, p, q, o, og, cg, bsz, f, groups)
     raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
 
 
-def _unit_axis(stride_rows: int, stride_cols: int) -> int:
-    """Which tile axis holds unit-stride complex elements (real stride 2): 2 = columns, 1 = rows,
-    0 = neither (then the split load does not apply)."""
-    if stride_cols == 2:
-        return 2
-    if stride_rows == 2:
-        return 1
-    return 0
+def _span(t: torch.Tensor) -> int:
+    """Reals between a tensor's first and last element, plus one."""
+    return 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()) if n > 0)
 
 
-def _rstrides(t: torch.Tensor) -> tuple[int, int, int]:
-    """Strides of a complex ``[F, R, S]`` tensor in real elements of its ``view_as_real``."""
-    return tuple(2 * s for s in t.stride())
+def needs_int64(problem: Problem) -> bool:
+    """Whether any operand spans too many reals for int32 offsets."""
+    return max(_span(op.real) for op in (problem.p, problem.q, problem.o)) >= INT32_SPAN_LIMIT
 
 
 def _check(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int) -> None:
@@ -393,6 +291,72 @@ def _check(mode: str, a: torch.Tensor, b: torch.Tensor, groups: int) -> None:
         raise ValueError(f"band_mac({mode}): frequency counts differ ({a.shape[0]} vs {b.shape[0]})")
 
 
+# --------------------------------------------------------------------------------------------
+# Launch
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_precision(dtype: torch.dtype, device: torch.device, precision: str | None) -> str:
+    """``None`` follows the convolution the layer replaces: on CUDA, fp32 contractions use
+    ``'tf32'`` when ``torch.backends.cudnn.allow_tf32`` is true (torch's default for
+    convolutions), else ``'ieee'``; on the CPU interpreter ``'ieee'``. complex128 is always
+    ``'ieee'``."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} or None; got {precision!r}")
+    if dtype == torch.complex128:
+        return "ieee"
+    if precision is None:
+        if torch.device(device).type == "cuda" and torch.backends.cudnn.allow_tf32:
+            return "tf32"
+        return "ieee"
+    return precision
+
+
+_HALF = {"bf16": tl.bfloat16, "fp16": tl.float16}
+
+# The Triton interpreter patches triton.language's module globals for the length of a launch
+# (triton/runtime/interpreter.py, _patch_lang), so two threads interpreting at once break each
+# other ("Did you forget to add @triton.jit?": 45 of 72 threaded calls raised). Interpreter
+# launches are serialised; compiled GPU launches take no lock.
+_INTERPRETER_LOCK = threading.Lock()
+
+
+def kernel_args(problem: Problem, cfg: triton.Config) -> dict:
+    """The kernel's runtime arguments by name (pointers, sizes, strides) for one config."""
+    p, q, o = problem.p, problem.q, problem.o
+    return dict(
+        p_ptr=p.real, q_ptr=q.real, out_ptr=o.real,
+        M=problem.m, N=problem.n, K=problem.k, F=problem.f,
+        tiles_m=triton.cdiv(problem.m, cfg.kwargs["BLOCK_M"]),
+        tiles_n=triton.cdiv(problem.n, cfg.kwargs["BLOCK_N"]),
+        stride_pf=p.stride_f, stride_pr=p.stride_r, stride_pc=p.stride_c, stride_pg=p.stride_g,
+        stride_qf=q.stride_f, stride_qr=q.stride_r, stride_qc=q.stride_c, stride_qg=q.stride_g,
+        stride_of=o.stride_f, stride_or=o.stride_r, stride_og=o.stride_g,
+    )  # fmt: skip
+
+
+def derived_flags(problem: Problem, cfg: triton.Config, precision: str, interpret: bool) -> dict:
+    """Every constexpr the launcher derives (not part of the config): one place."""
+    c128 = problem.p.real.dtype == torch.float64
+    half = None if c128 else _HALF.get(precision)
+    return dict(
+        USE_DOT=uses_dot(cfg),
+        P_UNIT_COLS=problem.p.unit_cols,
+        Q_UNIT_COLS=problem.q.unit_cols,
+        IDX=tl.int64 if needs_int64(problem) else tl.int32,
+        INPUT_PRECISION="ieee" if (half is not None or c128) else precision,
+        HALF_DTYPE=half,
+        EMULATE_HALF=interpret,
+        ACC_DTYPE=tl.float64 if c128 else tl.float32,
+    )
+
+
+def grid(problem: Problem, cfg: triton.Config) -> tuple[int, int]:
+    kw = cfg.kwargs
+    tiles = triton.cdiv(problem.m, kw["BLOCK_M"]) * triton.cdiv(problem.n, kw["BLOCK_N"])
+    return (triton.cdiv(problem.f, kw["FREQS"]), problem.groups * tiles)
+
+
 def band_mac(
     mode: str,
     a: torch.Tensor,
@@ -400,9 +364,9 @@ def band_mac(
     groups: int = 1,
     *,
     precision: str | None = None,
-    config: dict | None = None,
+    config: triton.Config | dict | None = None,
     return_config: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
+) -> torch.Tensor | tuple[torch.Tensor, triton.Config | None]:
     """Band contraction on Triton.
 
     Args:
@@ -412,75 +376,65 @@ def band_mac(
             Plain (unconjugated) contractions; see the module docstring.
             All complex64 (or complex128), any strides.
         groups: channel groups.
-        precision: ``None`` (follow torch's tf32 flag), ``"ieee"``, ``"tf32"``, ``"bf16"``,
-            ``"fp16"`` (half operands, fp32 accumulation).
-        config: launch config (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_K``, ``FREQS``, ``USE_DOT``,
-            ``SPLIT_LOAD``, ``num_warps``, ``num_stages``); ``None`` asks the autotuner
-            (heuristic default on the interpreter or with ``BLTRITON_AUTOTUNE=0``).
-        return_config: also return the config that ran (e.g. the tuner's choice).
+        precision: ``None`` (follow the convolution's precision, see :func:`resolve_precision`),
+            ``"ieee"``, ``"tf32"``, ``"bf16"``, ``"fp16"`` (half operands, fp32 accumulation).
+        config: a ``triton.Config`` (or its flat dict) with kwargs ``BLOCK_M``, ``BLOCK_N``,
+            ``BLOCK_K``, ``FREQS``; ``None`` asks the autotuner (heuristic default on the
+            interpreter or with ``BLTRITON_AUTOTUNE=0``).
+        return_config: also return the ``triton.Config`` that ran (e.g. the tuner's choice).
 
     Returns:
         The complex result, contiguous, on ``a``'s device (and the config, if asked).
     """
     _check(mode, a, b, groups)
-    out, p, q, o_strides, m, n, k = _operands(mode, a, b, groups)
-    f = a.shape[0]
-    if out.numel() == 0:
-        return (out, {}) if return_config else out
+    problem = _operands(mode, a, b, groups)
+    if problem.out.numel() == 0:
+        return (problem.out, None) if return_config else problem.out
     prec = resolve_precision(a.dtype, a.device, precision)
-    acc = tl.float64 if a.dtype == torch.complex128 else tl.float32
-    half = _HALF.get(prec)
     interpret = a.device.type != "cuda"
-    p_t, q_t, out_r = torch.view_as_real(p[0]), torch.view_as_real(q[0]), torch.view_as_real(out)
-    p_unit = _unit_axis(p[2], p[3])
-    q_unit = _unit_axis(q[2], q[3])
 
-    def launch(cfg: dict) -> None:
-        use_dot = bool(cfg["USE_DOT"]) and _use_dot(m, n, k)
-        tiles_m, tiles_n = triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"])
-        grid = (triton.cdiv(f, cfg["FREQS"]), groups * tiles_m * tiles_n)
+    def launch(cfg: triton.Config | dict) -> None:
+        cfg = as_config(cfg)
         with _INTERPRETER_LOCK if interpret else contextlib.nullcontext():
-            band_cmac_kernel[grid](
-                p_t, q_t, out_r, m, n, k, f,
-                *p[1:], *q[1:], *o_strides,
-                tiles_m, tiles_n,
-                BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
-                FREQS=cfg["FREQS"], USE_DOT=use_dot,
-                P_UNIT=p_unit if cfg.get("SPLIT_LOAD") else 0,
-                Q_UNIT=q_unit if cfg.get("SPLIT_LOAD") else 0,
-                INPUT_PRECISION="ieee" if half is not None else prec,
-                HALF_DTYPE=half, EMULATE_HALF=interpret, ACC_DTYPE=acc,
-                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-            )  # fmt: skip
+            band_cmac_kernel[grid(problem, cfg)](
+                **kernel_args(problem, cfg),
+                **cfg.kwargs,
+                **derived_flags(problem, cfg, prec, interpret),
+                num_warps=cfg.num_warps,
+                num_stages=cfg.num_stages,
+            )
 
     # Launch (and tune) on the operands' GPU, whatever the current device is.
     with torch.cuda.device(a.device) if a.device.type == "cuda" else contextlib.nullcontext():
         if config is None:
-            config = _tuned_config(mode, m, n, k, f, groups, prec, a, launch)
+            config = _tuned_config(mode, problem, prec, a, launch)
+        config = as_config(config)
         launch(config)
-    return (out, config) if return_config else out
+    return (problem.out, config) if return_config else problem.out
 
 
-def _tuned_config(mode, m, n, k, f, groups, prec, a, launch) -> dict:
+def _tuned_config(mode: str, problem: Problem, prec: str, a: torch.Tensor, launch) -> triton.Config:
     from bltriton import autotune
 
-    default = default_config(m, n, k, f)
+    m, n, k, f = problem.m, problem.n, problem.k, problem.f
     key = {
         "mode": mode,
         "M": autotune.bucket_pow2(m) if mode != "dw" else m,
         "N": n,
         "K": autotune.bucket_pow2(k) if mode == "dw" else k,
         "F": f,
-        "groups": groups,
+        "groups": problem.groups,
         "precision": prec,
         "dtype": str(a.dtype),
     }
-    return autotune.get_config(
+    chosen = autotune.get_config(
         kernel="band_cmac",
         source_hash=SOURCE_HASH,
         key=key,
-        configs=candidate_configs(m, n, k, f),
-        default=default,
+        configs=[as_dict(c) for c in candidate_configs(m, n, k, f, prec, a.dtype)],
+        default=as_dict(default_config(m, n, k, f, prec, a.dtype)),
         run=launch,
         device=a.device,
+        prune=prune_configs,
     )
+    return as_config(chosen)

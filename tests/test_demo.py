@@ -57,12 +57,13 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
             assert 0.0 <= float(r["acc_mean"]) <= 1.0
             kept = [float(k) for k in r["kept_per_layer"].split()]
             assert len(kept) == 3  # the FCN's three band-limited convolutions
-        # measured kept fraction falls with the rate, and so do the convolutions' saved bytes
+        # measured kept fraction falls with the rate; the convolutions' saved bytes do not grow
+        # with it (the default save='input' keeps each layer's input, the same at every rate)
         kept_mean = [float(r["kept_mean"]) for r in got[: len(RATES)]]
         saved = [float(r["saved_bytes_conv"]) for r in got[: len(RATES)]]
         assert kept_mean[0] == pytest.approx(1.0)
         assert kept_mean == sorted(kept_mean, reverse=True)
-        assert saved == sorted(saved, reverse=True) and saved[-1] < 0.5 * saved[0]
+        assert saved == sorted(saved, reverse=True)
 
     with (out / "cross_rate.csv").open() as f:
         cross = list(csv.DictReader(f))

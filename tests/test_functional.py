@@ -194,13 +194,14 @@ def test_gradcheck(case):
 
 
 def test_saved_bytes_shrink_with_band():
-    """Only band spectra are saved: at rate 0.5 at most 0.55× of the rate-0 figure."""
+    """With save='band' only band spectra are saved: at rate 0.5 at most 0.55× of the rate-0
+    figure."""
     x = torch.randn(4, 8, 32, 32, requires_grad=True)
     w = torch.randn(8, 8, 3, 3, requires_grad=True)
     saved = {}
     for rate in (0.0, 0.5, 0.75):
         with SavedTensorBytes() as s:
-            y = bl_conv2d(x, w, None, 1, 1, compress_rate=rate, backend="torch")
+            y = bl_conv2d(x, w, None, 1, 1, compress_rate=rate, backend="torch", save="band")
         y.sum().backward()
         saved[rate] = s.nbytes
     assert saved[0.5] <= 0.55 * saved[0.0], saved
@@ -278,7 +279,9 @@ def test_filter_band_saved_or_recomputed(batch):
     x = torch.randn(batch, 8, 12, 11, requires_grad=True)
     w = torch.randn(6, 8, 3, 3, requires_grad=True)
     with SavedTensorBytes() as saved:
-        y, band = bl_conv_with_band(x, w, None, 1, 1, 1, 1, ndim=2, compress_rate=0.5, backend="torch")
+        y, band = bl_conv_with_band(
+            x, w, None, 1, 1, 1, 1, ndim=2, compress_rate=0.5, backend="torch", save="band"
+        )
     x_band = band.num_kept * batch * 8 * 8  # complex64
     w_band = band.num_kept * 6 * 8 * 8
     expected = x_band + (w.numel() * 4 if batch >= 9 else w_band)

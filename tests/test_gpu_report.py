@@ -1,0 +1,44 @@
+"""The GPU report runs end to end without a GPU (``--dry-run``: Triton interpreter, tiny shapes,
+same steps and output files), so the first lent GPU spends its minutes measuring."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_report_dry_run(tmp_path):
+    env = {**os.environ, "BLTRITON_CACHE_DIR": str(tmp_path / "cache"), "OUT": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_report", "--dry-run", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (report_json,) = tmp_path.glob("*-cpu-dry-run.json")
+    assert report_json.with_suffix(".md").exists()
+    report = json.loads(report_json.read_text())
+    errors = {k: v for k, v in report.items() if k.endswith("_error")}
+    assert not errors, errors
+    assert report["peaks"]["copy_gbps"] > 0
+    assert report["tests"]["rc"] == 0 and "1 passed" in report["tests"]["summary"], report["tests"]
+    cache = report["cache_reuse"]
+    assert cache["cold"]["stats"]["timings"] > 0, cache
+    assert cache["warm_did_no_timing"], cache
+    rows = report["tuned_vs_default"]
+    assert {(r["shape"], r["mode"]) for r in rows} == {
+        (s, m) for s in ("tiny-dot", "tiny-depthwise") for m in ("fwd", "dx", "dw")
+    }
+    assert all(r["default_ms"] > 0 and r["tuned_ms"] > 0 for r in rows)
+    assert report["bench"]["rc"] == 0 and report["bench"]["rows"], report["bench"]
+    md = report_json.with_suffix(".md").read_text()
+    for section in ("## Measured ceilings", "## Autotune cache reuse", "## Tuned vs default", "## fwd+bwd"):
+        assert section in md
