@@ -6,6 +6,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 # The GPU image has torch, triton, pytest and pytest-benchmark but no network: install bltriton
 # itself without dependencies or build isolation.
-python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+if ! python3 -m pip install -q --no-deps --no-build-isolation -e .; then
+  # No usable setuptools: lay the package out by hand (bltriton/ with kernels/ as bltriton.kernels).
+  site=$(mktemp -d)
+  cp -r bltriton "$site/bltriton" && cp -r kernels "$site/bltriton/kernels" || exit 1
+  export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  echo "gpu_report: pip install failed; using PYTHONPATH=$site" >&2
+fi
 export PYTHONUNBUFFERED=1
 python3 -m bench.gpu_report "$@"
