@@ -276,12 +276,13 @@ def run_benchmarks(timeout: float, quick: bool, dry: bool = False) -> dict:
             "-p",
             "no:cacheprovider",
         ]
-        if select:
-            cmd += ["-k", select]
+        keys = [select] if select else []  # pytest keeps only the last -k: join them
         if quick:
-            cmd += ["-k", "cifar3x3-n128 or long-k63 or fwd-ieee or b32 or b16"]
+            keys.append("cifar3x3-n128 or long-k63 or fwd-ieee or b32 or b16")
         if dry:  # the CPU suite's smallest cases (the MAC benchmarks skip without CUDA)
-            cmd += ["-k", "fcn-k5 and nn or fcn-b16-infer-nn"]
+            keys.append("fcn-k5 and nn or fcn-b16-infer-nn")
+        if keys:
+            cmd += ["-k", " and ".join(f"({k})" for k in keys)]
         cap = max(10.0, min(timeout * share, t_end - time.perf_counter()))
         rc, out, wall = _run(cmd, cap, env)
         name = Path(path).stem + (f"-{select}" if select else "")
