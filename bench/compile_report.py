@@ -80,6 +80,9 @@ class CompileResult:
     shared_estimate: int
     rule_fits: bool
     seconds: float
+    # tt.dot ops in the Triton IR: one on the dot path; none on the broadcast path (Triton's
+    # combine pass can turn a broadcast-multiply-sum into a dot at the default tf32 precision).
+    ttir_dots: int = -1
 
     @property
     def ok(self) -> bool:
@@ -196,6 +199,7 @@ def compile_config(mode, shape, dtype, precision, cfg, arch: int, shape_name: st
         shared_estimate=kc.shared_estimate(cfg, dtype),
         rule_fits=kc.fits(cfg, precision, dtype, cap, kc.SHARED_LIMIT[cap]),
         seconds=seconds,
+        ttir_dots=len(re.findall(r"\btt\.dot\b", compiled.asm["ttir"])),
     )
 
 

@@ -23,18 +23,6 @@ from bltriton.spectral import Band, check_energy, check_fft_size, check_rate
 __all__ = ["BLConv1d", "BLConv2d", "BLConvMixin", "convert", "is_band_limited", "set_compress_rate"]
 
 
-class _Rate(float):
-    """A compress rate that ``torch.compile`` treats as a constant (guarded: a new value
-    recompiles) instead of a symbolic float input: dynamo makes a plain float attribute symbolic
-    under ``dynamic=True`` (or after the value changes), and the band's integer geometry cannot be
-    derived from a symbolic float. Pickles and copies as a plain float."""
-
-    __slots__ = ()
-
-    def __reduce__(self):
-        return (float, (float(self),))
-
-
 class BLConvMixin:
     """What makes an ``nn.Conv1d``/``nn.Conv2d`` subclass band-limited: the keyword-only band
     arguments, the forward through :func:`bltriton.functional.bl_conv_with_band`, the measured band
@@ -68,7 +56,7 @@ class BLConvMixin:
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None; got {backend!r}")
         super().__init__(*args, **kwargs)
-        self._compress_rate = _Rate(rate)
+        self._set_rate(rate)
         self.energy = energy
         self.fft_size = fft_size
         self.backend = backend
@@ -77,17 +65,24 @@ class BLConvMixin:
         self._filter_cache = ops.FilterBandCache()
         self.last_band = None
 
+    def _set_rate(self, rate: float) -> None:
+        # The forward reads the rate from its repr, a string: torch.compile treats a string
+        # attribute as a constant (guarded: a new value recompiles), while a float attribute
+        # becomes a symbolic input under dynamic=True (or after the value changes), from which
+        # the band's integer geometry cannot be derived. float(repr(r)) == r for every float,
+        # and float() of a constant string folds under dynamo on torch 2.11 and 2.13 alike (a
+        # float subclass did not trace on 2.11).
+        self._compress_rate = float(rate)
+        self._rate_repr = repr(float(rate))
+
     def __getstate__(self) -> dict:
-        # The rate is pickled as a plain float: torch.load(weights_only=True) allows floats but
-        # not a call of the float type (what _Rate.__reduce__ would write).
         state = dict(super().__getstate__())
-        state["_compress_rate"] = float(state["_compress_rate"])
         state.pop("_filter_cache", None)  # a cache, not state (and no type weights_only allows)
         return state
 
     def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)  # unpickled or deep-copied: the rate came back a plain float
-        self._compress_rate = _Rate(self._compress_rate)
+        super().__setstate__(state)  # unpickled or deep-copied
+        self._set_rate(self._compress_rate)  # also fills _rate_repr for pickles that lack it
         self._filter_cache = ops.FilterBandCache()
         if not hasattr(self, "save"):  # pickled before the save policy existed
             self.save = "input"
@@ -103,13 +98,13 @@ class BLConvMixin:
     @property
     def compress_rate(self) -> float:
         """Fraction of the spectrum discarded, in ``[0, 1)``; can be changed between calls."""
-        return float(self._compress_rate)
+        return self._compress_rate
 
     @compress_rate.setter
     def compress_rate(self, value: float | None) -> None:
         rate = check_rate(value)
         check_energy(self.energy, value)
-        self._compress_rate = _Rate(rate)
+        self._set_rate(rate)
 
     @property
     def kept_fraction(self) -> float | None:
@@ -123,7 +118,7 @@ class BLConvMixin:
             "dilation": self.dilation,
             "groups": self.groups,
             "padding_mode": self.padding_mode,
-            "compress_rate": self._compress_rate,
+            "compress_rate": float(self._rate_repr),
             "energy": self.energy,
             "fft_size": self.fft_size,
             "backend": self.backend,

@@ -173,10 +173,16 @@ def band_cmac_kernel(
                         qp = qp.to(ACC_DTYPE)
                 b = _block_form(qp, BLOCK_K, BLOCK_N)
                 if USE_DOT:
-                    acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+                    # out_dtype spelled out: Triton 3.6 asserts it equals the fp64 accumulator's.
+                    acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
                 else:
-                    prod = a.to(ACC_DTYPE)[:, :, None] * b.to(ACC_DTYPE)[None, :, :]
-                    acc += tl.sum(prod, axis=1)
+                    # Reduced over the last axis against the transposed B: Triton's combine pass
+                    # rewrites sum(a[:, :, None] * b[None, :, :], axis=1) into a tt.dot at the
+                    # default (tf32) precision, which Triton 3.6 rounds to tf32 even on the FMA
+                    # path (1e-3 errors in 'ieee' mode on an H200). tests/test_compile_check.py
+                    # holds that the broadcast path compiles to no tt.dot.
+                    prod = a.to(ACC_DTYPE)[:, None, :] * tl.trans(b.to(ACC_DTYPE))[None, :, :]
+                    acc += tl.sum(prod, axis=2)
             o_base = out_ptr + 2 * (f * stride_of + g * stride_og)
             tl.store(o_base + out_off, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 

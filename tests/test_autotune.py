@@ -693,7 +693,7 @@ def test_cli_cache_show_reports_a_fifo_without_reading_it(capsys):
     path = cache_path()
     path.parent.mkdir(parents=True)
     os.mkfifo(path)
-    assert run_cli("cache", "show") == 0  # returns: the FIFO is not opened for reading
+    assert run_cli("cache", "show", "--device", "cpu") == 0  # returns: the FIFO is not opened for reading
     assert "unusable (a named pipe (FIFO))" in capsys.readouterr().out
     assert stat.S_ISFIFO(os.lstat(path).st_mode)
 
@@ -980,11 +980,11 @@ def test_cli_cache_path(capsys):
 
 
 def test_cli_cache_show(capsys):
-    assert run_cli("cache", "show") == 0
+    assert run_cli("cache", "show", "--device", "cpu") == 0
     assert "no autotune cache" in capsys.readouterr().out
     StubKernel().get(b=4)
     StubKernel(fail=(16, 32, 64)).get(b=8)
-    assert run_cli("cache", "show") == 0
+    assert run_cli("cache", "show", "--device", "cpu") == 0
     out = capsys.readouterr().out
     assert "2 entries" in out and str(cache_path()) in out
     line4 = next(line for line in out.splitlines() if '"B":4' in line)
@@ -1001,7 +1001,7 @@ def test_cli_cache_show_leaves_a_bad_file_alone(capsys):
     path.write_text('{"schema": 2, "entries": {}}')
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        assert run_cli("cache", "show") == 0
+        assert run_cli("cache", "show", "--device", "cpu") == 0
         assert run_cli("cache", "show", "--all") == 0
     assert our_warnings(records) == []
     # ``show`` names the current device's file; ``show --all`` lists only files proven to be caches.

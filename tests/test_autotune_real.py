@@ -1,4 +1,5 @@
-"""Autotune cache reuse through the real Triton launch path (interpreter on the CPU): a first
+"""Autotune cache reuse through the real Triton launch path (compiled on CUDA where present, else
+the interpreter on the CPU): a first
 process tunes the band MAC kernels of a small band-limited layer into a fresh cache directory;
 a second process with the same cache does no timing at all and picks the same configs; results
 are the same with and without tuning."""
@@ -15,15 +16,17 @@ from tests.helpers import run_autotune_child
 
 REAL_CHILD_CODE = """
 import json, os
-os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from bltriton import autotune, bl_conv2d
 from bltriton.kernels import band_mac
 
+dev = "cuda" if torch.cuda.is_available() else "cpu"
 autotune.configure(tune_on_cpu=True, cpu_reps=1)
 torch.manual_seed(0)
-x = torch.randn(2, 3, 8, 8, requires_grad=True)
-w = torch.randn(4, 3, 3, 3, requires_grad=True)
+x = torch.randn(2, 3, 8, 8, device=dev, requires_grad=True)
+w = torch.randn(4, 3, 3, 3, device=dev, requires_grad=True)
 y = bl_conv2d(x, w, None, 1, 1, compress_rate=0.5, backend="triton")
 y.square().sum().backward()
 print(json.dumps({"stats": autotune.stats(), "y": y.detach().flatten()[:8].tolist(),
@@ -33,7 +36,7 @@ print(json.dumps({"stats": autotune.stats(), "y": y.detach().flatten()[:8].tolis
 
 def test_real_launch_path_second_process_does_no_timing(tmp_path):
     cache = tmp_path / "cache"
-    env = {"TRITON_INTERPRET": "1"}
+    env = {} if torch.cuda.is_available() else {"TRITON_INTERPRET": "1"}
     first = run_autotune_child(REAL_CHILD_CODE, cache, env=env, timeout=300)
     assert first["stats"]["timings"] > 0 and first["stats"]["misses"] == 3  # fwd, dx, dw
     files = list(cache.glob("*.json"))

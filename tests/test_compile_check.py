@@ -21,8 +21,10 @@ pytestmark = pytest.mark.compile_check
 _REASON = cr.nvidia_backend_available()
 
 # (name, F, B, C, O, groups): a dense layer (16-byte aligned rows), the odd-sized one (8-byte
-# alignment only) and a depthwise one (broadcast path).
-SHAPES = [cr.SHAPES[0], cr.SHAPES[4], cr.SHAPES[3]]
+# alignment only), a depthwise one (broadcast path, K = 1) and a grouped one whose dw product
+# (M = 10) takes the broadcast path with a K-slice wide enough for Triton's combine pass to
+# have turned it into a tf32 dot.
+SHAPES = [cr.SHAPES[0], cr.SHAPES[4], cr.SHAPES[3], ("small-grouped", 2, 33, 40, 20, 2)]
 
 
 def _mnk(mode: str, shape: tuple) -> tuple[int, int, int]:
@@ -64,9 +66,13 @@ def _problems(r: cr.CompileResult, dtype: torch.dtype, default: bool) -> list[st
         out.append(f"shared {r.shared} B > limit {r.shared_limit}")
     if r.dot and r.shared > r.shared_estimate:
         out.append(f"shared {r.shared} B above the fit rule's estimate {r.shared_estimate}")
+    if not r.dot and r.ttir_dots:
+        out.append(f"broadcast path compiled to {r.ttir_dots} tt.dot (precision not ours)")
     if r.dot and r.precision != "ieee" and r.tensor_core == "-":
         out.append("no tensor-core instruction")
-    if dtype == torch.complex64:
+    # The small grouped shape is here for the tt.dot check; its loads compile 4 bytes wide (an
+    # open item in bench/NOTES.md), so its load width is not asserted.
+    if dtype == torch.complex64 and r.shape != "small-grouped":
         # At least one 8-byte pair per thread everywhere; 16 bytes for the dense layer's defaults
         # (aligned rows, tiles large enough for two pairs per thread; a 16x16x8 tile on 4 warps
         # holds one pair per thread).

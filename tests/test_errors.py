@@ -79,6 +79,10 @@ DEMO = ["tune", "--demo", "fcn", "--input-shape", "2,1,16"]
 TUNE = [*DEMO, "--device", "cpu"]
 NO_ENV: tuple[str | None, str] = (None, "")
 NO_INTERP = ("TRITON_INTERPRET", "0")
+# Where the triton backend runs: CUDA when present (the interpreter is on only without it).
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Rows about a machine without CUDA, which cannot fire on one with it.
+NEEDS_NO_CUDA = {"cli-tune-triton-no-cuda"}
 
 BAD_CALLS = [
     # (id, callable, exception, text the message must contain)
@@ -358,7 +362,11 @@ BAD_CALLS = [
     ),
     (
         "env-autotune-maybe-conv",
-        with_env("BLTRITON_AUTOTUNE", "maybe", lambda: bl_conv2d(X(), W(), backend="triton")),
+        with_env(
+            "BLTRITON_AUTOTUNE",
+            "maybe",
+            lambda: bl_conv2d(X().to(TRITON_DEVICE), W().to(TRITON_DEVICE), backend="triton"),
+        ),
         ValueError,
         "BLTRITON_AUTOTUNE",
     ),
@@ -437,7 +445,21 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("call,exc,text", [pytest.param(c, e, t, id=i) for i, c, e, t in BAD_CALLS])
+@pytest.mark.parametrize(
+    "call,exc,text",
+    [
+        pytest.param(
+            c,
+            e,
+            t,
+            id=i,
+            marks=pytest.mark.skipif(
+                i in NEEDS_NO_CUDA and torch.cuda.is_available(), reason="a machine without CUDA"
+            ),
+        )
+        for i, c, e, t in BAD_CALLS
+    ],
+)
 def test_bad_input_raises_clear_error(call, exc, text):
     with pytest.raises(exc, match=None) as info:
         call()

@@ -297,14 +297,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    if not _env.autotune_enabled():
-        raise UsageError("BLTRITON_AUTOTUNE=0 disables tuning; unset it to pre-tune")
     shape = tuple(args.input_shape)
     device = parse_device(args.device)
     check_backend(args.backend, device)
     model = _build_model(args, in_channels=shape[1])
     if args.compress_rate is not None:
         _apply_compress_rate(model, args.compress_rate)
+    # The arguments first (a bad flag is named whatever the environment), then the environment.
+    if not _env.autotune_enabled():
+        raise UsageError("BLTRITON_AUTOTUNE=0 disables tuning; unset it to pre-tune")
     model = model.to(device).train()
     layers = _bl_modules(model)
     if not layers:
