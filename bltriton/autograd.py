@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from bltriton import ops
 from bltriton.spectral import Band
@@ -287,6 +288,11 @@ def _band_conv_op(
         pad=pad,
         save_input=save_input,
     )
+    return _forward_impl(x_pad, weight, bias, spec)
+
+
+def _forward_impl(x_pad, weight, bias, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward op's body (also called directly in plain eager mode, see :func:`_eager`)."""
     # Precision is the spec's (fp32 transforms, spec.precision for the contractions): autocast
     # must not recast the transforms' matmuls inside the op (bf16 complex ops do not exist).
     with torch.autocast(x_pad.device.type, enabled=False):
@@ -345,6 +351,11 @@ def _band_conv_backward_op(
         pad=pad,
         save_input=save_input,
     )
+    return _backward_impl(dy, xb, filt, spec, need_x, need_w)
+
+
+def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool):
+    """The backward op's body (also called directly in plain eager mode, see :func:`_eager`)."""
     with torch.autocast(dy.device.type, enabled=False):  # as in the forward op
         if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
             cdt = _compute_dtype(xb.dtype)
@@ -392,6 +403,19 @@ _NO_DOUBLE_BACKWARD = (
 )
 
 
+def _eager() -> bool:
+    """Plain eager mode: no compiler, no functorch transform (vmap, grad, jvp), no dispatch mode
+    (fake tensors, FX proxies, functionalization). There the Function calls the ops' bodies
+    directly: the custom-op dispatch (schema binding, redispatch) cost about as much as a small
+    layer's arithmetic (bench/NOTES.md). Everywhere else the registered ops run, so
+    compiled graphs, export, opcheck and the vmap rules see them."""
+    return (
+        not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+        and _current_dispatch_mode() is None
+    )
+
+
 class _NoDoubleBackward(torch.autograd.Function):
     """Identity on a first-order gradient whose own backward raises: the backward op is not
     differentiable (it would need its own adjoint paths), and without this marker a second
@@ -425,6 +449,8 @@ class _BandConv(torch.autograd.Function):
 
     @staticmethod
     def forward(x_pad, weight, bias, spec: ConvSpec):
+        if _eager():
+            return _forward_impl(x_pad, weight, bias, spec)
         return _band_conv_op(x_pad, weight, bias, **_op_kwargs(spec))
 
     @staticmethod
@@ -451,16 +477,19 @@ class _BandConv(torch.autograd.Function):
         # under create_graph=True, which torch.func.grad always uses): run it without recording
         # and mark its results as not differentiable again.
         with torch.no_grad():
-            dx, dw = _band_conv_backward_op(
-                dy,
-                xb,
-                filt,
-                x_shape=x_shape,
-                w_shape=w_shape,
-                need_x=bool(need_x),
-                need_w=bool(need_w),
-                **_op_kwargs(ctx.spec),
-            )
+            if _eager():
+                dx, dw = _backward_impl(dy, xb, filt, ctx.spec, bool(need_x), bool(need_w))
+            else:
+                dx, dw = _band_conv_backward_op(
+                    dy,
+                    xb,
+                    filt,
+                    x_shape=x_shape,
+                    w_shape=w_shape,
+                    need_x=bool(need_x),
+                    need_w=bool(need_w),
+                    **_op_kwargs(ctx.spec),
+                )
         if torch.is_grad_enabled():
             dx, dw = _NoDoubleBackward.apply(dx, dy), _NoDoubleBackward.apply(dw, dy)
         db = dy.sum(dim=(0, *range(2, dy.dim()))).to(b_dtype) if need_b else None

@@ -290,8 +290,9 @@ def signal_plan(
     length, step = tuple(length), tuple(step)
     offset = tuple(offset) if offset is not None else (0,) * len(length)
     key = ("signal", band, length, step, offset, device, rdt, FORCE_METHOD)
-    method = _choose_method(band, length, device)
-    return _cached(key, lambda: SignalPlan(band, length, step, offset, device, rdt, method))
+    return _cached(
+        key, lambda: SignalPlan(band, length, step, offset, device, rdt, _choose_method(band, length, device))
+    )
 
 
 @dataclass(eq=False)

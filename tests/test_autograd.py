@@ -49,3 +49,48 @@ def test_partial_gradients_match_full(need):
     part = torch.autograd.grad(bl_conv2d(xs, ws, padding=1, compress_rate=0.5, backend="torch"), wanted, gy)
     for got, ref in zip(part, [g for g, k in zip(full, "xw") if k in need]):
         assert_close_rel(got, ref, 1e-6, "partial gradient")
+
+
+def test_eager_calls_the_op_bodies_directly_with_the_same_results(monkeypatch):
+    """Plain eager mode skips the custom-op dispatch (autograd._eager) and must compute exactly
+    what the registered ops compute; the ops themselves must not run there."""
+    from bltriton import autograd as bl_autograd
+
+    layer = BLConv2d(3, 4, 3, padding=1, stride=2, compress_rate=0.5, backend="torch")
+    x = torch.randn(2, 3, 11, 9, requires_grad=True)
+
+    def run():
+        x.grad = None
+        layer.zero_grad()
+        y = layer(x)
+        y.square().sum().backward()
+        return y.detach(), x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the custom op ran in plain eager mode")
+
+    with monkeypatch.context() as m:
+        m.setattr(bl_autograd, "_band_conv_op", boom)
+        m.setattr(bl_autograd, "_band_conv_backward_op", boom)
+        fast = run()
+    with monkeypatch.context() as m:
+        m.setattr(bl_autograd, "_eager", lambda: False)
+        through_ops = run()
+    for a, b in zip(fast, through_ops):
+        assert torch.equal(a, b)
+
+
+def test_ops_run_under_a_dispatch_mode():
+    """Under a dispatch mode (here FakeTensorMode, as compilers and export use) the registered op
+    runs, with its fake implementation."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from bltriton import autograd as bl_autograd
+
+    assert bl_autograd._eager()
+    with FakeTensorMode() as mode:
+        assert not bl_autograd._eager()
+        x = mode.from_tensor(torch.randn(2, 3, 8, 8))
+        w = mode.from_tensor(torch.randn(4, 3, 3, 3))
+        y = bl_conv2d(x, w, None, padding=1, compress_rate=0.5, backend="torch")
+        assert y.shape == (2, 4, 8, 8)
