@@ -109,15 +109,21 @@ def band_conv_forward(
 
     Returns ``(y, xb, wb)``: the output ``[B, O, *out]``, the input band ``[F, B, C]`` and the
     conjugate filter band ``[F, O, Cg]`` (see :mod:`bltriton.ops`), the only tensors the backward
-    needs.
+    needs; ``wb`` is empty (the band never built whole) unless :func:`_filter_band_returned`.
     """
     out_dtype = spec.out_dtype or x_pad.dtype
     cdt = _compute_dtype(x_pad.dtype)
     xb = ops.forward_transform(x_pad.to(cdt), spec.band, offset=spec.pad_lo)
     wb = filter_band
-    if wb is None:
+    if wb is None and _filter_band_returned(spec):
         wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
-    yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
+    if wb is not None:
+        yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
+    else:  # nobody keeps the filter band: build it chunk by chunk inside the contraction
+        yb = ops.filter_mac(
+            "fwd", xb, weight.to(cdt), spec.band, spec.dilation, spec.groups, spec.backend, spec.precision
+        )
+        wb = xb.new_empty(0)
     y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
     if bias is not None:
         y = y + bias.to(cdt).reshape(-1, *([1] * spec.band.ndim))
@@ -134,20 +140,29 @@ def band_conv_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The masked gradient paths: ``(dx_pad, dw)`` (``None`` where not needed), in the compute
     dtype. ``G = band(rfftn(up(dy)))``; ``dX = Σ_o G·W``; ``dW = Σ_b conj(G)·X``, computed in the
-    conjugate domain of :mod:`bltriton.ops`."""
+    conjugate domain of :mod:`bltriton.ops`. ``wb`` is the conjugate filter band ``[F, O, Cg]``
+    or the weight ``[O, Cg, *k]`` (then its band is built chunk by chunk inside dX's contraction,
+    :func:`bltriton.ops.filter_mac`); dW's band is folded into the filter gradient chunk by chunk
+    (:func:`bltriton.ops.weight_grad`)."""
     dx = dw = None
     if need_x or need_w:
         rdt = _real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
         gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride)
-        if need_x:
+        if need_x and not wb.is_complex():  # the weight: its band built chunk by chunk
+            dxcb = ops.filter_mac(
+                "dx", gcb, wb.to(rdt), spec.band, spec.dilation, spec.groups, spec.backend, spec.precision
+            )
+        elif need_x:
             dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision)
+        if need_x:
             ones = (1,) * spec.band.ndim
             dx = ops.inverse_transform(
                 dxcb, spec.band, spec.input_len, ones, conj_input=True, offset=spec.pad_lo
             )
         if need_w:
-            dwb = ops.mac("dw", xb, gcb, spec.groups, spec.backend, spec.precision)
-            dw = ops.weight_from_band(dwb, spec.band, spec.kernel, spec.dilation)
+            dw = ops.weight_grad(
+                xb, gcb, spec.band, spec.kernel, spec.dilation, spec.groups, spec.backend, spec.precision
+            )
     return dx, dw
 
 
@@ -307,7 +322,8 @@ def _(x_pad, weight, bias, **kwargs):
     f = spec.band.num_kept
     y = x_pad.new_empty((x_pad.shape[0], weight.shape[0], *out), dtype=spec.out_dtype or x_pad.dtype)
     xb = x_pad.new_empty((f, x_pad.shape[0], x_pad.shape[1]), dtype=cdt)
-    wb = x_pad.new_empty((f, weight.shape[0], weight.shape[1]), dtype=cdt)
+    wb_shape = (f, weight.shape[0], weight.shape[1]) if _filter_band_returned(spec) else (0,)
+    wb = x_pad.new_empty(wb_shape, dtype=cdt)
     return y, xb, wb
 
 
@@ -362,10 +378,8 @@ def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool):
             xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo) if need_w else None
         else:
             cdt = _real_dtype(xb.dtype)
-        wb = filt
-        if need_x and not _filter_saved_as_band(spec, need_x):  # recompute the conjugate filter band
-            wb = ops.weight_transform(filt.to(cdt), spec.band, spec.dilation)
-        dx, dw = band_conv_backward(dy, xb, wb, spec, need_x, need_w)
+        # ``filt``: the saved filter band, or the weight (its band is rebuilt inside dX's contraction).
+        dx, dw = band_conv_backward(dy, xb, filt, spec, need_x, need_w)
     # weight_from_band gives the real part of a complex tensor (a strided view): the fake says
     # contiguous, and compiled graphs rely on the real op's strides matching it.
     dx = dy.new_empty(0, dtype=cdt) if dx is None else dx.contiguous()
@@ -387,6 +401,12 @@ def _(dy, xb, filt, *, x_shape, w_shape, need_x, need_w, save_input, **kwargs):
 # vmap, jacrev and per-sample gradients work; torch.compile and torch.export trace it into the
 # two ops above. Batching rules for both ops live in bltriton.batching.
 # ------------------------------------------------------------------------------------------
+
+
+def _filter_band_returned(spec: ConvSpec) -> bool:
+    """Whether the forward op returns the whole filter band (else an empty tensor): only when the
+    backward may keep it (:func:`_filter_saved_as_band`); static, from the spec."""
+    return bool(spec.save_filter_band) and not spec.save_input
 
 
 def _filter_saved_as_band(spec: ConvSpec, need_x: bool) -> bool:

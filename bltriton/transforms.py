@@ -322,15 +322,25 @@ class FilterPlan:
         # d/dWc of Re(sum ...) evaluated as irfftn: Re(Σ_f dW[f]·c_f·e^{+iθ}) / N.
         self.adj = torch.polar(cw.expand_as(theta).contiguous(), theta).to(self.device, cdt)
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+    def forward(self, weight: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """``Wc[start:stop]`` (default: the whole band) ``[F', O, Cg]``."""
         o, cg = weight.shape[:2]
-        out = self.fwd @ weight.reshape(o * cg, -1).T  # [2F, O·Cg]
         f = self.band.num_kept
-        return torch.complex(out[:f], out[f:]).view(f, o, cg)
+        stop = f if stop is None else stop
+        e = (
+            self.fwd
+            if (start, stop) == (0, f)
+            else torch.cat([self.fwd[start:stop], self.fwd[f + start : f + stop]])
+        )
+        out = e @ weight.reshape(o * cg, -1).T  # [2F', O·Cg]
+        n = stop - start
+        return torch.complex(out[:n], out[n:]).view(n, o, cg)
 
-    def adjoint(self, dwb: torch.Tensor) -> torch.Tensor:
+    def adjoint(self, dwb: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The filter gradient ``[O, Cg, *k]`` from band rows ``start : start + len(dwb)`` (the
+        gradient is linear in the band: chunks' results add up)."""
         f, o, cg = dwb.shape
-        dw = dwb.reshape(f, o * cg).T @ self.adj  # [O·Cg, taps] complex
+        dw = dwb.reshape(f, o * cg).T @ self.adj[start : start + f]  # [O·Cg, taps] complex
         return dw.real.reshape(o, cg, *self.kernel).contiguous()
 
 
