@@ -33,8 +33,10 @@ README's energy section): ``every=DEFAULT_EVERY``, ``max_every=DEFAULT_MAX_EVERY
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,12 +65,14 @@ DEFAULT_MAX_EVERY = 64
 DEFAULT_LEVELS = 8
 
 
-def _check_positive_int(value: object, name: str, allow_none: bool = False) -> None:
+def _check_positive_int(value: object, name: str, allow_none: bool = False) -> int | None:
+    """``value`` as a Python int (Python and numpy integers; not bools), or ``None`` if allowed."""
     if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         expected = "a positive int or None" if allow_none else "a positive int"
         raise ValueError(f"{name} must be {expected}; got {value!r}")
+    return int(value)
 
 
 def check_energy(energy: object) -> float:
@@ -103,11 +107,11 @@ class EnergyBand:
 
     def __post_init__(self) -> None:
         self.energy = check_energy(self.energy)
-        _check_positive_int(self.every, "every")
-        _check_positive_int(self.max_every, "max_every")
+        self.every = _check_positive_int(self.every, "every")
+        self.max_every = _check_positive_int(self.max_every, "max_every")
         if self.max_every < self.every:
             raise ValueError(f"max_every ({self.max_every}) must be >= every ({self.every})")
-        _check_positive_int(self.levels, "levels", allow_none=True)
+        self.levels = _check_positive_int(self.levels, "levels", allow_none=True)
 
     def search(self, x_pad: torch.Tensor, n: tuple[int, ...]) -> Band:
         """The quantised smallest band holding ``energy`` of ``x_pad``'s spectrum.
@@ -193,7 +197,7 @@ def set_energy(
         ``model``.
     """
     energy = check_energy(energy)
-    _check_positive_int(every, "every")
+    every = _check_positive_int(every, "every")
     cap = max(every, DEFAULT_MAX_EVERY) if max_every is None else max_every
     layers = band_limited_layers(model)
     if not layers:

@@ -203,3 +203,17 @@ def test_set_energy_on_a_fixed_rate_model():
         assert layer.energy == 0.99 and layer.compress_rate == 0.0 and layer._energy_state.every == 2
     model(torch.randn(2, 1, 20))
     assert all(layer.kept_fraction is not None for _, layer in band_limited_layers(model))
+
+
+def test_energy_intervals_accept_numpy_ints():
+    """``every``/``max_every``/``levels`` take numpy integers (stored as Python ints) like the
+    rate and energy take numpy floats; bools and non-integers are refused by name."""
+    import numpy as np
+
+    state = set_energy(nn.Sequential(BLConv1d(2, 3, 3)), 0.9, every=np.int64(2), max_every=np.int32(8))
+    st = state[0]._energy_state
+    assert (st.every, st.max_every) == (2, 8) and type(st.every) is int
+    assert EnergyBand(0.9, levels=np.int16(4)).levels == 4
+    for bad in (True, 2.0, np.float64(2.0), "2"):
+        with pytest.raises(ValueError, match="every"):
+            set_energy(nn.Sequential(BLConv1d(2, 3, 3)), 0.9, every=bad)
