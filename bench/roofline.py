@@ -1,6 +1,6 @@
 """FLOP and byte counts for the roofline columns of the benchmarks and the GPU report.
 
-Conventions (DESIGN §5): a complex multiply-accumulate is 8 real FLOPs; "fewest bytes" counts each
+Conventions (docs/design.md §5): a complex multiply-accumulate is 8 real FLOPs; "fewest bytes" counts each
 operand read once and each result written once, complex64 = 8 bytes.
 """
 

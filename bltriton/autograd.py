@@ -1,5 +1,5 @@
 """The differentiable op: the forward computes the band-limited correlation and keeps what the
-backward needs (below); the backward runs the masked gradient paths of DESIGN §1.7. Forward and
+backward needs (below); the backward runs the masked gradient paths of docs/design.md §3. Forward and
 backward are two ``torch.library`` ops (fake implementations for shape propagation), so
 ``torch.compile`` and ``torch.export`` keep them whole; a ``torch.autograd.Function`` with
 ``setup_context`` ties them together, which also serves ``torch.func``. Their ``vmap`` rules are in

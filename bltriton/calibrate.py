@@ -2,7 +2,7 @@
 
 :func:`calibrate` runs a few batches through a converted model, accumulates each band-limited
 layer's input power spectrum (the padded input's ``rfftn``, summed over batch, channels and
-batches, conjugate columns counted twice: exactly what the energy search of DESIGN §1.4 sums),
+batches, conjugate columns counted twice: exactly what the energy search of docs/design.md §1 sums),
 and picks per layer the smallest band of the rate rule holding the requested energy of that
 accumulated spectrum. The band is returned as the ``compress_rate`` that gives it
 (:func:`bltriton.spectral.rate_for_band`), in the ``{layer name: rate}`` form ``convert`` takes,

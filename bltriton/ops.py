@@ -8,7 +8,7 @@ chooses between them per device class.
 
 *Conjugate domain.* The filter band is kept as ``Wc = conj(W)`` and the output-gradient band as
 ``Gc = conj(G)`` (the transforms produce them directly by flipping the DFT phase: no extra pass),
-so the three contractions of DESIGN §3 carry no conjugation at all:
+so the three contractions of docs/design.md §3 carry no conjugation at all:
 
 * ``fwd``: ``Y[f, b, o]   = sum_c X[f, b, c] · Wc[f, o, c]``   (= ``sum_c X · conj(W)``)
 * ``dx``:  ``dXc[f, b, c] = sum_o Gc[f, b, o] · Wc[f, o, c]``  (= ``conj(sum_o G · W)``)

@@ -1,6 +1,6 @@
 """Dense, slow, obviously correct band-limited convolution (the reference).
 
-Full spectra, an explicit real-even mask built from the definition in DESIGN §1.4, and autograd
+Full spectra, an explicit real-even mask built from the definition in docs/design.md §1, and autograd
 through ``torch.fft``. Tests and benchmarks compare every backend against this; it is never used
 by the library's own layers. The padding is ``F.pad`` (through :func:`bltriton.functional.pad_input`),
 checked on its own by the rate-0 comparisons with ``F.conv*d``.

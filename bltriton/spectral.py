@@ -1,10 +1,10 @@
 """Band geometry: FFT lengths, the kept frequency set, the measured kept fraction, energy search.
 
-Everything here is the semantics of DESIGN §1 items 2 and 4, in one place. The kept set of a
-2D layer is two rectangles of the ``rfft2`` layout ``(nH, nW // 2 + 1)``: rows ``[0, a)`` and
-``[b0, nH)`` (the positive and negative row frequencies) times columns ``[0, iW)``. A 1D layer keeps
-``[0, i)``. Kernels and the torch path address the band by that index arithmetic; nothing here
-builds a gather table.
+Everything here is the semantics of docs/design.md §1 (FFT lengths, the band), in one place. The
+kept set of a 2D layer is two rectangles of the ``rfft2`` layout ``(nH, nW // 2 + 1)``: rows
+``[0, a)`` and ``[b0, nH)`` (the positive and negative row frequencies) times columns ``[0, iW)``.
+A 1D layer keeps ``[0, i)``. Kernels and the torch path address the band by that index
+arithmetic; nothing here builds a gather table.
 
 Kept frequencies are numbered *frequency-major*: ``f = r * cols + c`` with ``r`` the index among
 the kept rows (top rows first, then the bottom rows in increasing order) and ``c`` the column.
@@ -251,7 +251,7 @@ def _band_from_counts(n: tuple[int, ...], i_rows: int, i_cols: int) -> Band:
 
 
 def band_for_rate(n: tuple[int, ...], compress_rate: float) -> Band:
-    """Band of DESIGN §1.4 for a fixed ``compress_rate`` (fraction of coefficients discarded).
+    """Band of docs/design.md §1 for a fixed ``compress_rate`` (fraction of coefficients discarded).
 
     2D: ``iH = max(1, int((nH//2+1)·sqrt(1−r)))``, ``iW`` likewise with ``nW``.
     1D: ``i = max(1, int((n//2+1)·(1−r)))``.

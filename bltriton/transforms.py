@@ -10,7 +10,7 @@ removal of zero padding folded into the inverse). The same plan therefore serves
 A :class:`FilterPlan` serves one ``(band, kernel, dilation, device, dtype)``: ``forward`` gives the
 conjugate filter band ``[F, O, Cg]`` and ``adjoint`` the filter gradient from its band.
 
-*Conjugate domain* (the one place it is written down): the filter band is kept as
+*Conjugate domain* (docs/design.md §2): the filter band is kept as
 ``Wc = conj(rfftn(w))`` and the output-gradient band as ``Gc = conj(rfftn(up(dy)))``; ``forward(...,
 conj=True)`` and ``inverse(..., conj=True)`` flip the sign of the DFT phase instead of conjugating
 a tensor (a lazily conjugated ``bmm`` operand is cloned once per batch element on the CPU).

@@ -41,6 +41,31 @@ def assert_close_rel(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str
         )
 
 
+def two_sided_power(x: torch.Tensor, n: tuple[int, ...]) -> torch.Tensor:
+    """Energy per coefficient of the full (two-sided) ``fftn`` of ``x`` at lengths ``n``, in
+    float64, summed over every leading axis (batch, channels): nothing from the library."""
+    dims = tuple(range(-len(n), 0))
+    return torch.fft.fftn(x.double(), s=n, dim=dims).abs().square().sum(tuple(range(x.dim() - len(n))))
+
+
+def held_fraction(power: torch.Tensor, band) -> float:
+    """Fraction of a :func:`two_sided_power` inside the real-even full-plane mask of ``band``: the
+    half-spectrum mask of the definition (``bltriton.spectral.kept_mask``) and its mirror
+    ``k -> -k`` on every axis."""
+    from bltriton.spectral import kept_mask
+
+    n = band.n
+    half = kept_mask(band)
+    m = torch.zeros(n, dtype=torch.bool)
+    if len(n) == 1:
+        m[: half.shape[0]] = half
+        m = m | m[(-torch.arange(n[0])) % n[0]]
+    else:
+        m[:, : half.shape[1]] = half
+        m = m | m[(-torch.arange(n[0])) % n[0]][:, (-torch.arange(n[1])) % n[1]]
+    return float(power[m].sum() / power.sum())
+
+
 def _padding_pairs(padding, ndim: int, kernel, dilation: int):
     if padding == "same":
         return tuple((dilation * (k - 1) // 2, dilation * (k - 1) - dilation * (k - 1) // 2) for k in kernel)

@@ -13,28 +13,20 @@ from torch import nn
 from bltriton import calibrate, convert
 from bltriton.__main__ import main
 from bltriton.energy import DEFAULT_LEVELS, band_limited_layers
-from bltriton.spectral import band_for_rate, band_index_candidates, kept_mask, quantize_band
+from bltriton.spectral import band_for_rate, band_index_candidates, quantize_band
+from tests.helpers import held_fraction, two_sided_power
 
 
 def predicted_band(inputs: list[torch.Tensor], n: tuple[int, ...], pads: tuple[int, ...], energy: float):
     """The band an independent computation predicts: zero-pad each layer input, take the full
     two-sided FFT in float64, and walk the energy search's band ordering until the real-even
     mask of a band holds ``energy`` of the summed energy."""
-    dims = tuple(range(-len(n), 0))
     total = torch.zeros(n, dtype=torch.float64)
     for x in inputs:
         xp = torch.nn.functional.pad(x.double(), [p for p in reversed(pads) for _ in range(2)])
-        total += torch.fft.fftn(xp, s=n, dim=dims).abs().square().sum(tuple(range(x.dim() - len(n))))
+        total += two_sided_power(xp, n)
     for band in band_index_candidates(n):
-        half = kept_mask(band)
-        m = torch.zeros(n, dtype=torch.bool)
-        if len(n) == 1:
-            m[: half.shape[0]] = half
-            m = m | m[(-torch.arange(n[0])) % n[0]]
-        else:
-            m[:, : half.shape[1]] = half
-            m = m | m[(-torch.arange(n[0])) % n[0]][:, (-torch.arange(n[1])) % n[1]]
-        if total[m].sum() >= energy * total.sum() * (1 - 1e-9):
+        if held_fraction(total, band) >= energy * (1 - 1e-9):
             return band
     raise AssertionError("the full band holds all the energy")
 

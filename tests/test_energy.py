@@ -16,26 +16,10 @@ from bltriton.spectral import (
     band_index_candidates,
     energy_band,
     fft_lengths,
-    kept_mask,
     quantize_band,
     rate_for_band,
 )
-
-
-def held_energy(x: torch.Tensor, n: tuple[int, ...], band) -> float:
-    """Fraction of the two-sided spectrum energy of ``x`` inside the real-even mask of ``band``
-    (full ``fftn``, nothing from the library but the mask definition)."""
-    dims = tuple(range(-len(n), 0))
-    full = torch.fft.fftn(x.double(), s=n, dim=dims).abs().square().sum(tuple(range(x.dim() - len(n))))
-    half = kept_mask(band)
-    m = torch.zeros(n, dtype=torch.bool)
-    if len(n) == 1:
-        m[: half.shape[0]] = half
-        m = m | m[(-torch.arange(n[0])) % n[0]]
-    else:
-        m[:, : half.shape[1]] = half
-        m = m | m[(-torch.arange(n[0])) % n[0]][:, (-torch.arange(n[1])) % n[1]]
-    return float(full[m].sum() / full.sum())
+from tests.helpers import held_fraction, two_sided_power
 
 
 @settings(max_examples=60, deadline=None)
@@ -60,7 +44,7 @@ def test_quantized_band_holds_energy(n, energy, levels, smooth, seed):
     band = energy_band(spec, n, energy)
     q = quantize_band(band, levels)
     assert q.cols >= band.cols and q.rows_top >= band.rows_top
-    assert held_energy(x, n, q) >= energy - 1e-9
+    assert held_fraction(two_sided_power(x, n), q) >= energy - 1e-9
     assert band_for_rate(n, rate_for_band(q)) == q
     assert len({quantize_band(b, levels) for b in band_index_candidates(n)}) <= levels
 

@@ -15,6 +15,7 @@ from bltriton.spectral import (
     fft_lengths,
     kept_mask,
 )
+from tests.helpers import held_fraction, two_sided_power
 
 
 @pytest.mark.parametrize("n,expect", [(1, 1), (7, 8), (11, 12), (13, 15), (34, 36), (97, 100), (121, 125)])
@@ -81,21 +82,9 @@ def test_energy_band_is_smallest_holding_energy(n, energy):
     spec = torch.fft.rfftn(x, s=n, dim=tuple(range(-len(n), 0)))
     band = energy_band(spec, n, energy)
 
-    def held(b):
-        # Energy over the full (two-sided) spectrum kept by the implied real-even mask.
-        full = torch.fft.fftn(x, s=n, dim=tuple(range(-len(n), 0))).abs().square().sum((0, 1))
-        half = kept_mask(b)
-        m = torch.zeros(n, dtype=torch.bool)
-        if len(n) == 1:
-            m[: half.shape[0]] = half
-            m = m | m[(-torch.arange(n[0])) % n[0]]
-        else:
-            m[:, : half.shape[1]] = half
-            m = m | m[(-torch.arange(n[0])) % n[0]][:, (-torch.arange(n[1])) % n[1]]
-        return float(full[m].sum() / full.sum())
-
-    assert held(band) >= energy - 1e-9
+    power = two_sided_power(x, n)  # energy held is counted on the full two-sided spectrum
+    assert held_fraction(power, band) >= energy - 1e-9
     cands = band_index_candidates(n)
     idx = cands.index(band)
     if idx > 0:
-        assert held(cands[idx - 1]) < energy
+        assert held_fraction(power, cands[idx - 1]) < energy

@@ -21,6 +21,7 @@ process are a dict lookup, and later processes read the file instead of timing.
 
 from __future__ import annotations
 
+from bltriton.autotune import tuner as _tuner
 from bltriton.autotune.cache import (
     SCHEMA_VERSION,
     BLTritonCacheWarning,
@@ -30,55 +31,15 @@ from bltriton.autotune.cache import (
     list_cache_files,
     sanitize_device_name,
 )
-from bltriton.autotune.tuner import (
-    CPU_DEVICE_NAME,
-    DeviceIdentity,
-    Settings,
-    bltriton_version,
-    bucket_pow2,
-    cache_dir,
-    cache_file_for,
-    clear_memory,
-    configure,
-    cpu_timer,
-    cuda_timer,
-    device_identity,
-    full_key,
-    get_config,
-    reset_stats,
-    set_timer,
-    settings,
-    stats,
-    triton_version,
-    use_timer,
-)
+from bltriton.autotune.tuner import *  # noqa: F403  (the tuner's public names: its __all__)
 
 __all__ = [
-    "CPU_DEVICE_NAME",
     "SCHEMA_VERSION",
     "BLTritonCacheWarning",
     "CacheFile",
-    "DeviceIdentity",
-    "Settings",
-    "bltriton_version",
-    "bucket_pow2",
-    "cache_dir",
-    "cache_file_for",
     "cache_file_path",
     "canonical_json",
-    "clear_memory",
-    "configure",
-    "cpu_timer",
-    "cuda_timer",
-    "device_identity",
-    "full_key",
-    "get_config",
     "list_cache_files",
-    "reset_stats",
     "sanitize_device_name",
-    "set_timer",
-    "settings",
-    "stats",
-    "triton_version",
-    "use_timer",
+    *_tuner.__all__,
 ]
