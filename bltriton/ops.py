@@ -22,6 +22,7 @@ long as the contraction itself (16.8 ms vs 16.1 ms).
 
 from __future__ import annotations
 
+import math
 import weakref
 from functools import lru_cache
 
@@ -189,14 +190,20 @@ def weight_from_band(
 # for the FCN's 128->256 k5 layer at r=0.5, 16x its weight), written by the filter transform and
 # read by the contraction. Built and consumed a few frequencies at a time it stays in the core's
 # cache: that layer's forward (filter transform + contraction, B16, 2-core CPU) took 7.4 ms whole
-# and 1.9 ms in chunks of 8 frequencies (2 MiB). Band bytes per chunk by device type; devices not
-# listed (CUDA: one large GEMM fills the GPU better) take the whole band at once.
+# and 1.9 ms in chunks of 8 frequencies (2 MiB). Each chunk also reads the whole weight (taps
+# reals per filter pair) and, in dW, writes a whole filter-sized partial sum, so a chunk spans at
+# least 2·taps frequencies (one frequency per chunk made the 512->512 4x4 layer 3.7x slower).
+# Band bytes per chunk by device type; devices not listed (CUDA: one large GEMM fills the GPU
+# better) take the whole band at once.
 CHUNK_BYTES: dict[str, int] = {"cpu": 2 << 20}
+CHUNK_MIN_TAPS = 2  # a chunk spans at least this many times the filter's taps in frequencies
 
 
-def _chunks(f: int, bytes_per_freq: int, device: torch.device, backend: str) -> list[tuple[int, int]]:
+def _chunks(
+    f: int, bytes_per_freq: int, taps: int, device: torch.device, backend: str
+) -> list[tuple[int, int]]:
     limit = CHUNK_BYTES.get(device.type) if backend == "torch" else None
-    n = f if limit is None else max(1, min(f, limit // max(1, bytes_per_freq)))
+    n = f if limit is None else max(1, CHUNK_MIN_TAPS * taps, limit // max(1, bytes_per_freq))
     return [(s, min(f, s + n)) for s in range(0, f, n)] or [(0, 0)]
 
 
@@ -214,7 +221,8 @@ def filter_mac(
     band built chunk by chunk (:data:`CHUNK_BYTES`) and never held whole."""
     f = a.shape[0]
     plan = filter_plan(band, tuple(weight.shape[2:]), tuple(dilation), weight.device, weight.dtype)
-    chunks = _chunks(f, 2 * weight.shape[0] * weight.shape[1] * a.element_size(), a.device, backend)
+    taps = math.prod(weight.shape[2:])
+    chunks = _chunks(f, 2 * weight.shape[0] * weight.shape[1] * a.element_size(), taps, a.device, backend)
     if len(chunks) == 1:
         return mac(mode, a, plan.forward(weight), groups, backend, precision)
     out = None
@@ -241,11 +249,15 @@ def weight_grad(
     f, o = xb.shape[0], gcb.shape[2]
     cg = xb.shape[2] // groups
     plan = filter_plan(band, tuple(kernel), tuple(dilation), xb.device, xb.dtype)
-    dw = None
-    for s, e in _chunks(f, o * cg * xb.element_size(), xb.device, backend):
-        part = plan.adjoint(mac("dw", xb[s:e], gcb[s:e], groups, backend, precision), s)
-        dw = part if dw is None else dw.add_(part)
-    return dw
+    chunks = _chunks(f, o * cg * xb.element_size(), math.prod(kernel), xb.device, backend)
+    if len(chunks) == 1:
+        return plan.adjoint(mac("dw", xb, gcb, groups, backend, precision))
+    acc = None  # Σ over chunks of dW[chunk]ᵀ · adj[chunk]: [O·Cg, taps] complex
+    for s, e in chunks:
+        dwb = mac("dw", xb[s:e], gcb[s:e], groups, backend, precision).reshape(e - s, o * cg).T
+        adj = plan.adj[s:e]
+        acc = dwb @ adj if acc is None else acc.addmm_(dwb, adj)
+    return acc.real.reshape(o, cg, *kernel).contiguous()
 
 
 class FilterBandCache:

@@ -45,6 +45,7 @@ def test_chunked_filter_band_matches_whole(case, save, monkeypatch):
         return real_mac(mode, a, *args, **kw)
 
     monkeypatch.setattr(ops, "CHUNK_BYTES", {"cpu": 1})  # one frequency per chunk
+    monkeypatch.setattr(ops, "CHUNK_MIN_TAPS", 0)
     monkeypatch.setattr(ops, "mac", counting_mac)
     chunked = _run(layer, x, dy)
     for name, a, b in zip(("y", "dx", "dw", "db"), chunked, whole):
@@ -60,10 +61,12 @@ def test_chunked_filter_band_matches_whole(case, save, monkeypatch):
     assert per_mode["dx"] == ([f] if kept_whole else [1] * f)
 
 
-def test_no_chunks_off_the_cpu_or_on_triton():
-    assert ops._chunks(40, 1, torch.device("cuda"), "torch") == [(0, 40)]
-    assert ops._chunks(40, 1, torch.device("cpu"), "triton") == [(0, 40)]
-    assert ops._chunks(40, 1 << 20, torch.device("cpu"), "torch") == [(0, 2), (2, 4)] + [
-        (s, s + 2) for s in range(4, 40, 2)
-    ]
-    assert ops._chunks(0, 8, torch.device("cpu"), "torch") == [(0, 0)]
+def test_chunk_sizes():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert ops._chunks(40, 1, 1, cuda, "torch") == [(0, 40)]  # whole band off the CPU
+    assert ops._chunks(40, 1, 1, cpu, "triton") == [(0, 40)]  # and on the triton backend
+    mib = 1 << 20
+    assert ops._chunks(40, mib, 1, cpu, "torch") == [(s, s + 2) for s in range(0, 40, 2)]
+    assert ops._chunks(40, mib, 5, cpu, "torch") == [(0, 10), (10, 20), (20, 30), (30, 40)]  # >= 2 taps
+    assert ops._chunks(6, 2 * mib, 9, cpu, "torch") == [(0, 6)]
+    assert ops._chunks(0, 8, 1, cpu, "torch") == [(0, 0)]
