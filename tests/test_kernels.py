@@ -310,22 +310,26 @@ def test_int64_only_for_huge_tensors():
     assert band_mac_mod.needs_int64(band_mac_mod._operands("fwd", x, w, 1))
 
 
-def test_precision_follows_cudnn_tf32_flag(monkeypatch):
+def test_precision_follows_cudnn_tf32_flag():
     """fp32 contractions follow the convolution they replace: tf32 on CUDA when
     torch.backends.cudnn.allow_tf32 (torch's default) is true, else ieee."""
     resolve = band_mac_mod.resolve_precision
     cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert resolve(torch.complex64, cuda, None) == "tf32"
-    assert resolve(torch.complex128, cuda, None) == "ieee"
-    assert resolve(torch.complex64, torch.device("cpu"), None) == "ieee"
-    assert resolve(torch.complex64, cuda, "bf16") == "bf16"
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    assert resolve(torch.complex64, cuda, None) == "ieee"
-    with pytest.raises(ValueError, match="precision"):
-        resolve(torch.complex64, cuda, "fp8")
+    # Saved and restored by hand: the matmul flag is a property of torch's cuBLAS module object,
+    # which pytest's monkeypatch (9.2) tries to delete at teardown.
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+        assert resolve(torch.complex64, cuda, None) == "tf32"
+        assert resolve(torch.complex128, cuda, None) == "ieee"
+        assert resolve(torch.complex64, torch.device("cpu"), None) == "ieee"
+        assert resolve(torch.complex64, cuda, "bf16") == "bf16"
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, True
+        assert resolve(torch.complex64, cuda, None) == "ieee"
+        with pytest.raises(ValueError, match="precision"):
+            resolve(torch.complex64, cuda, "fp8")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def test_config_validation():
