@@ -1,12 +1,13 @@
 """The GPU report: one call on a lent GPU machine (under 10 minutes) that
 
 1. measures the device's two ceilings (device-to-device copy GB/s, matmul TFLOP/s per precision);
-2. runs the test suite on CUDA (the ``gpu`` lane included);
-3. checks autotune cache reuse: a cold process tunes every benchmark layer into a fresh cache
+2. runs the test suite on CUDA (the ``gpu`` lane included), sharded over parallel processes;
+3. runs ``pytest bench --benchmark-only`` per file (whole models first), heuristic configs;
+4. checks autotune cache reuse: a cold process tunes a few benchmark layers into a fresh cache
    directory, a second process with the same cache must do zero timings (cold vs warm time);
-4. compares tuned against default kernel configs on the MAC benchmark shapes;
-5. runs ``pytest bench --benchmark-only`` (the tuned cache from step 3 is reused);
-6. writes ``bench/results/<date>-<gpu>.json`` and ``.md`` (and copies them to ``$OUT`` if set).
+5. compares tuned against default kernel configs on the MAC benchmark shapes;
+6. profiles whole-model steps (``bench.gpu_overhead``: host vs device time, CUDA graphs);
+7. writes ``bench/results/<date>-<gpu>.json`` and ``.md`` (and copies them to ``$OUT`` if set).
 
 Each step has its own time budget and the results file is rewritten after every step, so a run
 cut short still leaves what it measured. Usage: ``bash bench/gpu_report.sh [--quick]``.
@@ -327,6 +328,19 @@ def run_benchmarks(timeout: float, quick: bool, dry: bool = False) -> dict:
     return {"rc": rc, "rcs": rcs, "wall_s": walls, "rows": rows, "tail": tails}
 
 
+def run_overhead(timeout: float, dry: bool = False) -> dict:
+    """``python -m bench.gpu_overhead``: kernels, device-busy and wall time per whole-model step
+    (eager and under ``torch.compile(mode="reduce-overhead")``). CUDA only."""
+    if dry:
+        return {"rc": 0, "rows": [], "note": "skipped in a dry run (CUDA only)"}
+    out = Path(tempfile.mkdtemp())
+    rc, text, wall = _run([sys.executable, "-m", "bench.gpu_overhead", "--out", str(out)], timeout)
+    _log("overhead.log", text)
+    path = out / "gpu_overhead.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    return {"rc": rc, "wall_s": round(wall, 1), "rows": rows, "tail": text[-1500:] if rc else ""}
+
+
 def model_table(rows: list[dict]) -> list[str]:
     """Markdown: per model/batch/mode, median ms of nn and each impl-rate, and nn / impl ratios."""
     groups: dict[str, dict] = {}
@@ -440,6 +454,18 @@ def write(report: dict, stem: str, results: Path = RESULTS) -> None:
         md += ["## Whole models, median ms per call", "", *model_table(report["bench"]["rows"]), ""]
         md += ["## fwd+bwd (median ms)", "", *conv_table(report["bench"]["rows"]), ""]
         md += ["## Band MAC kernels", "", *mac_table(report["bench"]["rows"], report.get("peaks", {})), ""]
+    if report.get("overhead", {}).get("rows"):
+        md += [
+            "## Whole-model step: wall vs device-busy time (torch.profiler)",
+            "",
+            "| model | impl | rate | wall ms | device busy ms | kernels/step |",
+            "|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r.get('model')} b{r.get('batch')} | {r.get('impl')} | {r.get('rate')} | {r.get('wall_ms')} "
+            f"| {r.get('device_busy_ms')} | {r.get('kernels_per_step')} |"
+            for r in report["overhead"]["rows"]
+        ] + [""]
     (results / f"{stem}.md").write_text("\n".join(md))
     out = os.environ.get("OUT")
     if out and Path(out).resolve() != results.resolve():
@@ -475,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few shapes only (a smoke run)")
     parser.add_argument(
-        "--skip", default="", help="comma list of steps to skip: peaks,tests,cache,tuned,bench"
+        "--skip", default="", help="comma list of steps to skip: peaks,tests,cache,tuned,bench,overhead"
     )
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU, tiny shapes")
     parser.add_argument(
@@ -506,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         ("bench", "bench", lambda: run_benchmarks(left(90 if args.quick else 230), args.quick, dry)),
         ("cache_reuse", "cache", lambda: cache_reuse(args.quick, left(90) / 2, dry)),
         ("tuned_vs_default", "tuned", lambda: tuned_vs_default(dry, budget_s=left(40))),
+        ("overhead", "overhead", lambda: run_overhead(left(150), dry)),
     ]
     for name, short, fn in steps:
         if short in skip:

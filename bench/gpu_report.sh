@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU report in one call (under 10 minutes on an H100/H200): tests on CUDA, benchmarks,
 # autotune cache reuse, and a dated results file under bench/results/. Usage:
-#   bash bench/gpu_report.sh [--quick] [--skip peaks,tests,cache,tuned,bench]
+#   bash bench/gpu_report.sh [--quick] [--skip peaks,tests,bench,cache,tuned,overhead]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The GPU image has torch, triton, pytest and pytest-benchmark but no network: install bltriton
