@@ -40,6 +40,7 @@ derived flags are the kernel's arguments, read side by side. The config menu is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import threading
 from pathlib import Path
@@ -419,6 +420,15 @@ def band_mac(
     return (problem.out, config) if return_config else problem.out
 
 
+@functools.lru_cache(maxsize=1024)
+def _menu(m: int, n: int, k: int, f: int, prec: str, dtype: torch.dtype) -> tuple[list[dict], dict]:
+    """The tuner's candidate list and default for one shape, as one list object per shape: the
+    tuner's per-call lookup is then an identity hit instead of comparing the list's contents
+    (read only; never mutate)."""
+    configs = [as_dict(c) for c in candidate_configs(m, n, k, f, prec, dtype)]
+    return configs, as_dict(default_config(m, n, k, f, prec, dtype))
+
+
 def _tuned_config(mode: str, problem: Problem, prec: str, a: torch.Tensor, launch) -> triton.Config:
     from bltriton import autotune
 
@@ -433,12 +443,13 @@ def _tuned_config(mode: str, problem: Problem, prec: str, a: torch.Tensor, launc
         "precision": prec,
         "dtype": str(a.dtype),
     }
+    configs, default = _menu(m, n, k, f, prec, a.dtype)
     chosen = autotune.get_config(
         kernel="band_cmac",
         source_hash=SOURCE_HASH,
         key=key,
-        configs=[as_dict(c) for c in candidate_configs(m, n, k, f, prec, a.dtype)],
-        default=as_dict(default_config(m, n, k, f, prec, a.dtype)),
+        configs=configs,
+        default=default,
         run=launch,
         device=a.device,
         prune=prune_configs,
