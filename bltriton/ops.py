@@ -222,7 +222,7 @@ def filter_mac(
     f = a.shape[0]
     plan = filter_plan(band, tuple(weight.shape[2:]), tuple(dilation), weight.device, weight.dtype)
     taps = math.prod(weight.shape[2:])
-    chunks = _chunks(f, 2 * weight.shape[0] * weight.shape[1] * a.element_size(), taps, a.device, backend)
+    chunks = _chunks(f, weight.shape[0] * weight.shape[1] * a.element_size(), taps, a.device, backend)
     if len(chunks) == 1:
         return mac(mode, a, plan.forward(weight), groups, backend, precision)
     out = None
