@@ -341,14 +341,19 @@ def run_overhead(timeout: float, dry: bool = False) -> dict:
     return {"rc": rc, "wall_s": round(wall, 1), "rows": rows, "tail": text[-1500:] if rc else ""}
 
 
+def _group_medians(rows: list[dict], test: str) -> dict[str, dict[str, float]]:
+    """``{group: {"nn" | "<impl>-r<rate>": median ms}}`` of one benchmark function's rows."""
+    groups: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["name"].startswith(test):
+            key = "nn" if r.get("impl") == "nn" else f"{r.get('impl')}-r{r.get('rate')}"
+            groups.setdefault(r["group"], {})[key] = r["median_ms"]
+    return groups
+
+
 def model_table(rows: list[dict]) -> list[str]:
     """Markdown: per model/batch/mode, median ms of nn and each impl-rate, and nn / impl ratios."""
-    groups: dict[str, dict] = {}
-    for r in rows:
-        if not r["name"].startswith("test_model_step"):
-            continue
-        key = "nn" if r.get("impl") == "nn" else f"{r.get('impl')}-r{r.get('rate')}"
-        groups.setdefault(r["group"], {})[key] = r["median_ms"]
+    groups = _group_medians(rows, "test_model_step")
     keys = ["nn"] + [f"{i}-r{r}" for i in ("torch", "triton") for r in (0.0, 0.5, 0.75)]
     lines = ["| model | " + " | ".join(keys) + " | triton r0.5 / nn | torch r0.5 / nn |"]
     lines.append("|" + "---|" * (len(keys) + 3))
@@ -364,12 +369,7 @@ def model_table(rows: list[dict]) -> list[str]:
 def conv_table(rows: list[dict]) -> list[str]:
     """Markdown: per layer shape, median fwd+bwd ms of nn / torch / triton at each rate, and the
     triton-vs-cuDNN and triton-vs-torch ratios at rate 0.5."""
-    groups: dict[str, dict] = {}
-    for r in rows:
-        if not r["name"].startswith("test_conv_fwd_bwd"):
-            continue
-        key = "nn" if r.get("impl") == "nn" else f"{r.get('impl')}-r{r.get('rate')}"
-        groups.setdefault(r["group"], {})[key] = r["median_ms"]
+    groups = _group_medians(rows, "test_conv_fwd_bwd")
     lines = [
         "| layer | nn.Conv (cuDNN) | torch r0 | torch r0.5 | torch r0.75 | triton r0 | triton r0.5 "
         "| triton r0.75 | cuDNN / triton r0.5 | torch / triton r0.5 |",

@@ -148,13 +148,13 @@ def band_conv_backward(
     if need_x or need_w:
         rdt = _real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
         gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride)
-        if need_x and not wb.is_complex():  # the weight: its band built chunk by chunk
-            dxcb = ops.filter_mac(
-                "dx", gcb, wb.to(rdt), spec.band, spec.dilation, spec.groups, spec.backend, spec.precision
-            )
-        elif need_x:
-            dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision)
         if need_x:
+            if wb.is_complex():
+                dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision)
+            else:  # the weight: its band built chunk by chunk
+                dxcb = ops.filter_mac(
+                    "dx", gcb, wb.to(rdt), spec.band, spec.dilation, spec.groups, spec.backend, spec.precision
+                )
             ones = (1,) * spec.band.ndim
             dx = ops.inverse_transform(
                 dxcb, spec.band, spec.input_len, ones, conj_input=True, offset=spec.pad_lo

@@ -336,11 +336,11 @@ class FilterPlan:
         n = stop - start
         return torch.complex(out[:n], out[n:]).view(n, o, cg)
 
-    def adjoint(self, dwb: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """The filter gradient ``[O, Cg, *k]`` from band rows ``start : start + len(dwb)`` (the
-        gradient is linear in the band: chunks' results add up)."""
+    def adjoint(self, dwb: torch.Tensor) -> torch.Tensor:
+        """The filter gradient ``[O, Cg, *k]`` from the whole band (``ops.weight_grad`` sums
+        ``adj`` row slices chunk by chunk)."""
         f, o, cg = dwb.shape
-        dw = dwb.reshape(f, o * cg).T @ self.adj[start : start + f]  # [O·Cg, taps] complex
+        dw = dwb.reshape(f, o * cg).T @ self.adj  # [O·Cg, taps] complex
         return dw.real.reshape(o, cg, *self.kernel).contiguous()
 
 
