@@ -18,6 +18,7 @@ import time
 import torch
 
 from bench.models import MODELS, infer_fn, inputs, make_variant, saved_bytes, train_step_fn
+from bltriton import _gemm
 
 
 def interleaved_medians(
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.rounds} interleaved\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU GEMMs {_gemm.provider()}, "
+        f"median of {args.rounds} interleaved\n"
     )
     print("| model | batch | mode | variant | ms | × nn | saved MiB | saved × nn |")
     print("|---|---|---|---|---|---|---|---|")

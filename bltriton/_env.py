@@ -22,6 +22,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "BLTRITON_AUTOTUNE": ("1", "0 = never time configs, use the heuristic default"),
     "BLTRITON_FORCE_RETUNE": ("0", "1 = ignore cached choices and time again"),
     "BLTRITON_PRINT_AUTOTUNING": ("0", "1 = print each tuning decision"),
+    "BLTRITON_CPU_GEMM": (
+        "auto",
+        "real fp32 GEMMs of the CPU transforms: 'auto' (oneDNN where a one-time probe finds it "
+        "faster than torch.mm), 'onednn', 'torch'",
+    ),
     "BLTRITON_CHECK_FINITE": (
         "0",
         "1 = raise a ValueError when an input, weight or bias holds inf/NaN (one host sync per call)",
@@ -93,6 +98,16 @@ def print_autotuning() -> bool:
 
 def check_finite() -> bool:
     return _flag("BLTRITON_CHECK_FINITE")
+
+
+CPU_GEMMS: tuple[str, ...] = ("auto", "onednn", "torch")
+
+
+def cpu_gemm() -> str:
+    value = os.environ.get("BLTRITON_CPU_GEMM", "auto").strip().lower() or "auto"
+    if value not in CPU_GEMMS:
+        raise EnvVarError(f"BLTRITON_CPU_GEMM must be one of {CPU_GEMMS}; got {value!r}")
+    return value
 
 
 def triton_interpret() -> bool:

@@ -13,6 +13,7 @@ import time
 import torch
 from torch import nn
 
+from bltriton import _gemm
 from bltriton._cli import UsageError, check_backend, parse_device
 from bltriton._env import BACKENDS
 from bltriton.nn import BLConv1d, BLConv2d
@@ -54,7 +55,8 @@ def run_check(device: str, backend: str | None, repeat: int = 5) -> int:
     for title, conv, cls, shape in cases:
         conv = conv.to(dev)
         x = torch.randn(*shape, device=dev, requires_grad=True)
-        print(f"\n{title}  (device {dev}, backend {backend or 'default'})")
+        gemm = f", CPU GEMMs {_gemm.provider()}" if dev.type == "cpu" else ""
+        print(f"\n{title}  (device {dev}, backend {backend or 'default'}{gemm})")
         print(f"{'rate':>6} {'kept':>7} {'err fwd':>9} {'err dx':>9} {'err dw':>9} {'fwd+bwd ms':>11}")
         ref = conv(x)
         gy = torch.randn_like(ref)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights
 
 __all__ = ["RULES", "FilterPlan", "Rule", "SignalPlan", "filter_plan", "signal_plan"]
@@ -121,10 +122,14 @@ class SignalPlan:
     def __post_init__(self) -> None:
         self._ops: dict[tuple, torch.Tensor] = {}
 
-    def _operand(self, name: str, conj: bool, build) -> torch.Tensor:
-        key = (name, conj)
+    def _operand(self, name: str, conj: bool, build, transpose: bool = False) -> torch.Tensor:
+        """The real DFT operand ``build(conj)`` on the plan's device and dtype, contiguous, or its
+        transpose (``transpose``: the ``[N, K]`` form of a right-hand GEMM operand that
+        :func:`bltriton._gemm.matmul_nt` takes)."""
+        key = (name, conj, transpose)
         if key not in self._ops:
-            self._ops[key] = build(conj).to(device=self.device, dtype=self.dtype).contiguous()
+            op = build(conj).to(device=self.device, dtype=self.dtype)
+            self._ops[key] = (op.T if transpose else op).contiguous()
         return self._ops[key]
 
     def _positions(self, axis: int, length: int | None = None) -> torch.Tensor:
@@ -185,7 +190,7 @@ class SignalPlan:
         b, c = x.shape[:2]
         if self.method == "direct":
             e = self._operand("direct_fwd", conj, self._direct_fwd)
-            out = e @ x.reshape(b * c, -1).T  # [2F, BC]: re plane, im plane
+            out = matmul_nt(e, x.reshape(b * c, -1))  # [2F, BC]: re plane, im plane
             f = self.band.num_kept
             return torch.complex(out[:f], out[f:]).view(f, b, c)
         if self.band.ndim == 1:
@@ -194,7 +199,7 @@ class SignalPlan:
         if self.method == "gemm":
             # Column GEMM on the NCHW input as it lies, then one copy to [H, cols, BC]: one
             # input-sized copy less than permuting first (32x32 C64 B32: 6.4 vs 7.7 ms).
-            s = x.reshape(b * c * h, w) @ self._operand("col_fwd", conj, self._col_fwd)
+            s = matmul_nt(x.reshape(b * c * h, w), self._operand("col_fwd", conj, self._col_fwd, True))
             s = torch.view_as_complex(s.view(b * c, h, self.band.cols, 2))
             spec = s.permute(1, 2, 0).contiguous()  # [H, cols, BC]
         else:
@@ -207,7 +212,7 @@ class SignalPlan:
         *lead, b, c, length = x.shape
         cols = self.band.cols
         if self.method == "gemm":
-            s = torch.matmul(x.reshape(*lead, b * c, length), self._operand("col_fwd", conj, self._col_fwd))
+            s = matmul_nt(x.reshape(-1, length), self._operand("col_fwd", conj, self._col_fwd, True))
             s = torch.view_as_complex(s.view(*lead, b * c, cols, 2))
             return s.transpose(-1, -2).contiguous()
         n, step, start = self.band.n[-1], self.step[-1], self.offset[-1]
@@ -230,9 +235,9 @@ class SignalPlan:
         conjugate of the band to invert."""
         _, b, o = yb.shape
         if self.method == "direct":
-            e = self._operand("direct_inv", conj, self._direct_inv)  # [2F, P]
+            e = self._operand("direct_inv", conj, self._direct_inv, True)  # [P, 2F]
             yr = torch.view_as_real(yb).permute(1, 2, 0, 3).reshape(b * o, -1)  # one copy: [BO, 2F]
-            return (yr @ e).view(b, o, *self.length)
+            return matmul_nt(yr, e).view(b, o, *self.length)
         if self.band.ndim == 1:
             return self._last_axis_inv(yb, conj).contiguous()
         # conj(E)·conj(Z) = conj(E·Z): the row stage keeps the conjugate, the column stage undoes it.
@@ -242,8 +247,8 @@ class SignalPlan:
             # One copy into [B·O, T, 2·cols], then the column GEMM writes NCHW directly: no
             # output-sized permute (32x32 C64 B32: 7.3 vs 8.2 ms).
             sr = torch.view_as_real(spec.view(rows_out, cols, b * o)).permute(2, 0, 1, 3)
-            sr = sr.reshape(b * o, rows_out, 2 * cols)
-            y = sr @ self._operand("col_inv", conj, self._col_inv)
+            sr = sr.reshape(b * o * rows_out, 2 * cols)
+            y = matmul_nt(sr, self._operand("col_inv", conj, self._col_inv, True))
             return y.view(b, o, rows_out, self.length[1])
         spec = spec.view(rows_out, cols, b, o)
         return self._last_axis_inv(spec, conj).permute(1, 2, 0, 3).contiguous()
@@ -252,9 +257,9 @@ class SignalPlan:
         """``[*lead, cols, B, O]`` complex -> ``[*lead, B, O, length[-1]]`` real."""
         *lead, cols, b, o = spec.shape
         if self.method == "gemm":
-            sr = torch.view_as_real(spec).movedim(-4, -2).reshape(*lead, b * o, 2 * cols)  # one copy
-            e = self._operand("col_inv", conj, self._col_inv)
-            return torch.matmul(sr, e).view(*lead, b, o, self.length[-1])
+            sr = torch.view_as_real(spec).movedim(-4, -2).reshape(-1, 2 * cols)  # one copy
+            y = matmul_nt(sr, self._operand("col_inv", conj, self._col_inv, True))
+            return y.view(*lead, b, o, self.length[-1])
         y = torch.fft.irfft((spec.conj() if conj else spec).movedim(-3, -1), n=self.band.n[-1], dim=-1)
         start, step = self.offset[-1], self.step[-1]
         return y[..., start : start + self.length[-1] * step : step]
@@ -332,7 +337,7 @@ class FilterPlan:
             if (start, stop) == (0, f)
             else torch.cat([self.fwd[start:stop], self.fwd[f + start : f + stop]])
         )
-        out = e @ weight.reshape(o * cg, -1).T  # [2F', O·Cg]
+        out = matmul_nt(e, weight.reshape(o * cg, -1))  # [2F', O·Cg]
         n = stop - start
         return torch.complex(out[:n], out[n:]).view(n, o, cg)
 

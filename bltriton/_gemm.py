@@ -1,0 +1,89 @@
+"""The real fp32 GEMMs of the CPU transforms, through oneDNN where it runs faster than ``torch.mm``.
+
+``torch.mm`` on the CPU calls the BLAS torch was built with (MKL in the official wheels), and MKL
+takes AVX2 code paths on AMD CPUs: on the 2-core AMD EPYC (AVX-512) of bench/NOTES.md a
+``[65536, 32] x [32, 26]`` product (a 32x32 map's column transform) took 0.94 ms through
+``torch.mm`` and 0.42 ms through oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``, the
+kernel ``torch.compile`` uses for frozen linear layers); a 1024-cube 11.0 ms against 4.6 ms.
+On a CPU where MKL is as fast, the one-time probe below keeps ``torch.mm``.
+
+Only the real float32 GEMMs of :mod:`bltriton.transforms` come here (the transforms' column
+stages, the direct transforms and the filter transform); complex products and the batched
+contractions stay on torch. ``BLTRITON_CPU_GEMM`` forces a provider.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from bltriton import _env
+
+__all__ = ["matmul_nt", "provider"]
+
+# Below this many multiply-adds a oneDNN call's fixed cost (about 11 us here, against 1 us for
+# torch.mm) outweighs its faster arithmetic.
+MIN_MACS = 1 << 21
+
+_PROBE: dict[str, str] = {}  # "choice" -> "onednn" | "torch", once per process
+
+
+def _onednn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+
+
+def _probe() -> str:
+    """Time both providers on one transform-like shape (``[16384, 32] x [32, 32]``, interleaved,
+    medians of 5) and keep oneDNN if it is at least 1.25x faster."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return "torch"
+        x, w = torch.randn(16384, 32), torch.randn(32, 32)
+        if not torch.allclose(_onednn(x, w), x @ w.T, rtol=1e-4, atol=1e-4):
+            return "torch"
+    except Exception:  # an op missing from this build, or rejecting the call
+        return "torch"
+    times: dict[str, list[float]] = {"onednn": [], "torch": []}
+    fns = {"onednn": lambda: _onednn(x, w), "torch": lambda: x @ w.T}
+    for _ in range(6):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v[1:]) for k, v in times.items()}
+    return "onednn" if med["onednn"] * 1.25 <= med["torch"] else "torch"
+
+
+def provider() -> str:
+    """The provider of large real fp32 CPU GEMMs in this process: ``"onednn"`` or ``"torch"``
+    (``BLTRITON_CPU_GEMM``, or the probe's choice under ``auto``)."""
+    forced = _env.cpu_gemm()
+    if forced != "auto":
+        return forced
+    if "choice" not in _PROBE:
+        _PROBE["choice"] = _probe()
+    return _PROBE["choice"]
+
+
+def matmul_nt(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T`` for 2-D ``x`` ``[M, K]`` and ``w`` ``[N, K]`` (a fresh ``[M, N]`` tensor).
+
+    oneDNN serves it when both are contiguous float32 CPU tensors that autograd does not track,
+    the product has at least :data:`MIN_MACS` multiply-adds and :func:`provider` says so; else
+    ``torch.mm``.
+    """
+    m, k = x.shape
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and w.dtype == torch.float32
+        and m * k * w.shape[0] >= MIN_MACS
+        and x.is_contiguous()
+        and w.is_contiguous()
+        and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+        and provider() == "onednn"
+    ):
+        return _onednn(x, w)
+    return x @ w.T
