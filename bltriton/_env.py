@@ -79,6 +79,12 @@ def backend() -> str:
     return value
 
 
+def backend_raw() -> tuple[str | None, str | None]:
+    """The unparsed values of the variables that decide a backend (``BLTRITON_BACKEND``,
+    ``TRITON_INTERPRET``): a key for caches of resolved calls."""
+    return os.environ.get("BLTRITON_BACKEND"), os.environ.get("TRITON_INTERPRET")
+
+
 def cache_dir() -> Path:
     raw = os.environ.get("BLTRITON_CACHE_DIR") or VARIABLES["BLTRITON_CACHE_DIR"][0]
     return Path(raw).expanduser()

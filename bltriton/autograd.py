@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
@@ -575,10 +576,23 @@ def band_conv(
         wb = filter_cache.get(weight, spec.band, spec.dilation, _compute_dtype(x_pad.dtype))
         return band_conv_forward(x_pad, weight, bias, spec, filter_band=wb)[0]
     if spec.save_filter_band is None:
-        spec = replace(spec, save_filter_band=_filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
+        spec = _with_save_filter_band(spec, _filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    if _eager() and not (wrapped(x_pad) or wrapped(weight)):
+        # Function.apply binds the arguments with inspect.signature on every call when a Function
+        # has a separate setup_context (~20 us, a tenth of a small layer's fwd+bwd); outside
+        # functorch transforms (and their leftover wrappers) it then calls the base class's
+        # apply, as here.
+        y, _, _ = super(torch.autograd.Function, _BandConvWithJvp).apply(x_pad, weight, bias, spec)
+        return y
     function = _BandConv if torch.compiler.is_compiling() else _BandConvWithJvp
     y, _, _ = function.apply(x_pad, weight, bias, spec)
     return y
+
+
+@lru_cache(maxsize=256)
+def _with_save_filter_band(spec: ConvSpec, save: bool) -> ConvSpec:
+    return replace(spec, save_filter_band=save)
 
 
 from bltriton import batching as _batching  # noqa: E402,F401  (registers the ops' vmap rules)

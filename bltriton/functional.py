@@ -70,31 +70,54 @@ def bl_conv_with_band(
     out_dtype = check_tensors(conv, ndim, input, weight, bias)
     unbatched = input.dim() == ndim + 1
     x = input.unsqueeze(0) if unbatched else input
-    geo = conv_geometry(conv, x, weight, bias, stride, padding, dilation, groups, padding_mode)
-    rate = check_rate(compress_rate)
-    energy = check_energy(energy, compress_rate)
-    n = fft_lengths(geo.padded, geo.effective_kernel, fft_size)
-    backend_r = ops.resolve_backend(backend, x.device)
     if _env.check_finite():
         _raise_if_not_finite(conv, input=x, weight=weight, bias=bias)
-    if save not in SAVE_POLICIES:
-        raise ValueError(f"{conv}: save must be one of {tuple(SAVE_POLICIES)}; got {save!r}")
     # Zero padding is folded into the transforms (no padded copy; the op sees the caller's tensor,
     # which the backward can then keep for free); other modes are padded here.
     fold = padding_mode == "zeros"
-    x_pad = x if fold else pad_input(x, geo.pads, padding_mode)
-    if energy is not None:
-        _check_energy_not_traced(conv)
-    band = band_fn(x_pad, n) if band_fn is not None else _choose_band(x_pad, n, rate, energy)
-    if x_pad.numel() == 0 or weight.numel() == 0:
-        x_full = pad_input(x, geo.pads, padding_mode) if fold else x_pad
-        y = _empty_conv(x_full, weight, bias, geo)  # nothing to transform: torch's own shapes/errors
+    key = _call_key(
+        x,
+        weight,
+        bias,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        compress_rate,
+        energy,
+        fft_size,
+        backend,
+        save,
+        out_dtype,
+    )
+    hit = _CALLS.get(key) if key is not None and band_fn is None else None
+    if hit is not None:  # the same arguments and shapes as an earlier call: all checked then
+        geo, band, spec = hit
+        x_pad = x if fold else pad_input(x, geo.pads, padding_mode)
     else:
+        geo = conv_geometry(conv, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+        rate = check_rate(compress_rate)
+        energy = check_energy(energy, compress_rate)
+        n = fft_lengths(geo.padded, geo.effective_kernel, fft_size)
+        backend_r = ops.resolve_backend(backend, x.device)
+        if save not in SAVE_POLICIES:
+            raise ValueError(f"{conv}: save must be one of {tuple(SAVE_POLICIES)}; got {save!r}")
+        x_pad = x if fold else pad_input(x, geo.pads, padding_mode)
+        if energy is not None:
+            _check_energy_not_traced(conv)
+        band = band_fn(x_pad, n) if band_fn is not None else _choose_band(x_pad, n, rate, energy)
         spec = replace(
             geo.spec(band, backend_r, out_dtype),
             pad=tuple(p for lo_hi in geo.pads for p in lo_hi) if fold and any(map(any, geo.pads)) else (),
             save_input=save == "input",
         )
+        if key is not None and band_fn is None and energy is None:
+            _remember_call(key, (geo, band, spec))
+    if x_pad.numel() == 0 or weight.numel() == 0:
+        x_full = pad_input(x, geo.pads, padding_mode) if fold else x_pad
+        y = _empty_conv(x_full, weight, bias, geo)  # nothing to transform: torch's own shapes/errors
+    else:
         y = band_conv(x_pad, weight, bias, spec, filter_cache)
         if ndim == 2 and not unbatched and (_is_channels_last(input) or _is_channels_last(weight)):
             y = y.contiguous(memory_format=torch.channels_last)  # as nn.Conv2d (one output-sized copy)
@@ -104,6 +127,71 @@ def bl_conv_with_band(
 # ------------------------------------------------------------------------------------------------
 # The steps of bl_conv_with_band
 # ------------------------------------------------------------------------------------------------
+
+# Calls already checked: the static part of a call (geometry, band, the op's spec) keyed by every
+# argument it depends on. Checking and normalising the arguments again took ~100 us of a small
+# layer's 350 us fwd+bwd on the CPU; on a GPU, where a training step is host-bound
+# (bench/NOTES.md), that is per layer per step. Eager mode only: under torch.compile the
+# arguments are checked once at trace time anyway, and the cache would be state to guard on.
+_CALLS: dict[tuple, tuple] = {}
+_MAX_CALLS = 256
+
+
+def _freeze(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _call_key(
+    x,
+    weight,
+    bias,
+    stride,
+    padding,
+    dilation,
+    groups,
+    padding_mode,
+    rate,
+    energy,
+    fft_size,
+    backend,
+    save,
+    out_dtype,
+) -> tuple | None:
+    """Everything the static part of a call depends on, or ``None`` where it must not be cached
+    (compiling, symbolic sizes, unhashable arguments)."""
+    if torch.compiler.is_compiling():
+        return None
+    key = (
+        tuple(x.shape[1:]),
+        tuple(weight.shape),
+        None if bias is None else tuple(bias.shape),
+        x.device,
+        x.dtype,
+        out_dtype,
+        _freeze(stride),
+        _freeze(padding),
+        _freeze(dilation),
+        groups,
+        padding_mode,
+        rate,
+        energy,
+        _freeze(fft_size),
+        backend,
+        save,
+        _env.backend_raw(),
+    )
+    try:
+        hash(key)
+    except TypeError:  # e.g. symbolic sizes, or an argument the checks will reject
+        return None
+    return key
+
+
+def _remember_call(key: tuple, value: tuple) -> None:
+    if len(_CALLS) >= _MAX_CALLS:
+        _CALLS.pop(next(iter(_CALLS)))
+    _CALLS[key] = value
+
 
 _HALF_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
