@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bltriton import _gemm
 from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights
 
@@ -60,8 +61,14 @@ class Rule:
 # 2-core CPU (2026-11-25). column_gemm_ratio: the k7 layer's input (N32 C64 38x38 -> n=40, 14
 # kept columns) took 3.3 ms as a GEMM against 11 ms through pad + rfft + slice + permute; the FFT
 # wins for long signals (1D k63: 2·L·cols / (n·log2 n) ≈ 170). direct_ratio: see bench/NOTES.md.
+# "cpu-onednn": the same CPU with the real GEMMs on oneDNN (bltriton._gemm), which speeds up the
+# direct transform's one large GEMM more than the separable path's GEMM + copy + complex GEMM:
+# forward + inverse of a 16x16 map (B32 C128, n=18) took 3.7 ms direct against 5.1 ms separable
+# at r=0.5 (flop ratio 4.95) and 1.5 against 2.4 ms at r=0.75 (4.2); a 32x32 map (n=36) 14.9
+# against 7.6 ms (9.75) and 7.1 against 4.9 ms (8.2).
 RULES: dict[str, Rule] = {
     "cpu": Rule(direct_ratio=4.0, column_gemm_ratio=16.0),
+    "cpu-onednn": Rule(direct_ratio=6.0, column_gemm_ratio=16.0),
     "cuda": Rule(direct_ratio=4.0, column_gemm_ratio=16.0),
 }
 # Tests force one method: None (the rule), "direct", "gemm" (separable, column GEMM) or "fft".
@@ -268,7 +275,10 @@ class SignalPlan:
 def _choose_method(band: Band, length: tuple[int, ...], device: torch.device) -> str:
     if FORCE_METHOD is not None:
         return FORCE_METHOD
-    rule = RULES.get(device.type, RULES["cuda"])
+    kind = device.type
+    if kind == "cpu" and _gemm.provider() == "onednn":
+        kind = "cpu-onednn"
+    rule = RULES.get(kind, RULES["cuda"])
     n = band.n[-1]
     column_gemm = 2 * length[-1] * band.cols <= rule.column_gemm_ratio * n * max(1.0, math.log2(n))
     positions = math.prod(length)
