@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from bltriton import _env
 
@@ -66,6 +67,8 @@ def provider() -> str:
     if forced != "auto":
         return forced
     if "choice" not in _PROBE:
+        if _current_dispatch_mode() is not None or torch.compiler.is_compiling():
+            return "torch"  # no timing under fake tensors or a tracer; probe at a real call
         _PROBE["choice"] = _probe()
     return _PROBE["choice"]
 

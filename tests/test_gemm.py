@@ -65,6 +65,16 @@ def test_provider_env_and_probe(monkeypatch):
     assert _gemm.provider() == "torch"  # no oneDNN: the probe keeps torch.mm
 
 
+def test_no_probe_under_fake_tensors(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.delenv("BLTRITON_CPU_GEMM", raising=False)
+    monkeypatch.setattr(_gemm, "_PROBE", {})
+    with FakeTensorMode():
+        assert _gemm.provider() == "torch"
+    assert not _gemm._PROBE  # nothing decided from fake timings
+
+
 def _broken(x, w):
     raise RuntimeError("no such kernel")
 
