@@ -1,6 +1,7 @@
 """fwd+bwd of band-limited layers against torch's convolutions (pytest-benchmark).
 
-CPU: the foundation's shapes at their own batch, torch path vs ``nn.Conv*d``.
+CPU: the foundation's shapes at their own batch, torch path vs ``nn.Conv*d``; and an almost
+empty layer (``host-tiny``) whose time is the per-call host cost.
 CUDA: the 2D shapes at batch 128 and the FCN layers, triton vs torch path vs cuDNN (default flags).
 The plain test command runs every benchmark once (``--benchmark-disable``) as a smoke test.
 """
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from bench.roofline import mac_count
-from bench.shapes import FCN_LAYERS, RATES, SHAPES_1D, SHAPES_2D, ConvShape
+from bench.shapes import FCN_LAYERS, RATES, SHAPES_1D, SHAPES_2D, SHAPES_HOST, ConvShape
 from bltriton import BLConv1d, BLConv2d
 
 CUDA = torch.cuda.is_available()
@@ -21,8 +22,8 @@ DEVICE = torch.device("cuda" if CUDA else "cpu")
 
 def _shapes() -> list[ConvShape]:
     if CUDA:
-        return [s.with_batch(128) for s in SHAPES_2D] + SHAPES_1D + FCN_LAYERS
-    return SHAPES_2D + SHAPES_1D
+        return [s.with_batch(128) for s in SHAPES_2D] + SHAPES_1D + FCN_LAYERS + SHAPES_HOST
+    return SHAPES_2D + SHAPES_1D + SHAPES_HOST
 
 
 def _impls() -> list[str]:

@@ -47,4 +47,7 @@ FCN_LAYERS = [
     ConvShape("fcn2-k5", 64, 128, 256, (150,), 5, 2),
     ConvShape("fcn3-k3", 64, 256, 128, (150,), 3, 1),
 ]
+# An almost empty layer: its fwd+bwd time is the per-call host cost (argument checks, plans,
+# autograd, launches), which bounds a whole-model step on a GPU (bench/NOTES.md).
+SHAPES_HOST = [ConvShape("host-tiny", 1, 4, 4, (8, 8), 3, 1)]
 RATES = (0.0, 0.5, 0.75)
