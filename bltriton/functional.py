@@ -75,22 +75,8 @@ def bl_conv_with_band(
     # Zero padding is folded into the transforms (no padded copy; the op sees the caller's tensor,
     # which the backward can then keep for free); other modes are padded here.
     fold = padding_mode == "zeros"
-    key = _call_key(
-        x,
-        weight,
-        bias,
-        stride,
-        padding,
-        dilation,
-        groups,
-        padding_mode,
-        compress_rate,
-        energy,
-        fft_size,
-        backend,
-        save,
-        out_dtype,
-    )
+    args = (stride, padding, dilation, groups, padding_mode, compress_rate, energy, fft_size, backend, save)
+    key = _call_key(x, weight, bias, out_dtype, args)
     hit = _CALLS.get(key) if key is not None and band_fn is None else None
     if hit is not None:  # the same arguments and shapes as an earlier call: all checked then
         geo, band, spec = hit
@@ -141,24 +127,10 @@ def _freeze(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _call_key(
-    x,
-    weight,
-    bias,
-    stride,
-    padding,
-    dilation,
-    groups,
-    padding_mode,
-    rate,
-    energy,
-    fft_size,
-    backend,
-    save,
-    out_dtype,
-) -> tuple | None:
-    """Everything the static part of a call depends on, or ``None`` where it must not be cached
-    (compiling, symbolic sizes, unhashable arguments)."""
+def _call_key(x, weight, bias, out_dtype, args: tuple) -> tuple | None:
+    """Everything the static part of a call depends on (the tensors' shapes, device and dtype,
+    the output dtype, the non-tensor ``args`` and the backend variables), or ``None`` where it
+    must not be cached (compiling, symbolic sizes, unhashable arguments)."""
     if torch.compiler.is_compiling():
         return None
     key = (
@@ -168,16 +140,7 @@ def _call_key(
         x.device,
         x.dtype,
         out_dtype,
-        _freeze(stride),
-        _freeze(padding),
-        _freeze(dilation),
-        groups,
-        padding_mode,
-        rate,
-        energy,
-        _freeze(fft_size),
-        backend,
-        save,
+        tuple(_freeze(a) for a in args),
         _env.backend_raw(),
     )
     try:
