@@ -19,6 +19,7 @@ import torch
 
 from bench.models import MODELS, infer_fn, inputs, make_variant, saved_bytes, train_step_fn
 from bltriton import _gemm
+from bltriton.utils import keep_freed_memory
 
 
 def interleaved_medians(
@@ -85,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", default=None, choices=["input", "band"], help="save policy of the layers")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="bltriton.utils.keep_freed_memory() first: glibc keeps freed memory instead of "
+        "faulting it in again every step (both models alike)",
+    )
+    parser.add_argument(
         "--clock",
         default="wall",
         choices=["wall", "cpu"],
@@ -94,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU GEMMs {_gemm.provider()}, "
+        f"{'freed memory kept, ' if kept else ''}"
         f"median of {args.rounds} interleaved\n"
     )
     print("| model | batch | mode | variant | ms | × nn | saved MiB | saved × nn |")
