@@ -337,8 +337,18 @@ class FilterPlan:
         # d/dWc of Re(sum ...) evaluated as irfftn: Re(Σ_f dW[f]·c_f·e^{+iθ}) / N.
         self.adj = torch.polar(cw.expand_as(theta).contiguous(), theta).to(self.device, cdt)
 
-    def forward(self, weight: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """``Wc[start:stop]`` (default: the whole band) ``[F', O, Cg]``."""
+    def forward(
+        self,
+        weight: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        out: torch.Tensor | None = None,
+        work: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``Wc[start:stop]`` (default: the whole band) ``[F', O, Cg]``, into ``out`` when given (a
+        contiguous complex tensor of that shape); ``work``, a real buffer of at least
+        ``2·F'·O·Cg`` elements, takes the GEMM's output (through ``torch.mm``) instead of fresh
+        memory."""
         o, cg = weight.shape[:2]
         f = self.band.num_kept
         stop = f if stop is None else stop
@@ -347,9 +357,15 @@ class FilterPlan:
             if (start, stop) == (0, f)
             else torch.cat([self.fwd[start:stop], self.fwd[f + start : f + stop]])
         )
-        out = matmul_nt(e, weight.reshape(o * cg, -1))  # [2F', O·Cg]
+        w2 = weight.reshape(o * cg, -1)
+        if work is None:
+            planes = matmul_nt(e, w2)  # [2F', O·Cg]
+        else:
+            planes = torch.mm(e, w2.T, out=work[: e.shape[0] * o * cg].view(e.shape[0], o * cg))
         n = stop - start
-        return torch.complex(out[:n], out[n:]).view(n, o, cg)
+        if out is None:
+            return torch.complex(planes[:n], planes[n:]).view(n, o, cg)
+        return torch.complex(planes[:n].view(n, o, cg), planes[n:].view(n, o, cg), out=out)
 
     def adjoint(self, dwb: torch.Tensor) -> torch.Tensor:
         """The filter gradient ``[O, Cg, *k]`` from the whole band (``ops.weight_grad`` sums
