@@ -316,16 +316,22 @@ def weight_grad(
     taps = math.prod(kernel)
     chunks = _chunks(f, o * cg * xb.element_size(), taps, xb.device, backend)
     scratch = backend == "torch"  # the dW band and the sum are consumed here: this thread's scratch
-    acc = None  # Σ over chunks of dW[chunk]ᵀ · adj[chunk]: [O·Cg, taps] complex
+    # Σ over chunks of dW[chunk]ᵀ · adj[chunk], as [O·Cg, taps], or transposed for kernels of
+    # fewer than 5 taps: MKL's complex GEMM with 3 output columns ran 2-3x slower than with 3 rows
+    # (FCN k3 layer, 40 frequencies x 32768 filters: 1.56 vs 0.73 ms; equal at 5 taps, 0.64x at 9).
+    tap_major = taps < 5
+    acc = None
     for s, e in chunks:
         buf = _scratch("dw_band", (e - s, o, cg), xb.dtype, xb.device) if scratch else None
-        dwb = mac("dw", xb[s:e], gcb[s:e], groups, backend, precision, out=buf).reshape(e - s, o * cg).T
+        dwb = mac("dw", xb[s:e], gcb[s:e], groups, backend, precision, out=buf).reshape(e - s, o * cg)
         adj = plan.adj[s:e]
+        lhs, rhs = (adj.T, dwb) if tap_major else (dwb.T, adj)
         if acc is None:
-            acc = _scratch("dw_taps", (o * cg, taps), xb.dtype, xb.device) if scratch else None
-            acc = torch.mm(dwb, adj, out=acc)
+            shape = (lhs.shape[0], rhs.shape[1])
+            acc = torch.mm(lhs, rhs, out=_scratch("dw_taps", shape, xb.dtype, xb.device) if scratch else None)
         else:
-            acc.addmm_(dwb, adj)
+            acc.addmm_(lhs, rhs)
+    acc = acc.T if tap_major else acc
     return acc.real.reshape(o, cg, *kernel).contiguous()  # a fresh tensor: the scratch stays here
 
 
