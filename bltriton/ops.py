@@ -275,24 +275,27 @@ def filter_mac(
     taps = math.prod(weight.shape[2:])
     chunks = _chunks(f, weight.shape[0] * weight.shape[1] * a.element_size(), taps, a.device, backend)
     if len(chunks) == 1:
-        return mac(mode, a, _filter_chunk(plan, weight, 0, f, a, backend), groups, backend, precision)
+        return mac(mode, a, _filter_chunk(plan, weight, taps, 0, f, a, backend), groups, backend, precision)
     out = None
     for s, e in chunks:
-        part = mac(mode, a[s:e], _filter_chunk(plan, weight, s, e, a, backend), groups, backend, precision)
+        wb = _filter_chunk(plan, weight, taps, s, e, a, backend)
+        part = mac(mode, a[s:e], wb, groups, backend, precision)
         if out is None:
             out = part.new_empty((f, *part.shape[1:]))
         out[s:e] = part
     return out
 
 
-def _filter_chunk(plan, weight: torch.Tensor, start: int, stop: int, like: torch.Tensor, backend: str):
+def _filter_chunk(
+    plan, weight: torch.Tensor, taps: int, start: int, stop: int, like: torch.Tensor, backend: str
+):
     """``Wc[start:stop]`` for a contraction that consumes it at once: on the torch backend it is
     written into this thread's scratch (:func:`_scratch`)."""
     if backend != "torch":
         return plan.forward(weight, start, stop)
     o, cg = weight.shape[:2]
     buf = _scratch("filter_band", (stop - start, o, cg), like.dtype, like.device)
-    if math.prod(weight.shape[2:]) > SCRATCH_GEMM_MAX_TAPS:
+    if taps > SCRATCH_GEMM_MAX_TAPS:
         return plan.forward(weight, start, stop, out=buf)
     work = _scratch("filter_planes", (2 * (stop - start) * o * cg,), weight.dtype, like.device)
     return plan.forward(weight, start, stop, out=buf, work=work)
@@ -313,26 +316,18 @@ def weight_grad(
     f, o = xb.shape[0], gcb.shape[2]
     cg = xb.shape[2] // groups
     plan = filter_plan(band, tuple(kernel), tuple(dilation), xb.device, xb.dtype)
-    taps = math.prod(kernel)
-    chunks = _chunks(f, o * cg * xb.element_size(), taps, xb.device, backend)
+    chunks = _chunks(f, o * cg * xb.element_size(), math.prod(kernel), xb.device, backend)
     scratch = backend == "torch"  # the dW band and the sum are consumed here: this thread's scratch
-    # Σ over chunks of dW[chunk]ᵀ · adj[chunk], as [O·Cg, taps], or transposed for kernels of
-    # fewer than 5 taps: MKL's complex GEMM with 3 output columns ran 2-3x slower than with 3 rows
-    # (FCN k3 layer, 40 frequencies x 32768 filters: 1.56 vs 0.73 ms; equal at 5 taps, 0.64x at 9).
-    tap_major = taps < 5
-    acc = None
+    acc = None  # Σ over chunks of dW[chunk]ᵀ · adj[chunk] (FilterPlan.adjoint_sum)
     for s, e in chunks:
         buf = _scratch("dw_band", (e - s, o, cg), xb.dtype, xb.device) if scratch else None
-        dwb = mac("dw", xb[s:e], gcb[s:e], groups, backend, precision, out=buf).reshape(e - s, o * cg)
-        adj = plan.adj[s:e]
-        lhs, rhs = (adj.T, dwb) if tap_major else (dwb.T, adj)
+        dwb = mac("dw", xb[s:e], gcb[s:e], groups, backend, precision, out=buf)
         if acc is None:
-            shape = (lhs.shape[0], rhs.shape[1])
-            acc = torch.mm(lhs, rhs, out=_scratch("dw_taps", shape, xb.dtype, xb.device) if scratch else None)
+            out = _scratch("dw_taps", plan.sum_shape(o * cg), xb.dtype, xb.device) if scratch else None
+            acc = plan.adjoint_sum(dwb, s, out=out)
         else:
-            acc.addmm_(lhs, rhs)
-    acc = acc.T if tap_major else acc
-    return acc.real.reshape(o, cg, *kernel).contiguous()  # a fresh tensor: the scratch stays here
+            plan.adjoint_sum(dwb, s, acc)
+    return plan.adjoint_result(acc, o, cg)  # a fresh tensor: the scratch stays here
 
 
 class FilterBandCache:
