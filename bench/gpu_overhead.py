@@ -90,9 +90,9 @@ def main() -> None:
                 f" {r.get('error', '')}",
                 flush=True,
             )
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_overhead.json").write_text(json.dumps(rows, indent=1))
+            if args.out:  # after every row: a run cut short keeps what it measured
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "gpu_overhead.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
