@@ -1,0 +1,137 @@
+"""Where one band-limited layer call spends its host time: ``python -m bench.host_profile``.
+
+For a layer shape of ``bench.shapes`` (default: the "host-tiny" 4->4-channel 8x8 layer, whose
+device work is negligible), fwd+bwd of ``nn.Conv*d`` and of the band-limited layer on each
+backend: the wall time per call with a device sync after every call, the host time per call
+when calls are queued without syncs, then a ``cProfile`` of the band-limited calls (top
+functions by own time) and the ``torch.profiler`` host ops that block (synchronize, memcpy).
+Runs on the CPU too (``--device cpu``). Prints text; ``--out DIR`` also writes the tables as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.shapes import FCN_LAYERS, SHAPES_1D, SHAPES_2D, SHAPES_HOST, ConvShape
+from bltriton import BLConv1d, BLConv2d
+
+
+def _layer(shape: ConvShape, impl: str, rate: float, device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    conv_cls = nn.Conv2d if shape.ndim == 2 else nn.Conv1d
+    conv = conv_cls(shape.c, shape.o, shape.kernel, padding=shape.padding).to(device)
+    if impl == "nn":
+        return conv
+    bl_cls = BLConv2d if shape.ndim == 2 else BLConv1d
+    return bl_cls.from_conv(conv, compress_rate=rate, backend=impl)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_calls(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, calls: int, sync_each: bool) -> float:
+    """Median-free mean ms per fwd+bwd over ``calls`` calls (after 5 warm-up calls)."""
+    device = x.device
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).backward(gy)
+        if sync_each:
+            _sync(device)
+
+    for _ in range(5):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        step()
+    host = time.perf_counter() - t0
+    _sync(device)
+    return host / calls * 1e3
+
+
+def profile_layer(shape: ConvShape, impl: str, rate: float, device: torch.device, calls: int) -> dict:
+    layer = _layer(shape, impl, rate, device)
+    x = torch.randn(shape.n, shape.c, *shape.size, device=device, requires_grad=True)
+    gy = torch.randn_like(layer(x))
+    row = {
+        "shape": shape.id,
+        "impl": impl,
+        "rate": rate,
+        "ms_per_call_synced": round(time_calls(layer, x, gy, calls, True), 4),
+        "host_ms_per_call_queued": round(time_calls(layer, x, gy, calls, False), 4),
+    }
+    if impl == "nn":
+        return row
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).backward(gy)
+    _sync(device)
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+    row["cprofile_tottime"] = text.getvalue()
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as tp:
+        for _ in range(10):
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            layer(x).backward(gy)
+        _sync(device)
+    events = [e for e in tp.key_averages() if e.device_type == torch.autograd.DeviceType.CPU]
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    row["host_ops_self_ms_per_call"] = [
+        (e.key[:70], e.count // 10, round(e.self_cpu_time_total / 10 / 1e3, 4)) for e in events[:20]
+    ]
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shapes", default="host-tiny", help="comma list of bench.shapes names")
+    parser.add_argument("--rate", type=float, default=0.5)
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    by_id = {s.name: s for s in SHAPES_2D + SHAPES_1D + FCN_LAYERS + SHAPES_HOST}
+    impls = ["nn", "torch"] + (["triton"] if device.type == "cuda" else [])
+    rows = []
+    for sid in args.shapes.split(","):
+        for impl in impls:
+            row = profile_layer(by_id[sid], impl, args.rate, device, args.calls)
+            rows.append(row)
+            print(
+                f"{sid} {impl}: {row['ms_per_call_synced']} ms/call synced, "
+                f"{row['host_ms_per_call_queued']} ms host/call queued",
+                flush=True,
+            )
+            if "cprofile_tottime" in row:
+                print(row["cprofile_tottime"][:6000])
+                for key, count, ms in row["host_ops_self_ms_per_call"]:
+                    print(f"  {ms:8.4f} ms  x{count:<4d} {key}")
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "host_profile.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
