@@ -103,19 +103,63 @@ def profile_layer(shape: ConvShape, impl: str, rate: float, device: torch.device
     return row
 
 
+def profile_model(spec: str, impl: str, rate: float, device: torch.device, steps: int = 10) -> dict:
+    """``spec`` = "model:batch" of ``bench.models``: ms per synced train step and a cProfile of
+    ``steps`` steps (top functions by own time)."""
+    from bench.models import MODELS, inputs, make_variant, train_step_fn
+
+    name, batch = spec.split(":")
+    case = MODELS[name]
+    torch.manual_seed(0)
+    kwargs = {} if impl == "nn" else {"backend": impl}
+    net = make_variant(case.build(), None if impl == "nn" else rate, **kwargs).to(device)
+    x, target = inputs(case, int(batch), device)
+    step = train_step_fn(net, x, target)
+    for _ in range(3):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    row = {
+        "model": spec,
+        "impl": impl,
+        "rate": rate,
+        "ms_per_step": round((time.perf_counter() - t0) / steps * 1e3, 3),
+    }
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(30)
+    row["cprofile_tottime"] = text.getvalue()
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shapes", default="host-tiny", help="comma list of bench.shapes names")
     parser.add_argument("--rate", type=float, default=0.5)
     parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--models", default="", help='comma list of "model:batch" train steps to profile')
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     by_id = {s.name: s for s in SHAPES_2D + SHAPES_1D + FCN_LAYERS + SHAPES_HOST}
     impls = ["nn", "torch"] + (["triton"] if device.type == "cuda" else [])
     rows = []
-    for sid in args.shapes.split(","):
+    for spec in filter(None, args.models.split(",")):
+        for impl in impls:
+            row = profile_model(spec, impl, args.rate, device)
+            rows.append(row)
+            print(f"{spec} {impl}: {row['ms_per_step']} ms/step")
+            print(row["cprofile_tottime"][:7000], flush=True)
+    for sid in filter(None, args.shapes.split(",")):
         for impl in impls:
             row = profile_layer(by_id[sid], impl, args.rate, device, args.calls)
             rows.append(row)
