@@ -11,6 +11,8 @@ from pathlib import Path
 
 #: Backend names, here because BLTRITON_BACKEND is parsed here; every other place imports them.
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
+#: Algorithm names (BLTRITON_ALGORITHM; bltriton.functional.ALGORITHMS describes them).
+ALGORITHM_NAMES: tuple[str, ...] = ("auto", "spectral", "spatial")
 
 #: name -> (default, description). The README's table is generated from the same facts.
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -22,6 +24,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "BLTRITON_AUTOTUNE": ("1", "0 = never time configs, use the heuristic default"),
     "BLTRITON_FORCE_RETUNE": ("0", "1 = ignore cached choices and time again"),
     "BLTRITON_PRINT_AUTOTUNING": ("0", "1 = print each tuning decision"),
+    "BLTRITON_ALGORITHM": (
+        "auto",
+        "default algorithm: 'auto' (the cheaper for each call's shapes), 'spectral' (transforms "
+        "and band contractions), 'spatial' (band-projected input, library convolution)",
+    ),
     "BLTRITON_CPU_GEMM": (
         "auto",
         "real fp32 GEMMs of the CPU transforms: 'auto' (oneDNN where a one-time probe finds it "
@@ -76,6 +83,13 @@ def backend() -> str:
     value = os.environ.get("BLTRITON_BACKEND", "auto").strip().lower() or "auto"
     if value not in BACKENDS:
         raise EnvVarError(f"BLTRITON_BACKEND must be one of {BACKENDS}; got {value!r}")
+    return value
+
+
+def algorithm() -> str:
+    value = os.environ.get("BLTRITON_ALGORITHM", "auto").strip().lower() or "auto"
+    if value not in ALGORITHM_NAMES:
+        raise EnvVarError(f"BLTRITON_ALGORITHM must be one of {ALGORITHM_NAMES}; got {value!r}")
     return value
 
 

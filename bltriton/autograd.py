@@ -28,7 +28,7 @@ from functools import lru_cache
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
-from bltriton import ops
+from bltriton import ops, spatial
 from bltriton.spectral import Band
 
 
@@ -54,6 +54,9 @@ class ConvSpec:
         save_input: the backward keeps the input and the weight and recomputes their bands
             (see the module docstring); ``False`` saves the input band. The functional API's
             default (``save='input'``) sets it.
+        algorithm: ``"spectral"`` (transforms and band contractions) or ``"spatial"`` (the
+            band-projected input through the library convolution, :mod:`bltriton.spatial`;
+            needs ``save_input``). Both compute the same function.
     """
 
     band: Band
@@ -68,6 +71,7 @@ class ConvSpec:
     save_filter_band: bool | None = None
     pad: tuple[int, ...] = ()
     save_input: bool = False
+    algorithm: str = "spectral"
 
     @property
     def full_out(self) -> tuple[int, ...]:
@@ -230,6 +234,7 @@ def _op_kwargs(spec: ConvSpec) -> dict[str, object]:
         "save_filter_band": bool(spec.save_filter_band),
         "pad": list(spec.pad),
         "save_input": spec.save_input,
+        "algorithm": spec.algorithm,
     }
 
 
@@ -248,6 +253,7 @@ def _spec_from_op(
     save_filter_band: bool,
     pad: list[int],
     save_input: bool,
+    algorithm: str,
 ) -> ConvSpec:
     """The inverse of :func:`_op_kwargs`, given the op's input and weight shapes."""
     ndim = len(n)
@@ -267,6 +273,7 @@ def _spec_from_op(
         save_filter_band=save_filter_band,
         pad=tuple(pad),
         save_input=save_input,
+        algorithm=algorithm,
     )
 
 
@@ -287,6 +294,7 @@ def _band_conv_op(
     save_filter_band: bool,
     pad: list[int],
     save_input: bool,
+    algorithm: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y, xb, wb)`` of :func:`band_conv_forward`."""
     spec = _spec_from_op(
@@ -303,6 +311,7 @@ def _band_conv_op(
         save_filter_band=save_filter_band,
         pad=pad,
         save_input=save_input,
+        algorithm=algorithm,
     )
     return _forward_impl(x_pad, weight, bias, spec)
 
@@ -312,7 +321,19 @@ def _forward_impl(x_pad, weight, bias, spec: ConvSpec) -> tuple[torch.Tensor, to
     # Precision is the spec's (fp32 transforms, spec.precision for the contractions): autocast
     # must not recast the transforms' matmuls inside the op (bf16 complex ops do not exist).
     with torch.autocast(x_pad.device.type, enabled=False):
+        if spec.algorithm == "spatial":
+            return _spatial_forward(x_pad, weight, bias, spec)
         return band_conv_forward(x_pad, weight, bias, spec)
+
+
+def _spatial_forward(x_pad, weight, bias, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward op's outputs by the spatial algorithm: no bands exist, so both come back
+    empty (``[0, B, C]`` and ``[0]``, the shapes the fake and the vmap rule give)."""
+    cdt = _compute_dtype(x_pad.dtype)
+    b = None if bias is None else bias.to(cdt)
+    y = spatial.forward(x_pad.to(cdt), weight.to(cdt), b, spec)
+    empty = x_pad.new_empty((0, x_pad.shape[0], x_pad.shape[1]), dtype=_complex_dtype(x_pad.dtype))
+    return y.to(spec.out_dtype or x_pad.dtype), empty, x_pad.new_empty(0, dtype=_complex_dtype(x_pad.dtype))
 
 
 @_band_conv_op.register_fake
@@ -320,7 +341,7 @@ def _(x_pad, weight, bias, **kwargs):
     spec = _spec_from_op(x_pad.shape, weight.shape, **kwargs)
     cdt = _complex_dtype(x_pad.dtype)
     out = tuple(-(-f // s) for f, s in zip(spec.full_out, spec.stride))
-    f = spec.band.num_kept
+    f = 0 if spec.algorithm == "spatial" else spec.band.num_kept
     y = x_pad.new_empty((x_pad.shape[0], weight.shape[0], *out), dtype=spec.out_dtype or x_pad.dtype)
     xb = x_pad.new_empty((f, x_pad.shape[0], x_pad.shape[1]), dtype=cdt)
     wb_shape = (f, weight.shape[0], weight.shape[1]) if _filter_band_returned(spec) else (0,)
@@ -349,6 +370,7 @@ def _band_conv_backward_op(
     save_filter_band: bool,
     pad: list[int],
     save_input: bool,
+    algorithm: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dx_pad, dw)`` in the compute dtype, contiguous; a gradient that is not needed comes back
     as its own empty tensor (two outputs may not share one). ``filt`` is the saved filter band
@@ -367,6 +389,7 @@ def _band_conv_backward_op(
         save_filter_band=save_filter_band,
         pad=pad,
         save_input=save_input,
+        algorithm=algorithm,
     )
     return _backward_impl(dy, xb, filt, spec, need_x, need_w)
 
@@ -374,13 +397,18 @@ def _band_conv_backward_op(
 def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool):
     """The backward op's body (also called directly in plain eager mode, see :func:`_eager`)."""
     with torch.autocast(dy.device.type, enabled=False):  # as in the forward op
-        if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
+        if spec.algorithm == "spatial":  # ``xb`` is the input, ``filt`` the weight
             cdt = _compute_dtype(xb.dtype)
-            xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo) if need_w else None
+            dx, dw = spatial.backward(dy.to(cdt), xb.to(cdt), filt.to(cdt), spec, need_x, need_w)
         else:
-            cdt = _real_dtype(xb.dtype)
-        # ``filt``: the saved filter band, or the weight (its band is rebuilt inside dX's contraction).
-        dx, dw = band_conv_backward(dy, xb, filt, spec, need_x, need_w)
+            if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
+                cdt = _compute_dtype(xb.dtype)
+                xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo) if need_w else None
+            else:
+                cdt = _real_dtype(xb.dtype)
+            # ``filt``: the saved filter band, or the weight (its band is rebuilt inside dX's
+            # contraction).
+            dx, dw = band_conv_backward(dy, xb, filt, spec, need_x, need_w)
     # weight_from_band gives the real part of a complex tensor (a strided view): the fake says
     # contiguous, and compiled graphs rely on the real op's strides matching it.
     dx = dy.new_empty(0, dtype=cdt) if dx is None else dx.contiguous()
@@ -573,6 +601,8 @@ def band_conv(
         and not torch.compiler.is_compiling()
         and not torch._C._are_functorch_transforms_active()  # vmap & co. go through the ops
     ):
+        if spec.algorithm == "spatial":  # no filter band to cache
+            return _forward_impl(x_pad, weight, bias, spec)[0]
         wb = filter_cache.get(weight, spec.band, spec.dilation, _compute_dtype(x_pad.dtype))
         return band_conv_forward(x_pad, weight, bias, spec, filter_band=wb)[0]
     if spec.save_filter_band is None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from bltriton import _env, ops
+from bltriton import _env, ops, spatial
 from bltriton.autograd import ConvSpec, band_conv
 from bltriton.spectral import Band, band_for_rate, check_energy, check_rate, energy_band, fft_lengths
 
@@ -27,6 +27,15 @@ __all__ = ["PADDING_MODES", "ConvGeometry", "bl_conv1d", "bl_conv2d", "bl_conv_w
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 IntOrTuple = int | Sequence[int]
 
+
+#: The algorithms a call may take (keys: ``bltriton._env.ALGORITHM_NAMES``); docs/design.md §3.
+ALGORITHMS = {
+    "auto": "the cheaper of the two for the call's shapes, by bltriton.spatial.estimate",
+    "spectral": "transforms to the band, three band contractions (torch or triton backend), "
+    "inverse transforms: fewest multiply-adds where the band is small against kernel × output",
+    "spatial": "the input projected onto the band, then the library convolution (oneDNN, cuDNN) "
+    "and its gradients: the convolution's speed, no filter band; needs save='input'",
+}
 
 SAVE_POLICIES = {
     "input": "keep a reference to the input and the weight and recompute both bands in the "
@@ -55,6 +64,8 @@ def bl_conv_with_band(
     band_fn: Callable[[torch.Tensor, tuple[int, ...]], Band] | None = None,
     save: str = "input",
     filter_cache: ops.FilterBandCache | None = None,
+    algorithm: str | None = None,
+    info: dict | None = None,
 ) -> tuple[torch.Tensor, Band]:
     """Band-limited convolution over ``ndim`` spatial axes; returns ``(output, band)``.
 
@@ -64,7 +75,8 @@ def bl_conv_with_band(
     with zero padding it gets the unpadded input, whose ``rfftn`` at length ``n`` has the padded
     input's magnitudes (a circular shift). ``save`` is what the backward keeps (see
     :data:`SAVE_POLICIES`); ``filter_cache`` serves the filter band when no gradient is recorded
-    (a module in ``eval()`` passes its own).
+    (a module in ``eval()`` passes its own). ``algorithm``: see :data:`ALGORITHMS`; when ``info``
+    is a dict, ``info["algorithm"]`` is set to the algorithm the call took.
     """
     conv = f"bl_conv{ndim}d"
     out_dtype = check_tensors(conv, ndim, input, weight, bias)
@@ -75,7 +87,12 @@ def bl_conv_with_band(
     # Zero padding is folded into the transforms (no padded copy; the op sees the caller's tensor,
     # which the backward can then keep for free); other modes are padded here.
     fold = padding_mode == "zeros"
-    args = (stride, padding, dilation, groups, padding_mode, compress_rate, energy, fft_size, backend, save)
+    algorithm = _env.algorithm() if algorithm is None else algorithm
+    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    args = (
+        stride, padding, dilation, groups, padding_mode, compress_rate, energy, fft_size, backend, save,
+        algorithm, training,
+    )  # fmt: skip
     key = _call_key(x, weight, bias, out_dtype, args)
     hit = _CALLS.get(key) if key is not None and band_fn is None else None
     if hit is not None:  # the same arguments and shapes as an earlier call: all checked then
@@ -89,6 +106,8 @@ def bl_conv_with_band(
         backend_r = ops.resolve_backend(backend, x.device)
         if save not in SAVE_POLICIES:
             raise ValueError(f"{conv}: save must be one of {tuple(SAVE_POLICIES)}; got {save!r}")
+        if algorithm not in _env.ALGORITHM_NAMES:
+            raise ValueError(f"{conv}: algorithm must be one of {tuple(ALGORITHMS)}; got {algorithm!r}")
         x_pad = x if fold else pad_input(x, geo.pads, padding_mode)
         if energy is not None:
             _check_energy_not_traced(conv)
@@ -98,8 +117,16 @@ def bl_conv_with_band(
             pad=tuple(p for lo_hi in geo.pads for p in lo_hi) if fold and any(map(any, geo.pads)) else (),
             save_input=save == "input",
         )
+        spec = replace(
+            spec,
+            algorithm=spatial.choose_algorithm(
+                algorithm, spec, tuple(x_pad.shape), tuple(weight.shape), x.device, training
+            ),
+        )
         if key is not None and band_fn is None and energy is None:
             _remember_call(key, (geo, band, spec))
+    if info is not None:
+        info["algorithm"] = spec.algorithm
     if x_pad.numel() == 0 or weight.numel() == 0:
         x_full = pad_input(x, geo.pads, padding_mode) if fold else x_pad
         y = _empty_conv(x_full, weight, bias, geo)  # nothing to transform: torch's own shapes/errors
@@ -462,6 +489,7 @@ def bl_conv1d(
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
     save: str = "input",
+    algorithm: str | None = None,
 ) -> torch.Tensor:
     """Band-limited ``F.conv1d``.
 
@@ -479,6 +507,8 @@ def bl_conv1d(
         backend: ``None`` (``BLTRITON_BACKEND``), ``'auto'``, ``'torch'`` or ``'triton'``.
         save: what the backward keeps: ``'input'`` (a reference to the input; both bands are
             recomputed) or ``'band'`` (the input band); see :data:`SAVE_POLICIES`.
+        algorithm: ``None`` (``BLTRITON_ALGORITHM``, default ``'auto'``), ``'auto'``,
+            ``'spectral'`` or ``'spatial'``; all compute the same function, see :data:`ALGORITHMS`.
 
     Returns:
         ``[B, O, L_out]`` (``[O, L_out]`` for unbatched input), ``L_out`` as ``F.conv1d``.
@@ -487,11 +517,12 @@ def bl_conv1d(
         return handle_torch_function(
             bl_conv1d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups,
             padding_mode=padding_mode, compress_rate=compress_rate, energy=energy, fft_size=fft_size,
-            backend=backend, save=save,
+            backend=backend, save=save, algorithm=algorithm,
         )  # fmt: skip
     return bl_conv_with_band(
         input, weight, bias, stride, padding, dilation, groups, ndim=1, padding_mode=padding_mode,
         compress_rate=compress_rate, energy=energy, fft_size=fft_size, backend=backend, save=save,
+        algorithm=algorithm,
     )[0]  # fmt: skip
 
 
@@ -510,6 +541,7 @@ def bl_conv2d(
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
     save: str = "input",
+    algorithm: str | None = None,
 ) -> torch.Tensor:
     """Band-limited ``F.conv2d``.
 
@@ -518,7 +550,8 @@ def bl_conv2d(
         weight: ``[O, C // groups, kh, kw]``.
         bias: ``[O]`` or ``None``.
         stride, padding, dilation, groups: as ``F.conv2d``.
-        padding_mode, compress_rate, energy, fft_size, backend, save: see :func:`bl_conv1d`.
+        padding_mode, compress_rate, energy, fft_size, backend, save, algorithm: see
+            :func:`bl_conv1d`.
 
     Returns:
         ``[B, O, H_out, W_out]``, sizes as ``F.conv2d``.
@@ -527,9 +560,10 @@ def bl_conv2d(
         return handle_torch_function(
             bl_conv2d, (input, weight, bias), input, weight, bias, stride, padding, dilation, groups,
             padding_mode=padding_mode, compress_rate=compress_rate, energy=energy, fft_size=fft_size,
-            backend=backend, save=save,
+            backend=backend, save=save, algorithm=algorithm,
         )  # fmt: skip
     return bl_conv_with_band(
         input, weight, bias, stride, padding, dilation, groups, ndim=2, padding_mode=padding_mode,
         compress_rate=compress_rate, energy=energy, fft_size=fft_size, backend=backend, save=save,
+        algorithm=algorithm,
     )[0]  # fmt: skip

@@ -16,7 +16,7 @@ from torch.overrides import has_torch_function_variadic
 
 from bltriton import functional as BF
 from bltriton import ops
-from bltriton._env import BACKENDS
+from bltriton._env import ALGORITHM_NAMES, BACKENDS
 from bltriton.energy import EnergyBand, band_chooser
 from bltriton.spectral import Band, check_energy, check_fft_size, check_rate
 
@@ -36,6 +36,8 @@ class BLConvMixin:
         energy: keep the smallest band holding this fraction of the spectral energy (per call).
         fft_size: ``None``/``'fast'``, ``'paper'`` or an explicit FFT length (int or per-axis tuple).
         backend: ``None`` (``BLTRITON_BACKEND``), ``'auto'``, ``'torch'``, ``'triton'``.
+        algorithm: ``None`` (``BLTRITON_ALGORITHM``), ``'auto'``, ``'spectral'``, ``'spatial'``
+            (see :data:`bltriton.functional.ALGORITHMS`; every choice computes the same function).
     """
 
     _ndim: int
@@ -48,6 +50,7 @@ class BLConvMixin:
         energy: float | None = None,
         fft_size: str | int | tuple[int, ...] | None = None,
         backend: str | None = None,
+        algorithm: str | None = None,
         **kwargs,
     ) -> None:
         rate = check_rate(compress_rate)
@@ -55,14 +58,18 @@ class BLConvMixin:
         fft_size = check_fft_size(fft_size, self._ndim)
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None; got {backend!r}")
+        if algorithm is not None and algorithm not in ALGORITHM_NAMES:
+            raise ValueError(f"algorithm must be one of {ALGORITHM_NAMES} or None; got {algorithm!r}")
         super().__init__(*args, **kwargs)
         self._set_rate(rate)
         self.energy = energy
         self.fft_size = fft_size
         self.backend = backend
+        self.algorithm = algorithm
         self.save = "input"  # what the backward keeps: see bltriton.functional.SAVE_POLICIES
         # Filter band reused across eval()-mode calls without autograd (ops.FilterBandCache).
         self._filter_cache = ops.FilterBandCache()
+        self._last_call: dict = {}
         self.last_band = None
 
     def _set_rate(self, rate: float) -> None:
@@ -77,15 +84,19 @@ class BLConvMixin:
 
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
-        state.pop("_filter_cache", None)  # a cache, not state (and no type weights_only allows)
+        state.pop("_filter_cache", None)
+        state.pop("_last_call", None)  # a cache, not state (and no type weights_only allows)
         return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)  # unpickled or deep-copied
         self._set_rate(self._compress_rate)  # also fills _rate_repr for pickles that lack it
         self._filter_cache = ops.FilterBandCache()
+        self._last_call = {}
         if not hasattr(self, "save"):  # pickled before the save policy existed
             self.save = "input"
+        if not hasattr(self, "algorithm"):  # pickled before the spatial algorithm existed
+            self.algorithm = None
 
     def __prepare_scriptable__(self):
         """Called by ``torch.jit.script`` on every submodule before compiling it: say clearly
@@ -107,6 +118,12 @@ class BLConvMixin:
         self._set_rate(rate)
 
     @property
+    def last_algorithm(self) -> str | None:
+        """The algorithm (``'spectral'`` or ``'spatial'``) of the last forward call, ``None``
+        before the first one."""
+        return self._last_call.get("algorithm")
+
+    @property
     def kept_fraction(self) -> float | None:
         """Measured kept fraction (kept / total rfft coefficients) of the last forward call."""
         return None if self.last_band is None else self.last_band.kept_fraction
@@ -123,6 +140,7 @@ class BLConvMixin:
             "fft_size": self.fft_size,
             "backend": self.backend,
             "save": self.save,
+            "algorithm": self.algorithm,
         }
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -138,6 +156,7 @@ class BLConvMixin:
             ndim=self._ndim,
             band_fn=band_fn,
             filter_cache=None if self.training else self._filter_cache,
+            info=self._last_call,
             **self._conv_kwargs(),
         )
         self.last_band = band
@@ -153,6 +172,8 @@ class BLConvMixin:
             parts.append(f"fft_size={self.fft_size!r}")
         if self.backend is not None:
             parts.append(f"backend={self.backend!r}")
+        if self.algorithm is not None:
+            parts.append(f"algorithm={self.algorithm!r}")
         b = self.last_band
         if b is None:
             parts.append("kept=? (the band depends on the input size; measured at the first forward)")
@@ -223,6 +244,7 @@ def convert(
     energy: float | None = None,
     fft_size: str | int | tuple[int, ...] | None = None,
     backend: str | None = None,
+    algorithm: str | None = None,
     skip_1x1: bool = True,
 ) -> nn.Module:
     """Replace the ``nn.Conv1d``/``nn.Conv2d`` layers of ``model`` in place by band-limited ones.
@@ -240,7 +262,7 @@ def convert(
             ``(name, conv) -> rate | None``. Default: 0.5, or 0 when ``energy`` is given.
         energy: energy-mode band for every converted layer (then ``compress_rate`` must be 0 or
             left out).
-        fft_size, backend: passed to each layer.
+        fft_size, backend, algorithm: passed to each layer.
         skip_1x1: leave 1×1 convolutions alone (their spectrum is flat: nothing to gain), as the
             paper's ResNet did.
 
@@ -262,7 +284,12 @@ def convert(
             cls = BLConv2d if isinstance(module, nn.Conv2d) else BLConv1d
             try:
                 built[id(module)] = cls.from_conv(
-                    module, compress_rate=rate, energy=energy, fft_size=fft_size, backend=backend
+                    module,
+                    compress_rate=rate,
+                    energy=energy,
+                    fft_size=fft_size,
+                    backend=backend,
+                    algorithm=algorithm,
                 )
             except (TypeError, ValueError) as err:
                 raise type(err)(f"convert: layer {name or '(the model itself)'!r}: {err}") from err

@@ -55,3 +55,11 @@ def poison_empty(monkeypatch):
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _fill(real_empty_like(*a, **k)))
     monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: _fill(real_new_empty(self, *a, **k)))
     yield
+
+
+@pytest.fixture
+def spectral_only(monkeypatch):
+    """Run the spectral algorithm wherever a call does not name one: for tests of its internals
+    (frequency chunks, the filter-band cache, scratch buffers), which ``algorithm='auto'`` may
+    route around. ``tests/test_spatial.py`` covers the other algorithm and the choice."""
+    monkeypatch.setenv("BLTRITON_ALGORITHM", "spectral")

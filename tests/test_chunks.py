@@ -10,6 +10,8 @@ import torch
 from bltriton import BLConv1d, BLConv2d, ops
 from tests.helpers import assert_close_rel
 
+pytestmark = pytest.mark.usefixtures("spectral_only")  # the spectral algorithm's internals
+
 CASES = [
     # (id, cls, C, O, kernel, kwargs, input size)
     ("1d", BLConv1d, 6, 8, 5, {"padding": 2}, (23,)),

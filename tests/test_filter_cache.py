@@ -8,6 +8,8 @@ import torch
 from bltriton import BLConv1d, BLConv2d
 from tests.helpers import assert_close_rel
 
+pytestmark = pytest.mark.usefixtures("spectral_only")  # the spectral algorithm's internals
+
 
 def _layer(ndim: int = 2, **kw):
     torch.manual_seed(0)

@@ -1,5 +1,6 @@
 """The numerics the README states (section "Numerics") hold: error relative to the global
-magnitude, one non-finite input poisons its sample, earlier overflow, and the opt-in check."""
+magnitude, one non-finite input poisons its sample, earlier overflow (the spectral algorithm;
+the spatial one overflows where F.conv2d does), and the opt-in check."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ def test_error_is_relative_to_global_magnitude():
     x[0, 0, 5, 5] = 1e6
     w = torch.randn(4, 4, 3, 3)
     ref = F.conv2d(x.double(), w.double(), padding=1)
-    y = bl_conv2d(x, w, padding=1, backend="torch")
+    y = bl_conv2d(x, w, padding=1, backend="torch", algorithm="spectral")
     assert rel_err(y, ref) < 1e-6  # globally as accurate as fp32 allows
     assert rel_err(y[FAR], ref[FAR]) > 0.1  # locally, far from the spike, no correct digit
     assert rel_err(F.conv2d(x, w, padding=1)[FAR], ref[FAR]) < 1e-5  # F.conv2d is local
-    y64 = bl_conv2d(x.double(), w.double(), padding=1, backend="torch")
+    y64 = bl_conv2d(x.double(), w.double(), padding=1, backend="torch", algorithm="spectral")
     assert rel_err(y64[FAR], ref[FAR]) < 1e-6  # float64 is the remedy
 
 
@@ -44,12 +45,15 @@ def test_one_nonfinite_input_poisons_its_sample_only(value, rate):
 
 def test_overflow_earlier_than_conv2d():
     torch.manual_seed(0)
+    kw = {"padding": 1, "backend": "torch", "algorithm": "spectral"}
     small = [1e17 * torch.randn(1, 4, 32, 32), 1e17 * torch.randn(4, 4, 3, 3)]
-    assert torch.isfinite(bl_conv2d(*small, padding=1, backend="torch")).all()
+    assert torch.isfinite(bl_conv2d(*small, **kw)).all()
     big = [1e18 * torch.randn(1, 4, 32, 32), 1e18 * torch.randn(4, 4, 3, 3)]
-    assert not torch.isfinite(bl_conv2d(*big, padding=1, backend="torch")).all()
+    assert not torch.isfinite(bl_conv2d(*big, **kw)).all()
     assert torch.isfinite(F.conv2d(*big, padding=1)).all()
-    assert torch.isfinite(bl_conv2d(*[t.double() for t in big], padding=1, backend="torch")).all()
+    assert torch.isfinite(bl_conv2d(*[t.double() for t in big], **kw)).all()
+    # The spatial algorithm forms no spectral products: finite where F.conv2d is.
+    assert torch.isfinite(bl_conv2d(*big, padding=1, compress_rate=0.5, algorithm="spatial")).all()
 
 
 def test_check_finite_env_raises_and_names_tensor(monkeypatch):

@@ -11,6 +11,8 @@ import torch
 
 from bltriton import BLConv1d, BLConv2d, ops
 
+pytestmark = pytest.mark.usefixtures("spectral_only")  # the spectral algorithm's internals
+
 
 @pytest.fixture(autouse=True)
 def _fresh_workspace():

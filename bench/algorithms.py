@@ -1,0 +1,121 @@
+"""The two algorithms per layer: every distinct conv shape of a whole model, fwd+bwd (or the
+forward alone with ``--infer``) of ``nn.Conv*d``, the spectral and the spatial algorithm,
+interleaved medians, beside what ``algorithm='auto'`` picks and the estimate behind it.
+
+    python -m bench.algorithms [--model resnet18|fcn] [--batch 32] [--rate 0.5] [--reps 7] [--infer]
+
+A row where ``auto`` is not the faster of the two measured is a miss of the cost rule
+(``bltriton.spatial.RULES``); the last line counts the time the misses cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import Counter
+
+import torch
+from torch import nn
+
+from bench.models import MODELS, inputs
+from bench.profile_layers import conv_inputs
+from bltriton import BLConv1d, BLConv2d, functional
+
+
+def _step(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, infer: bool):
+    def run() -> None:
+        if infer:
+            with torch.no_grad():
+                layer(x)
+            return
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).backward(gy)
+
+    return run
+
+
+def _chosen(layer: nn.Module, x: torch.Tensor) -> tuple[str, float, float]:
+    """What ``auto`` picks for ``layer`` on ``x`` and the estimate's two times (ms)."""
+    from bltriton import spatial
+
+    key_before = set(functional._CALLS)
+    layer.algorithm = "auto"
+    with torch.set_grad_enabled(x.requires_grad):
+        layer(x)
+    new = [functional._CALLS[k] for k in set(functional._CALLS) - key_before]
+    spec = new[0][2] if new else None
+    if spec is None:
+        return "?", float("nan"), float("nan")
+    from dataclasses import replace
+
+    base = replace(spec, algorithm="spectral")
+    est = spatial.estimate(base, tuple(x.shape), tuple(layer.weight.shape), x.device, x.requires_grad)
+    return spec.algorithm, est[0] * 1e3, est[1] * 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18", choices=sorted(MODELS))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=0.5)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--infer", action="store_true", help="forward under no_grad only")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    case = MODELS[args.model]
+    x0, _ = inputs(case, args.batch)
+    seen = conv_inputs(case.build(), x0)
+    counts = Counter((id(m), s) for m, s in seen)
+    rows, miss_ms = [], 0.0
+    done = set()
+    print(f"{args.model} b{args.batch} r={args.rate} {'inference' if args.infer else 'fwd+bwd'}, ms")
+    print("layer (x count) | nn | spectral | spatial | auto picks | estimate spectral / spatial")
+    for conv, shape in seen:
+        key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, shape)
+        if key in done:
+            continue
+        done.add(key)
+        times = sum(v for (i, s), v in counts.items() if s == shape and i == id(conv))
+        mult = sum(1 for c, s in seen if s == shape and (c.in_channels, c.out_channels, c.stride) == key[:2] + (key[3],))
+        cls = BLConv2d if isinstance(conv, nn.Conv2d) else BLConv1d
+        layers = {"nn": conv}
+        for alg in ("spectral", "spatial"):
+            layers[alg] = cls.from_conv(conv, compress_rate=args.rate, algorithm=alg)
+        x = torch.randn(*shape, requires_grad=not args.infer)
+        gy = torch.randn_like(conv(x)) if not args.infer else None
+        fns = {k: _step(m, x, gy, args.infer) for k, m in layers.items()}
+        ts = {k: [] for k in fns}
+        for fn in fns.values():
+            fn()
+        for _ in range(args.reps):
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                ts[k].append((time.perf_counter() - t0) * 1e3)
+        med = {k: statistics.median(v) for k, v in ts.items()}
+        picked, est_spec, est_spat = _chosen(cls.from_conv(conv, compress_rate=args.rate), x)
+        best = min(med["spectral"], med["spatial"])
+        if picked in med:
+            miss_ms += (med[picked] - best) * mult
+        name = f"{conv.in_channels}->{conv.out_channels} {'x'.join(map(str, shape[2:]))} k{conv.kernel_size[0]} s{conv.stride[0]}"
+        rows.append((name, mult, med, picked, est_spec, est_spat))
+        print(
+            f"{name} (x{mult}) | {med['nn']:.2f} | {med['spectral']:.2f} | {med['spatial']:.2f} | {picked}"
+            f" | {est_spec:.2f} / {est_spat:.2f}",
+            flush=True,
+        )
+        del times
+    total = {k: sum(r[2][k] * r[1] for r in rows) for k in ("nn", "spectral", "spatial")}
+    auto = sum(r[2].get(r[3], float("nan")) * r[1] for r in rows)
+    print(
+        f"all convs, weighted: nn {total['nn']:.1f} | spectral {total['spectral']:.1f} | spatial "
+        f"{total['spatial']:.1f} | auto {auto:.1f} ({auto / total['nn']:.2f}x nn); misses cost {miss_ms:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

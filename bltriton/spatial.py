@@ -1,0 +1,375 @@
+"""The spatial algorithm: a band-limited convolution as a band-limited input and a plain one.
+
+The band of docs/design.md §1 is a product of one mask per axis (kept rows times kept columns),
+and it is real and even. So the band-limited correlation of §1 factors exactly:
+
+    y = crop(irfftn(M · rfftn(x_pad) · conj(rfftn(w))))[::s]
+      = conv(x_bl, w, stride=s),      x_bl = irfftn(M · rfftn(x_pad))[:Lp]
+
+where ``conv`` is the ordinary valid correlation (``F.conv*d`` with no padding) and ``x_bl`` is
+the input projected onto the band, evaluated at the ``Lp`` positions of the padded grid: the
+output positions ``t·s`` read ``x_bl`` only at ``t·s + τ·d <= Lp − 1 < n`` (no wrap-around).
+``M·X·conj(W)`` equals the spectrum of ``x_bl ⊛ w`` because ``M² = M``; the product is then
+band-limited already, so no second projection is needed. The projection is one small real
+matrix per axis (:class:`Limiter`, ``P[t_out, t_in] = (1/n) Σ_k c_k cos(2πk(t_out − t_in −
+offset)/n)`` over the axis's kept frequencies ``k`` with the half-spectrum weights ``c_k``), it is
+self-adjoint on the grid, and the exact gradients follow: ``dx = Pᵀ · dgrad(dy, w)`` and ``dw =
+wgrad(x_bl, dy)``. The three convolutions are the library's own (oneDNN on the CPU, cuDNN on
+CUDA) and cost what ``nn.Conv*d``'s do; the projections are GEMMs over one axis at a time.
+
+Which algorithm a call takes is :func:`choose_algorithm`'s estimate (docs/design.md §3): the
+spectral algorithm does fewer multiply-adds where the band is small against ``kernel ×
+output positions`` (large kernels, small maps at stride 1), the spatial one runs at the
+convolution's rate and needs no filter band (strided layers, 3×3 kernels on large maps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bltriton._gemm import matmul_nt
+from bltriton.spectral import Band, column_weights, kept_mask
+
+__all__ = ["AlgorithmRule", "Limiter", "RULES", "choose_algorithm", "estimate", "limiter"]
+
+
+def _axis_matrix(freqs: torch.Tensor, weights: torch.Tensor, n: int, length_in: int, offset: int, length_out: int):
+    """``[length_out, length_in]`` float64: the band projection along one axis, input sample
+    ``t`` placed at grid position ``offset + t``, output read at positions ``0 .. length_out−1``."""
+    # The entry depends on d = t_out − t_in − offset only: one kernel over every d, then gathered.
+    lo = -(length_in - 1 + offset)
+    d = torch.arange(lo, length_out - offset, dtype=torch.int64)
+    phase = (freqs.to(torch.int64)[:, None] * d[None, :]) % n  # exact integer phases
+    kernel = (weights[:, None] * torch.cos(2 * math.pi * phase.to(torch.float64) / n)).sum(0) / n
+    t_in = torch.arange(length_in, dtype=torch.int64) + offset
+    t_out = torch.arange(length_out, dtype=torch.int64)
+    return kernel[t_out[:, None] - t_in[None, :] - lo]
+
+
+@dataclass(eq=False)
+class Limiter:
+    """The band projection of signals ``[B, C, *length_in]`` (placed at ``offset`` on the FFT
+    grid) to ``[B, C, *length_out]`` (grid positions from 0), and its adjoint. ``method``:
+    ``"direct"`` (one GEMM against the Kronecker product of the axis matrices),
+    ``"separable"`` (one GEMM per axis) or ``"fft"`` (``rfftn``, mask, ``irfftn``: long signals,
+    where the matrices would be large)."""
+
+    band: Band
+    length_in: tuple[int, ...]
+    offset: tuple[int, ...]
+    length_out: tuple[int, ...]
+    device: torch.device
+    dtype: torch.dtype
+    method: str
+
+    def __post_init__(self) -> None:
+        b = self.band
+        if self.method == "fft":
+            self._mask = kept_mask(b, self.device).to(self.dtype)
+            return
+        if b.ndim == 1:
+            specs = [(torch.arange(b.cols), column_weights(b.n[0], b.cols), b.n[0])]
+        else:
+            rows = b.kept_row_indices()
+            specs = [
+                (rows, torch.ones(rows.shape[0], dtype=torch.float64), b.n[0]),
+                (torch.arange(b.cols), column_weights(b.n[1], b.cols), b.n[1]),
+            ]
+        mats = [
+            _axis_matrix(f, w, n, li, o, lo)
+            for (f, w, n), li, o, lo in zip(specs, self.length_in, self.offset, self.length_out)
+        ]
+        if len(mats) == 1 or self.method == "direct":
+            full = mats[0] if len(mats) == 1 else torch.kron(mats[0], mats[1])  # [P_out, P_in]
+            self._fwd = self._put(full)  # matmul_nt(x, full): x @ fullᵀ
+            self._adj = self._put(full.T)
+        else:
+            ph, pw = mats
+            self._pw, self._pw_t = self._put(pw), self._put(pw.T)
+            self._ph, self._ph_t = self._put(ph), self._put(ph.T)
+
+    def _put(self, m: torch.Tensor) -> torch.Tensor:
+        return m.to(device=self.device, dtype=self.dtype).contiguous()
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, *length_in]`` -> ``[B, C, *length_out]`` (a fresh contiguous tensor)."""
+        return self._run(x, self.length_in, self.length_out, adjoint=False)
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        """``[B, C, *length_out]`` -> ``[B, C, *length_in]``: the transpose of :meth:`apply`."""
+        return self._run(g, self.length_out, self.length_in, adjoint=True)
+
+    def _run(self, x: torch.Tensor, src: tuple[int, ...], dst: tuple[int, ...], adjoint: bool):
+        b, c = x.shape[:2]
+        x = x.contiguous()
+        if self.method == "fft":
+            return self._run_fft(x, adjoint)
+        if len(src) == 1 or self.method == "direct":
+            m = self._adj if adjoint else self._fwd
+            return matmul_nt(x.reshape(b * c, -1), m).view(b, c, *dst)
+        # Last axis by one GEMM over all rows, then the first axis by a batched product with the
+        # (broadcast) row matrix: no transposed copy of the signal.
+        pw, ph = (self._pw_t, self._ph_t) if adjoint else (self._pw, self._ph)
+        t = matmul_nt(x.reshape(-1, src[1]), pw).view(b * c, src[0], dst[1])
+        return torch.bmm(ph.expand(b * c, dst[0], src[0]), t).view(b, c, *dst)
+
+
+    def _run_fft(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        n = self.band.n
+        src_off = (0,) * len(n) if adjoint else self.offset
+        dst_off = self.offset if adjoint else (0,) * len(n)
+        dst = self.length_in if adjoint else self.length_out
+        pads = []
+        for o, length, size in reversed(list(zip(src_off, x.shape[2:], n))):
+            pads += [o, size - o - length]
+        dims = tuple(range(-len(n), 0))
+        spec = torch.fft.rfftn(F.pad(x, pads), s=n, dim=dims) * self._mask
+        y = torch.fft.irfftn(spec, s=n, dim=dims)
+        return y[(..., *(slice(o, o + length) for o, length in zip(dst_off, dst)))].contiguous()
+
+
+# Plans keyed by everything they depend on; small and few (one per layer geometry).
+_LIMITERS: dict[tuple, Limiter] = {}
+_MAX_LIMITERS = 256
+
+
+def limiter(
+    band: Band,
+    length_in: tuple[int, ...],
+    offset: tuple[int, ...],
+    length_out: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Limiter:
+    """The cached :class:`Limiter` for one geometry."""
+    key = (band, tuple(length_in), tuple(offset), tuple(length_out), device, dtype)
+    plan = _LIMITERS.get(key)
+    if plan is None:
+        if len(_LIMITERS) >= _MAX_LIMITERS:
+            _LIMITERS.pop(next(iter(_LIMITERS)))
+        method = _limiter_method(band, list(length_in), list(length_out), RULES.get(device.type, RULES["cuda"]))
+        plan = _LIMITERS[key] = Limiter(band, tuple(length_in), tuple(offset), tuple(length_out), device, dtype, method)
+    return plan
+
+
+def clear_limiters() -> None:
+    """Drop the cached projection matrices."""
+    _LIMITERS.clear()
+
+
+# ------------------------------------------------------------------------------------------------
+# The op bodies
+# ------------------------------------------------------------------------------------------------
+
+_CONV = {1: F.conv1d, 2: F.conv2d}
+
+
+def _limiter_for(spec, x: torch.Tensor) -> Limiter:
+    return limiter(spec.band, tuple(x.shape[2:]), spec.pad_lo, spec.padded, x.device, x.dtype)
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
+    """The band-limited correlation of ``x`` (``[B, C, *input_len]``, zero padding ``spec.pad``
+    folded) by the spatial algorithm, in ``x``'s dtype."""
+    x_bl = _limiter_for(spec, x).apply(x)
+    return _CONV[spec.band.ndim](x_bl, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
+
+
+def backward(
+    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, spec, need_x: bool, need_w: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(dx, dw)`` of :func:`forward` (``None`` where not needed); ``x`` is the op's input."""
+    lim = _limiter_for(spec, x)
+    nd = spec.band.ndim
+    if need_w:
+        x_bl = lim.apply(x)  # recomputed: the backward keeps the input, not its projection
+    else:  # the input gradient reads only the input's shape
+        x_bl = dy.new_empty(1).expand(x.shape[0], x.shape[1], *spec.padded)
+    dx_bl, dw, _ = torch.ops.aten.convolution_backward(
+        dy.contiguous(),
+        x_bl,
+        weight,
+        None,
+        list(spec.stride),
+        [0] * nd,
+        list(spec.dilation),
+        False,
+        [0] * nd,
+        spec.groups,
+        [need_x, need_w, False],
+    )
+    return (lim.adjoint(dx_bl) if need_x else None), (dw if need_w else None)
+
+
+# ------------------------------------------------------------------------------------------------
+# The choice
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlgorithmRule:
+    """Throughputs that :func:`estimate` weighs: real multiply-adds (or bytes, or elements) per
+    second, and a fixed cost per call.
+
+    Attributes:
+        conv: the library convolution (forward, input and weight gradients).
+        contraction: the spectral contractions (complex products counted as 4 real MACs).
+        transform: the spectral signal transforms (GEMMs with their layout copies).
+        filter: the filter transform and the filter gradient's fold (small-K GEMMs).
+        filter_bytes: the filter band's traffic (taps and band, per pass).
+        limiter: a projection done as one GEMM (1D, or the Kronecker form of a small 2D map).
+        limiter_separable: a 2D projection done axis by axis (the batched first-axis product).
+        grid: signal elements on the padded grid (the projected input, its gradient, the
+            unpadded convolution over them), per pass.
+        spectral_call, spatial_call: seconds per call besides the above.
+        direct_ratio: a projection is one Kronecker GEMM while its MACs are at most this multiple
+            of the separable form's.
+    """
+
+    conv: float
+    contraction: float
+    transform: float
+    filter: float
+    filter_bytes: float
+    limiter: float
+    limiter_separable: float
+    grid: float
+    spectral_call: float
+    spatial_call: float
+    direct_ratio: float
+
+
+# 2-core CPU (AMD EPYC, oneDNN convolutions and transform GEMMs, MKL complex bmm): a
+# non-negative least-squares fit (relative error) to 33 layer shapes of ResNet-18 (batch 8 and
+# 32, r = 0.5 and 0.75) and the FCN (batch 16 and 64), fwd+bwd of each algorithm measured by
+# ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"). The CUDA numbers are
+# placeholders until a GPU run measures them (cuDNN's TF32 convolutions against fp32 complex
+# GEMMs; the spatial algorithm launches about a third of the kernels).
+RULES: dict[str, AlgorithmRule] = {
+    "cpu": AlgorithmRule(
+        conv=189e9,
+        contraction=91e9,
+        transform=43e9,
+        filter=1e15,  # the fit gave the filter GEMMs' arithmetic no weight: their traffic rules
+        filter_bytes=10e9,
+        limiter=153e9,
+        limiter_separable=54e9,
+        grid=1.8e9,
+        spectral_call=0.71e-3,
+        spatial_call=1.08e-3,
+        direct_ratio=6.0,
+    ),
+    "cuda": AlgorithmRule(
+        conv=100e12,
+        contraction=20e12,
+        transform=20e12,
+        filter=10e12,
+        filter_bytes=2e12,
+        limiter=20e12,
+        limiter_separable=10e12,
+        grid=1e12,
+        spectral_call=0.6e-3,
+        spatial_call=0.2e-3,
+        direct_ratio=8.0,
+    ),
+}
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _static(value, nominal: int) -> int:
+    # A symbolic size (torch.compile(dynamic=True), export with a dynamic batch) is not compared,
+    # which would guard on it: the estimate takes a nominal value instead.
+    return value if isinstance(value, int) else nominal
+
+
+def estimate(spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: torch.device, training: bool):
+    """``(spectral_s, spatial_s)``: estimated seconds of one call (forward, plus both gradients
+    when ``training``) by each algorithm."""
+    rule = RULES.get(device.type, RULES["cuda"])
+    b, c = _static(x_shape[0], 32), _static(x_shape[1], 64)
+    o, cg = w_shape[0], w_shape[1]
+    taps = _prod(spec.kernel)
+    out = _prod([-(-f // s) for f, s in zip(spec.full_out, spec.stride)])
+    grid = _prod(spec.padded)
+    f = spec.band.num_kept
+    passes = 3 if training else 1
+    conv = passes * b * o * cg * taps * out / rule.conv
+    length_in = [_static(v, 32) for v in x_shape[2:]]
+    # training: project the input, recompute it in the backward, project the input gradient
+    method = _limiter_method(spec.band, length_in, list(spec.padded), rule)
+    lim_macs = _limiter_macs(spec.band, length_in, list(spec.padded), method)
+    lim_rate = rule.limiter if method == "direct" else rule.limiter_separable
+    spatial = conv + passes * b * c * (lim_macs / lim_rate + grid / rule.grid) + rule.spatial_call
+    contraction = passes * 4 * f * b * cg * o / rule.contraction
+    # transforms: the input (and its recomputation), the output, the output gradient, the input
+    # gradient; per channel a direct DFT (2·F MACs per position) or the separable form (a real
+    # GEMM over the last axis, a complex one over the first, and a layout copy: weighted 1.5).
+    per_channel = 2 * f * grid
+    if spec.band.ndim == 2:
+        b_ = spec.band
+        separable = 2 * grid * b_.cols + 4 * b_.kept_rows * spec.padded[0] * b_.cols
+        per_channel = min(per_channel, int(1.5 * separable))
+    per_channel = min(per_channel, _fft_macs(spec.band.n))  # long signals: an FFT
+    signals = (3 * c + 2 * o) if training else (c + o)
+    # the filter band: built for the forward and again for dX, folded back for dW
+    filt = passes * o * cg * (2 * f * taps / rule.filter + 4 * (taps + 2 * f) / rule.filter_bytes)
+    spectral = contraction + b * signals * per_channel / rule.transform + filt + rule.spectral_call
+    return spectral, spatial
+
+
+def _fft_macs(n: tuple[int, ...]) -> float:
+    """Work of one ``rfftn``/``irfftn`` pair over the grid, in MAC-equivalents."""
+    total = _prod(n)
+    return 5.0 * total * max(1.0, math.log2(total))
+
+
+#: A projection takes the FFT once its matrix form needs this many times the FFT's work.
+FFT_RATIO = 32.0
+
+
+def _limiter_method(band: Band, length_in: list[int], length_out: list[int], rule: AlgorithmRule) -> str:
+    direct = _prod(length_in) * _prod(length_out)
+    separable = 0
+    for i in range(len(length_in)):
+        separable += _prod(length_out[: i + 1]) * _prod(length_in[i:])
+    if len(length_in) == 1 or direct <= rule.direct_ratio * separable:
+        method, macs = "direct", direct
+    else:
+        method, macs = "separable", separable
+    return "fft" if macs > FFT_RATIO * _fft_macs(band.n) else method
+
+
+def _limiter_macs(band: Band, length_in: list[int], length_out: list[int], method: str) -> float:
+    """MACs per channel of one projection by ``method``."""
+    if method == "fft":
+        return _fft_macs(band.n)
+    if method == "direct":
+        return _prod(length_in) * _prod(length_out)
+    separable = 0
+    for i in range(len(length_in)):
+        separable += _prod(length_out[: i + 1]) * _prod(length_in[i:])
+    return separable
+
+
+def choose_algorithm(
+    requested: str, spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: torch.device, training: bool
+) -> str:
+    """``"spectral"`` or ``"spatial"`` for one call: ``requested`` unless ``"auto"``, then the
+    cheaper by :func:`estimate`. The spatial algorithm needs the input kept for the backward
+    (``spec.save_input``); with ``save='band'`` the spectral one runs."""
+    if requested == "spectral" or not spec.save_input:
+        return "spectral"
+    if requested == "spatial":
+        return "spatial"
+    spectral_s, spatial_s = estimate(spec, x_shape, w_shape, device, training)
+    return "spatial" if spatial_s < spectral_s else "spectral"
