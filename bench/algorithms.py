@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections import Counter
 
 import torch
 from torch import nn
@@ -69,7 +68,6 @@ def main(argv: list[str] | None = None) -> None:
     case = MODELS[args.model]
     x0, _ = inputs(case, args.batch)
     seen = conv_inputs(case.build(), x0)
-    counts = Counter((id(m), s) for m, s in seen)
     rows, miss_ms = [], 0.0
     done = set()
     print(f"{args.model} b{args.batch} r={args.rate} {'inference' if args.infer else 'fwd+bwd'}, ms")
@@ -79,8 +77,11 @@ def main(argv: list[str] | None = None) -> None:
         if key in done:
             continue
         done.add(key)
-        times = sum(v for (i, s), v in counts.items() if s == shape and i == id(conv))
-        mult = sum(1 for c, s in seen if s == shape and (c.in_channels, c.out_channels, c.stride) == key[:2] + (key[3],))
+        mult = sum(
+            1
+            for c, s in seen
+            if s == shape and (c.in_channels, c.out_channels, c.stride) == (*key[:2], key[3])
+        )
         cls = BLConv2d if isinstance(conv, nn.Conv2d) else BLConv1d
         layers = {"nn": conv}
         for alg in ("spectral", "spatial"):
@@ -101,19 +102,20 @@ def main(argv: list[str] | None = None) -> None:
         best = min(med["spectral"], med["spatial"])
         if picked in med:
             miss_ms += (med[picked] - best) * mult
-        name = f"{conv.in_channels}->{conv.out_channels} {'x'.join(map(str, shape[2:]))} k{conv.kernel_size[0]} s{conv.stride[0]}"
+        size = "x".join(map(str, shape[2:]))
+        name = f"{conv.in_channels}->{conv.out_channels} {size} k{conv.kernel_size[0]} s{conv.stride[0]}"
         rows.append((name, mult, med, picked, est_spec, est_spat))
         print(
             f"{name} (x{mult}) | {med['nn']:.2f} | {med['spectral']:.2f} | {med['spatial']:.2f} | {picked}"
             f" | {est_spec:.2f} / {est_spat:.2f}",
             flush=True,
         )
-        del times
     total = {k: sum(r[2][k] * r[1] for r in rows) for k in ("nn", "spectral", "spatial")}
     auto = sum(r[2].get(r[3], float("nan")) * r[1] for r in rows)
     print(
         f"all convs, weighted: nn {total['nn']:.1f} | spectral {total['spectral']:.1f} | spatial "
-        f"{total['spatial']:.1f} | auto {auto:.1f} ({auto / total['nn']:.2f}x nn); misses cost {miss_ms:.1f} ms"
+        f"{total['spatial']:.1f} | auto {auto:.1f} ({auto / total['nn']:.2f}x nn); "
+        f"misses cost {miss_ms:.1f} ms"
     )
 
 

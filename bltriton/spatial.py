@@ -34,10 +34,12 @@ import torch.nn.functional as F
 from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights, kept_mask
 
-__all__ = ["AlgorithmRule", "Limiter", "RULES", "choose_algorithm", "estimate", "limiter"]
+__all__ = ["RULES", "AlgorithmRule", "Limiter", "choose_algorithm", "estimate", "limiter"]
 
 
-def _axis_matrix(freqs: torch.Tensor, weights: torch.Tensor, n: int, length_in: int, offset: int, length_out: int):
+def _axis_matrix(
+    freqs: torch.Tensor, weights: torch.Tensor, n: int, length_in: int, offset: int, length_out: int
+):
     """``[length_out, length_in]`` float64: the band projection along one axis, input sample
     ``t`` placed at grid position ``offset + t``, output read at positions ``0 .. length_out−1``."""
     # The entry depends on d = t_out − t_in − offset only: one kernel over every d, then gathered.
@@ -117,7 +119,6 @@ class Limiter:
         t = matmul_nt(x.reshape(-1, src[1]), pw).view(b * c, src[0], dst[1])
         return torch.bmm(ph.expand(b * c, dst[0], src[0]), t).view(b, c, *dst)
 
-
     def _run_fft(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         n = self.band.n
         src_off = (0,) * len(n) if adjoint else self.offset
@@ -151,8 +152,12 @@ def limiter(
     if plan is None:
         if len(_LIMITERS) >= _MAX_LIMITERS:
             _LIMITERS.pop(next(iter(_LIMITERS)))
-        method = _limiter_method(band, list(length_in), list(length_out), RULES.get(device.type, RULES["cuda"]))
-        plan = _LIMITERS[key] = Limiter(band, tuple(length_in), tuple(offset), tuple(length_out), device, dtype, method)
+        method = _limiter_method(
+            band, list(length_in), list(length_out), RULES.get(device.type, RULES["cuda"])
+        )
+        plan = _LIMITERS[key] = Limiter(
+            band, tuple(length_in), tuple(offset), tuple(length_out), device, dtype, method
+        )
     return plan
 
 
@@ -185,10 +190,9 @@ def backward(
     """``(dx, dw)`` of :func:`forward` (``None`` where not needed); ``x`` is the op's input."""
     lim = _limiter_for(spec, x)
     nd = spec.band.ndim
-    if need_w:
-        x_bl = lim.apply(x)  # recomputed: the backward keeps the input, not its projection
-    else:  # the input gradient reads only the input's shape
-        x_bl = dy.new_empty(1).expand(x.shape[0], x.shape[1], *spec.padded)
+    # The weight gradient needs the projected input, recomputed (the backward keeps the input);
+    # the input gradient reads only its shape.
+    x_bl = lim.apply(x) if need_w else dy.new_empty(1).expand(x.shape[0], x.shape[1], *spec.padded)
     dx_bl, dw, _ = torch.ops.aten.convolution_backward(
         dy.contiguous(),
         x_bl,
@@ -362,7 +366,12 @@ def _limiter_macs(band: Band, length_in: list[int], length_out: list[int], metho
 
 
 def choose_algorithm(
-    requested: str, spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: torch.device, training: bool
+    requested: str,
+    spec,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    device: torch.device,
+    training: bool,
 ) -> str:
     """``"spectral"`` or ``"spatial"`` for one call: ``requested`` unless ``"auto"``, then the
     cheaper by :func:`estimate`. The spatial algorithm needs the input kept for the backward

@@ -365,7 +365,9 @@ BAD_CALLS = [
         with_env(
             "BLTRITON_AUTOTUNE",
             "maybe",
-            lambda: bl_conv2d(X().to(TRITON_DEVICE), W().to(TRITON_DEVICE), backend="triton", algorithm="spectral"),
+            lambda: bl_conv2d(
+                X().to(TRITON_DEVICE), W().to(TRITON_DEVICE), backend="triton", algorithm="spectral"
+            ),
         ),
         ValueError,
         "BLTRITON_AUTOTUNE",

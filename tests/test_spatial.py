@@ -40,7 +40,16 @@ def test_spatial_gradcheck(case):
 
     def f(x, w, b):
         return fn(
-            x, w, b, stride, padding, dilation, groups, padding_mode=mode, compress_rate=rate, algorithm="spatial"
+            x,
+            w,
+            b,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode=mode,
+            compress_rate=rate,
+            algorithm="spatial",
         )
 
     assert torch.autograd.gradcheck(f, (x, w, b))
@@ -109,7 +118,9 @@ def test_ops_pass_opcheck(args):
     y, _, _ = _band_conv_op(x, w, bias, **_op_kwargs(spec))
     for need_x, need_w in [(True, True), (True, False), (False, True)]:
         kwargs = {"x_shape": list(x.shape), "w_shape": list(w.shape), "need_x": need_x, "need_w": need_w}
-        torch.library.opcheck(_band_conv_backward_op, (torch.randn_like(y), x, w), {**kwargs, **_op_kwargs(spec)})
+        torch.library.opcheck(
+            _band_conv_backward_op, (torch.randn_like(y), x, w), {**kwargs, **_op_kwargs(spec)}
+        )
 
 
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
@@ -141,10 +152,13 @@ def test_torch_func_grad_vmap_and_jvp():
     }
     assert_close_rel(per_sample["spatial"], per_sample["spectral"], 1e-12)
     t = torch.randn_like(w)
-    outs = {
-        alg: torch.func.jvp(lambda w: bl_conv2d(x, w, padding=1, compress_rate=0.5, algorithm=alg), (w,), (t,))
-        for alg in ("spatial", "spectral")
-    }
+    outs = {}
+    for alg in ("spatial", "spectral"):
+
+        def conv(w, alg=alg):
+            return bl_conv2d(x, w, padding=1, compress_rate=0.5, algorithm=alg)
+
+        outs[alg] = torch.func.jvp(conv, (w,), (t,))
     for a, b in zip(outs["spatial"], outs["spectral"]):
         assert_close_rel(a, b, 1e-12)
 
@@ -182,7 +196,9 @@ def test_module_argument_repr_pickle_and_convert():
     layer.eval()
     with torch.inference_mode():  # no filter band to cache: the eval path runs the op's body
         y = layer(x)
-    ref = bl_conv2d(x, layer.weight.detach(), layer.bias.detach(), padding=1, compress_rate=0.5, algorithm="spectral")
+    ref = bl_conv2d(
+        x, layer.weight.detach(), layer.bias.detach(), padding=1, compress_rate=0.5, algorithm="spectral"
+    )
     assert_close_rel(y, ref, 1e-5)
 
 
@@ -228,7 +244,10 @@ def test_auto_choice_follows_the_estimate():
     assert spatial.choose_algorithm("auto", _spec(*k11, padding=5), *k11[:2], cpu, True) == "spectral"
     deep = ((32, 512, 4, 4), (512, 512, 3, 3), 1, 0.5)
     assert spatial.choose_algorithm("auto", _spec(*deep), *deep[:2], cpu, True) == "spectral"
-    assert spatial.choose_algorithm("auto", _spec(*strided, save_input=False), *strided[:2], cpu, True) == "spectral"
+    assert (
+        spatial.choose_algorithm("auto", _spec(*strided, save_input=False), *strided[:2], cpu, True)
+        == "spectral"
+    )
     assert spatial.choose_algorithm("spatial", _spec(*k11, padding=5), *k11[:2], cpu, True) == "spatial"
     small = spatial.estimate(_spec(*strided), (8, 64, 32, 32), strided[1], cpu, True)
     large = spatial.estimate(_spec(*strided), strided[0], strided[1], cpu, True)
