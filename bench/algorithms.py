@@ -23,14 +23,17 @@ from bltriton import BLConv1d, BLConv2d, functional
 
 
 def _step(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, infer: bool):
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+
     def run() -> None:
         if infer:
             with torch.no_grad():
                 layer(x)
-            return
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        layer(x).backward(gy)
+        else:
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            layer(x).backward(gy)
+        sync()
 
     return run
 
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--infer", action="store_true", help="forward under no_grad only")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=str, default=None, help="append the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     rows, miss_ms = [], 0.0
     done = set()
     print(f"{args.model} b{args.batch} r={args.rate} {'inference' if args.infer else 'fwd+bwd'}, ms")
-    print("layer (x count) | nn | spectral | spatial | auto picks | estimate spectral / spatial")
+    print(
+        "layer (x count) | nn | spectral | spatial | auto picks | estimate spectral / spatial "
+        "| spatial vs spectral"
+    )
     for conv, shape in seen:
         key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, shape)
         if key in done:
@@ -83,11 +91,15 @@ def main(argv: list[str] | None = None) -> None:
             if s == shape and (c.in_channels, c.out_channels, c.stride) == (*key[:2], key[3])
         )
         cls = BLConv2d if isinstance(conv, nn.Conv2d) else BLConv1d
+        conv = conv.to(args.device)
         layers = {"nn": conv}
         for alg in ("spectral", "spatial"):
             layers[alg] = cls.from_conv(conv, compress_rate=args.rate, algorithm=alg)
-        x = torch.randn(*shape, requires_grad=not args.infer)
+        x = torch.randn(*shape, device=args.device, requires_grad=not args.infer)
         gy = torch.randn_like(conv(x)) if not args.infer else None
+        with torch.no_grad():  # the two algorithms compute the same function
+            ref = layers["spectral"](x)
+            err = ((layers["spatial"](x) - ref).norm() / ref.norm()).item()
         fns = {k: _step(m, x, gy, args.infer) for k, m in layers.items()}
         ts = {k: [] for k in fns}
         for fn in fns.values():
@@ -104,14 +116,27 @@ def main(argv: list[str] | None = None) -> None:
             miss_ms += (med[picked] - best) * mult
         size = "x".join(map(str, shape[2:]))
         name = f"{conv.in_channels}->{conv.out_channels} {size} k{conv.kernel_size[0]} s{conv.stride[0]}"
-        rows.append((name, mult, med, picked, est_spec, est_spat))
+        rows.append((name, mult, med, picked, est_spec, est_spat, err))
         print(
             f"{name} (x{mult}) | {med['nn']:.2f} | {med['spectral']:.2f} | {med['spatial']:.2f} | {picked}"
-            f" | {est_spec:.2f} / {est_spat:.2f}",
+            f" | {est_spec:.2f} / {est_spat:.2f} | rel diff {err:.1e}",
             flush=True,
         )
     total = {k: sum(r[2][k] * r[1] for r in rows) for k in ("nn", "spectral", "spatial")}
     auto = sum(r[2].get(r[3], float("nan")) * r[1] for r in rows)
+    if args.json:
+        import json
+        from pathlib import Path
+
+        path = Path(args.json)
+        old = json.loads(path.read_text()) if path.exists() else []
+        for name, mult, med, picked, es, ea, err in rows:
+            old.append(
+                {"model": args.model, "batch": args.batch, "rate": args.rate, "infer": args.infer,
+                 "device": args.device, "layer": name, "count": mult, "ms": med, "auto": picked,
+                 "estimate_ms": {"spectral": es, "spatial": ea}, "rel_diff": err}
+            )  # fmt: skip
+        path.write_text(json.dumps(old, indent=1))
     print(
         f"all convs, weighted: nn {total['nn']:.1f} | spectral {total['spectral']:.1f} | spatial "
         f"{total['spatial']:.1f} | auto {auto:.1f} ({auto / total['nn']:.2f}x nn); "

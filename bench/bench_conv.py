@@ -27,7 +27,8 @@ def _shapes() -> list[ConvShape]:
 
 
 def _impls() -> list[str]:
-    return ["torch", "triton"] if CUDA else ["torch"]
+    # "spatial": the spatial algorithm (library convolution); a backend name: the spectral one.
+    return ["torch", "triton", "spatial"] if CUDA else ["torch", "spatial"]
 
 
 def _sync() -> None:
@@ -42,7 +43,9 @@ def _layer(shape: ConvShape, impl: str, rate: float | None) -> nn.Module:
     if impl == "nn":
         return conv
     bl_cls = BLConv2d if shape.ndim == 2 else BLConv1d
-    return bl_cls.from_conv(conv, compress_rate=rate, backend=impl)
+    if impl == "spatial":
+        return bl_cls.from_conv(conv, compress_rate=rate, algorithm="spatial")
+    return bl_cls.from_conv(conv, compress_rate=rate, backend=impl, algorithm="spectral")
 
 
 def _fwd_bwd(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor):

@@ -20,10 +20,16 @@ from bench.models import MODELS, inputs, make_variant, train_step_fn
 
 
 def profile_case(
-    model: str, batch: int, impl: str, rate: float | None, steps: int = 3, compile_mode: str | None = None
+    model: str,
+    batch: int,
+    impl: str,
+    rate: float | None,
+    steps: int = 3,
+    compile_mode: str | None = None,
+    algorithm: str | None = None,
 ) -> dict:
     torch.manual_seed(0)
-    kwargs = {} if impl == "nn" else {"backend": impl}
+    kwargs = {} if impl == "nn" else {"backend": impl, "algorithm": algorithm}
     case = MODELS[model]
     net = make_variant(case.build(), rate, **kwargs).cuda()
     if compile_mode is not None:  # e.g. "reduce-overhead": CUDA graphs replay the host's launches
@@ -56,7 +62,8 @@ def profile_case(
     return {
         "model": model,
         "batch": batch,
-        "impl": impl if compile_mode is None else f"{impl}+compile({compile_mode})",
+        "impl": (impl if algorithm is None else f"{impl}/{algorithm}")
+        + ("" if compile_mode is None else f"+compile({compile_mode})"),
         "rate": rate,
         "wall_ms": round(wall_ms, 3),
         "device_busy_ms": round(device_ms, 3),
@@ -71,15 +78,27 @@ def profile_case(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--quick", action="store_true", help="nn, spectral and auto eager; nn and auto under CUDA graphs"
+    )
     args = parser.parse_args()
     rows = []
     for model, batch in (("resnet18", 128), ("fcn", 64)):
-        cases = [("nn", None, None), ("torch", 0.5, None), ("triton", 0.5, None)]
-        # Not yet measured: whether CUDA graphs remove the host-bound part of the step.
-        cases += [("nn", None, "reduce-overhead"), ("triton", 0.5, "reduce-overhead")]
-        for impl, rate, mode in cases:
+        # (impl, rate, compile mode, algorithm): None is the library's default ("auto").
+        cases = [
+            ("nn", None, None, None),
+            ("torch", 0.5, None, "spectral"),
+            ("triton", 0.5, None, "spectral"),
+            ("triton", 0.5, None, None),
+            ("nn", None, "reduce-overhead", None),
+            ("triton", 0.5, "reduce-overhead", "spectral"),
+            ("triton", 0.5, "reduce-overhead", None),
+        ]
+        if args.quick:
+            cases = [c for c in cases if not (c[2] and c[3] == "spectral") and c[0] != "torch"]
+        for impl, rate, mode, algorithm in cases:
             try:
-                rows.append(profile_case(model, batch, impl, rate, compile_mode=mode))
+                rows.append(profile_case(model, batch, impl, rate, compile_mode=mode, algorithm=algorithm))
             except Exception as err:  # keep the other rows
                 rows.append({"model": model, "impl": impl, "error": repr(err)})
             r = rows[-1]

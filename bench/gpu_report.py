@@ -354,14 +354,13 @@ def _group_medians(rows: list[dict], test: str) -> dict[str, dict[str, float]]:
 def model_table(rows: list[dict]) -> list[str]:
     """Markdown: per model/batch/mode, median ms of nn and each impl-rate, and nn / impl ratios."""
     groups = _group_medians(rows, "test_model_step")
-    keys = ["nn"] + [f"{i}-r{r}" for i in ("torch", "triton") for r in (0.0, 0.5, 0.75)]
-    lines = ["| model | " + " | ".join(keys) + " | triton r0.5 / nn | torch r0.5 / nn |"]
-    lines.append("|" + "---|" * (len(keys) + 3))
+    keys = ["nn"] + [f"{i}-r{r}" for i in ("auto", "torch", "triton") for r in (0.0, 0.5, 0.75)]
+    ratio_keys = ("auto-r0.5", "triton-r0.5", "torch-r0.5")
+    lines = ["| model | " + " | ".join(keys) + " | auto r0.5 / nn | triton r0.5 / nn | torch r0.5 / nn |"]
+    lines.append("|" + "---|" * (len(keys) + 4))
     for group, t in groups.items():
         cells = [f"{t[k]:.2f}" if k in t else "-" for k in keys]
-        ratios = [
-            f"{t[k] / t['nn']:.2f}×" if k in t and "nn" in t else "-" for k in ("triton-r0.5", "torch-r0.5")
-        ]
+        ratios = [f"{t[k] / t['nn']:.2f}×" if k in t and "nn" in t else "-" for k in ratio_keys]
         lines.append(f"| {group} | " + " | ".join(cells + ratios) + " |")
     return lines
 
@@ -372,8 +371,8 @@ def conv_table(rows: list[dict]) -> list[str]:
     groups = _group_medians(rows, "test_conv_fwd_bwd")
     lines = [
         "| layer | nn.Conv (cuDNN) | torch r0 | torch r0.5 | torch r0.75 | triton r0 | triton r0.5 "
-        "| triton r0.75 | cuDNN / triton r0.5 | torch / triton r0.5 |",
-        "|" + "---|" * 10,
+        "| triton r0.75 | spatial r0.5 | cuDNN / triton r0.5 | torch / triton r0.5 |",
+        "|" + "---|" * 11,
     ]
     for group, t in groups.items():
 
@@ -386,7 +385,7 @@ def conv_table(rows: list[dict]) -> list[str]:
         lines.append(
             f"| {group} | {cell('nn')} | {cell('torch-r0.0')} | {cell('torch-r0.5')} | "
             f"{cell('torch-r0.75')} | {cell('triton-r0.0')} | {cell('triton-r0.5')} | "
-            f"{cell('triton-r0.75')} | {ratio_nn} | {ratio_torch} |"
+            f"{cell('triton-r0.75')} | {cell('spatial-r0.5')} | {ratio_nn} | {ratio_torch} |"
         )
     return lines
 

@@ -250,9 +250,10 @@ class AlgorithmRule:
 # 2-core CPU (AMD EPYC, oneDNN convolutions and transform GEMMs, MKL complex bmm): a
 # non-negative least-squares fit (relative error) to 33 layer shapes of ResNet-18 (batch 8 and
 # 32, r = 0.5 and 0.75) and the FCN (batch 16 and 64), fwd+bwd of each algorithm measured by
-# ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"). The CUDA numbers are
-# placeholders until a GPU run measures them (cuDNN's TF32 convolutions against fp32 complex
-# GEMMs; the spatial algorithm launches about a third of the kernels).
+# ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"). CUDA (H200, before any
+# run of the spatial algorithm): cuDNN's fwd+bwd of the benchmark layers ran at 30-50 TMAC/s
+# (TF32), and a spectral layer call took 2-3 ms whatever its size (the step is host-bound: about
+# 27 launches per fwd+bwd); the spatial algorithm's call is estimated at a quarter of that.
 RULES: dict[str, AlgorithmRule] = {
     "cpu": AlgorithmRule(
         conv=189e9,
@@ -268,16 +269,16 @@ RULES: dict[str, AlgorithmRule] = {
         direct_ratio=6.0,
     ),
     "cuda": AlgorithmRule(
-        conv=100e12,
+        conv=35e12,
         contraction=20e12,
-        transform=20e12,
+        transform=10e12,
         filter=10e12,
-        filter_bytes=2e12,
-        limiter=20e12,
-        limiter_separable=10e12,
+        filter_bytes=1e12,
+        limiter=10e12,
+        limiter_separable=5e12,
         grid=1e12,
-        spectral_call=0.6e-3,
-        spatial_call=0.2e-3,
+        spectral_call=2.0e-3,
+        spatial_call=0.5e-3,
         direct_ratio=8.0,
     ),
 }
