@@ -278,7 +278,7 @@ RULES: dict[str, AlgorithmRule] = {
         limiter_separable=5e12,
         grid=1e12,
         spectral_call=2.0e-3,
-        spatial_call=0.5e-3,
+        spatial_call=1.0e-3,
         direct_ratio=8.0,
     ),
 }
