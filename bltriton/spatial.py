@@ -248,24 +248,24 @@ class AlgorithmRule:
 
 
 # 2-core CPU (AMD EPYC, oneDNN convolutions and transform GEMMs, MKL complex bmm): a
-# non-negative least-squares fit (relative error) to 33 layer shapes of ResNet-18 (batch 8 and
-# 32, r = 0.5 and 0.75) and the FCN (batch 16 and 64), fwd+bwd of each algorithm measured by
-# ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"). CUDA (H200, before any
+# non-negative least-squares fit of the relative error to 49 layer shapes of
+# ResNet-18 (batch 8, 32 and 128, r = 0.5 and 0.75) and the FCN (batch 16 and 64), fwd+bwd of
+# each algorithm measured by ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"). CUDA (H200, before any
 # run of the spatial algorithm): cuDNN's fwd+bwd of the benchmark layers ran at 30-50 TMAC/s
 # (TF32), and a spectral layer call took 2-3 ms whatever its size (the step is host-bound: about
 # 27 launches per fwd+bwd); the spatial algorithm's call is estimated at a quarter of that.
 RULES: dict[str, AlgorithmRule] = {
     "cpu": AlgorithmRule(
-        conv=189e9,
-        contraction=91e9,
-        transform=43e9,
+        conv=194e9,
+        contraction=114e9,
+        transform=37e9,
         filter=1e15,  # the fit gave the filter GEMMs' arithmetic no weight: their traffic rules
-        filter_bytes=10e9,
-        limiter=153e9,
-        limiter_separable=54e9,
-        grid=1.8e9,
-        spectral_call=0.71e-3,
-        spatial_call=1.08e-3,
+        filter_bytes=9.1e9,
+        limiter=125e9,
+        limiter_separable=35e9,
+        grid=2.1e9,
+        spectral_call=0.54e-3,
+        spatial_call=1.06e-3,
         direct_ratio=6.0,
     ),
     "cuda": AlgorithmRule(
