@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights, kept_mask
+from bltriton.transforms import cached_plan
 
 __all__ = ["RULES", "AlgorithmRule", "Limiter", "choose_algorithm", "estimate", "limiter"]
 
@@ -133,11 +134,6 @@ class Limiter:
         return y[(..., *(slice(o, o + length) for o, length in zip(dst_off, dst)))].contiguous()
 
 
-# Plans keyed by everything they depend on; small and few (one per layer geometry).
-_LIMITERS: dict[tuple, Limiter] = {}
-_MAX_LIMITERS = 256
-
-
 def limiter(
     band: Band,
     length_in: tuple[int, ...],
@@ -146,24 +142,17 @@ def limiter(
     device: torch.device,
     dtype: torch.dtype,
 ) -> Limiter:
-    """The cached :class:`Limiter` for one geometry."""
-    key = (band, tuple(length_in), tuple(offset), tuple(length_out), device, dtype)
-    plan = _LIMITERS.get(key)
-    if plan is None:
-        if len(_LIMITERS) >= _MAX_LIMITERS:
-            _LIMITERS.pop(next(iter(_LIMITERS)))
-        method = _limiter_method(
-            band, list(length_in), list(length_out), RULES.get(device.type, RULES["cuda"])
-        )
-        plan = _LIMITERS[key] = Limiter(
-            band, tuple(length_in), tuple(offset), tuple(length_out), device, dtype, method
-        )
-    return plan
+    """The cached :class:`Limiter` for one geometry (in the transforms' plan cache:
+    ``bltriton.transforms.clear_plans`` drops it too)."""
+    length_in, offset, length_out = tuple(length_in), tuple(offset), tuple(length_out)
+    key = ("limiter", band, length_in, offset, length_out, device, dtype)
 
+    def build() -> Limiter:
+        rule = RULES.get(device.type, RULES["cuda"])
+        method = _limiter_method(band, list(length_in), list(length_out), rule)
+        return Limiter(band, length_in, offset, length_out, device, dtype, method)
 
-def clear_limiters() -> None:
-    """Drop the cached projection matrices."""
-    _LIMITERS.clear()
+    return cached_plan(key, build)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,12 +237,13 @@ class AlgorithmRule:
 
 
 # 2-core CPU (AMD EPYC, oneDNN convolutions and transform GEMMs, MKL complex bmm): a
-# non-negative least-squares fit of the relative error to 49 layer shapes of
-# ResNet-18 (batch 8, 32 and 128, r = 0.5 and 0.75) and the FCN (batch 16 and 64), fwd+bwd of
-# each algorithm measured by ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"). CUDA (H200, before any
-# run of the spatial algorithm): cuDNN's fwd+bwd of the benchmark layers ran at 30-50 TMAC/s
-# (TF32), and a spectral layer call took 2-3 ms whatever its size (the step is host-bound: about
-# 27 launches per fwd+bwd); the spatial algorithm's call is estimated at a quarter of that.
+# non-negative least-squares fit of the relative error to 49 layer shapes of ResNet-18 (batch 8,
+# 32 and 128, r = 0.5 and 0.75) and the FCN (batch 16 and 64), fwd+bwd of each algorithm measured
+# by ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"). CUDA (H200): cuDNN's
+# fwd+bwd of the benchmark layers ran at 30-50 TMAC/s (TF32); a spectral layer call took 2-3 ms
+# whatever its size and a spatial one 1.2-1.7 ms (the step is host-bound: 27 launches per
+# spectral fwd+bwd); with these rates the rule picked the faster algorithm for every layer of
+# ResNet-18 b128 and the FCN b64 there.
 RULES: dict[str, AlgorithmRule] = {
     "cpu": AlgorithmRule(
         conv=194e9,

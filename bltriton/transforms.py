@@ -78,7 +78,9 @@ _PLANS: OrderedDict[tuple, object] = OrderedDict()
 _MAX_PLANS = 512
 
 
-def _cached(key: tuple, build):
+def cached_plan(key: tuple, build):
+    """The plan under ``key`` from the shared LRU of plans (signal, filter and the spatial
+    algorithm's projections), built by ``build()`` on a miss."""
     plan = _PLANS.get(key)
     if plan is None:
         plan = _PLANS[key] = build()
@@ -305,7 +307,7 @@ def signal_plan(
     length, step = tuple(length), tuple(step)
     offset = tuple(offset) if offset is not None else (0,) * len(length)
     key = ("signal", band, length, step, offset, device, rdt, FORCE_METHOD)
-    return _cached(
+    return cached_plan(
         key, lambda: SignalPlan(band, length, step, offset, device, rdt, _choose_method(band, length, device))
     )
 
@@ -413,4 +415,4 @@ def filter_plan(
     """The cached :class:`FilterPlan`."""
     rdt = _real_dtype(dtype)
     key = ("filter", band, tuple(kernel), tuple(dilation), device, rdt)
-    return _cached(key, lambda: FilterPlan(band, tuple(kernel), tuple(dilation), device, rdt))
+    return cached_plan(key, lambda: FilterPlan(band, tuple(kernel), tuple(dilation), device, rdt))
