@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from bench.roofline import mac_count
-from bench.shapes import FCN_LAYERS, RATES, SHAPES_1D, SHAPES_2D, SHAPES_HOST, ConvShape
-from bltriton import BLConv1d, BLConv2d
+from bench.shapes import FCN_LAYERS, RATES, SHAPES_1D, SHAPES_2D, SHAPES_HOST, ConvShape, make_layer
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -37,15 +36,7 @@ def _sync() -> None:
 
 
 def _layer(shape: ConvShape, impl: str, rate: float | None) -> nn.Module:
-    torch.manual_seed(0)
-    conv_cls = nn.Conv2d if shape.ndim == 2 else nn.Conv1d
-    conv = conv_cls(shape.c, shape.o, shape.kernel, padding=shape.padding).to(DEVICE)
-    if impl == "nn":
-        return conv
-    bl_cls = BLConv2d if shape.ndim == 2 else BLConv1d
-    if impl == "spatial":
-        return bl_cls.from_conv(conv, compress_rate=rate, algorithm="spatial")
-    return bl_cls.from_conv(conv, compress_rate=rate, backend=impl, algorithm="spectral")
+    return make_layer(shape, impl, rate, DEVICE)
 
 
 def _fwd_bwd(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor):

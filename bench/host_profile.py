@@ -1,8 +1,8 @@
 """Where one band-limited layer call spends its host time: ``python -m bench.host_profile``.
 
 For a layer shape of ``bench.shapes`` (default: the "host-tiny" 4->4-channel 8x8 layer, whose
-device work is negligible), fwd+bwd of ``nn.Conv*d`` and of the band-limited layer on each
-backend: the wall time per call with a device sync after every call, the host time per call
+device work is negligible), fwd+bwd of ``nn.Conv*d``, of the spectral algorithm on each
+backend and of the spatial algorithm: the wall time per call with a device sync after every call, the host time per call
 when calls are queued without syncs, then a ``cProfile`` of the band-limited calls (top
 functions by own time) and the ``torch.profiler`` host ops that block (synchronize, memcpy).
 Runs on the CPU too (``--device cpu``). Prints text; ``--out DIR`` also writes the tables as JSON.
@@ -21,18 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.shapes import FCN_LAYERS, SHAPES_1D, SHAPES_2D, SHAPES_HOST, ConvShape
-from bltriton import BLConv1d, BLConv2d
-
-
-def _layer(shape: ConvShape, impl: str, rate: float, device: torch.device) -> nn.Module:
-    torch.manual_seed(0)
-    conv_cls = nn.Conv2d if shape.ndim == 2 else nn.Conv1d
-    conv = conv_cls(shape.c, shape.o, shape.kernel, padding=shape.padding).to(device)
-    if impl == "nn":
-        return conv
-    bl_cls = BLConv2d if shape.ndim == 2 else BLConv1d
-    return bl_cls.from_conv(conv, compress_rate=rate, backend=impl)
+from bench.shapes import FCN_LAYERS, SHAPES_1D, SHAPES_2D, SHAPES_HOST, ConvShape, make_layer
 
 
 def _sync(device: torch.device) -> None:
@@ -63,7 +52,7 @@ def time_calls(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, calls: int, 
 
 
 def profile_layer(shape: ConvShape, impl: str, rate: float, device: torch.device, calls: int) -> dict:
-    layer = _layer(shape, impl, rate, device)
+    layer = make_layer(shape, impl, rate, device)
     x = torch.randn(shape.n, shape.c, *shape.size, device=device, requires_grad=True)
     gy = torch.randn_like(layer(x))
     row = {
@@ -151,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     by_id = {s.name: s for s in SHAPES_2D + SHAPES_1D + FCN_LAYERS + SHAPES_HOST}
-    impls = ["nn", "torch"] + (["triton"] if device.type == "cuda" else [])
+    impls = ["nn", "torch", "spatial"] + (["triton"] if device.type == "cuda" else [])
     rows = []
     for spec in filter(None, args.models.split(",")):
         for impl in impls:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
+from bltriton import BLConv1d, BLConv2d
+
 
 @dataclass(frozen=True)
 class ConvShape:
@@ -51,3 +56,17 @@ FCN_LAYERS = [
 # autograd, launches), which bounds a whole-model step on a GPU (bench/NOTES.md).
 SHAPES_HOST = [ConvShape("host-tiny", 1, 4, 4, (8, 8), 3, 1)]
 RATES = (0.0, 0.5, 0.75)
+
+
+def make_layer(shape: ConvShape, impl: str, rate: float | None, device: torch.device) -> nn.Module:
+    """The layer a benchmark times: ``"nn"`` (``nn.Conv*d``), ``"spatial"`` (the spatial
+    algorithm) or a backend name (the spectral algorithm on that backend); seeded weights."""
+    torch.manual_seed(0)
+    conv_cls = nn.Conv2d if shape.ndim == 2 else nn.Conv1d
+    conv = conv_cls(shape.c, shape.o, shape.kernel, padding=shape.padding).to(device)
+    if impl == "nn":
+        return conv
+    bl_cls = BLConv2d if shape.ndim == 2 else BLConv1d
+    if impl == "spatial":
+        return bl_cls.from_conv(conv, compress_rate=rate, algorithm="spatial")
+    return bl_cls.from_conv(conv, compress_rate=rate, backend=impl, algorithm="spectral")

@@ -168,8 +168,9 @@ GRADCHECK_CASES = [
 ]
 
 
+@pytest.mark.parametrize("algorithm", ["spectral", "spatial"])
 @pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in GRADCHECK_CASES])
-def test_gradcheck(case):
+def test_gradcheck(case, algorithm):
     _, ndim, rate, xs, ws, stride, padding, dilation, g, mode = case
     x = torch.randn(*xs, dtype=torch.float64, requires_grad=True)
     w = torch.randn(*ws, dtype=torch.float64, requires_grad=True)
@@ -188,6 +189,7 @@ def test_gradcheck(case):
             padding_mode=mode,
             compress_rate=rate,
             backend="torch",
+            algorithm=algorithm,
         )
 
     assert torch.autograd.gradcheck(f, (x, w, bias), eps=1e-6, atol=1e-7)

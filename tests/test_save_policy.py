@@ -43,9 +43,10 @@ def test_policies_give_the_same_results(case, rate):
         assert_close_rel(a, b, 1e-12, name)
 
 
-def test_input_policy_keeps_the_callers_tensor():
-    """Zero padding is folded into the transforms, so what the backward keeps is the input itself
-    (no padded copy, no band)."""
+@pytest.mark.parametrize("algorithm", ["spectral", "spatial"])
+def test_input_policy_keeps_the_callers_tensor(algorithm):
+    """Zero padding is folded into the transforms (the spatial algorithm's projection), so what
+    the backward keeps is the input itself (no padded copy, no band, no projected input)."""
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     kept = []
@@ -55,7 +56,9 @@ def test_input_policy_keeps_the_callers_tensor():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        bl_conv_with_band(x, w, None, 1, 1, 1, 1, ndim=2, compress_rate=0.5, backend="torch")
+        bl_conv_with_band(
+            x, w, None, 1, 1, 1, 1, ndim=2, compress_rate=0.5, backend="torch", algorithm=algorithm
+        )
     ptrs = {t.untyped_storage().data_ptr() for t in kept}
     assert ptrs == {x.untyped_storage().data_ptr(), w.untyped_storage().data_ptr()}
 
