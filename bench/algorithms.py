@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         layers = {"nn": conv}
         for alg in ("spectral", "spatial"):
             layers[alg] = cls.from_conv(conv, compress_rate=args.rate, algorithm=alg)
+        if args.infer:  # as a user runs inference: eval() (the spectral layer caches its filter band)
+            for m in layers.values():
+                m.eval()
         x = torch.randn(*shape, device=args.device, requires_grad=not args.infer)
         gy = torch.randn_like(conv(x)) if not args.infer else None
         with torch.no_grad():  # the two algorithms compute the same function
@@ -110,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
                 fn()
                 ts[k].append((time.perf_counter() - t0) * 1e3)
         med = {k: statistics.median(v) for k, v in ts.items()}
-        picked, est_spec, est_spat = _chosen(cls.from_conv(conv, compress_rate=args.rate), x)
+        probe = cls.from_conv(conv, compress_rate=args.rate)
+        probe.train(not args.infer)
+        picked, est_spec, est_spat = _chosen(probe, x)
         best = min(med["spectral"], med["spatial"])
         if picked in med:
             miss_ms += (med[picked] - best) * mult

@@ -1,11 +1,11 @@
 """Where one band-limited layer call spends its host time: ``python -m bench.host_profile``.
 
 For a layer shape of ``bench.shapes`` (default: the "host-tiny" 4->4-channel 8x8 layer, whose
-device work is negligible), fwd+bwd of ``nn.Conv*d``, of the spectral algorithm on each
-backend and of the spatial algorithm: the wall time per call with a device sync after every call, the host time per call
-when calls are queued without syncs, then a ``cProfile`` of the band-limited calls (top
-functions by own time) and the ``torch.profiler`` host ops that block (synchronize, memcpy).
-Runs on the CPU too (``--device cpu``). Prints text; ``--out DIR`` also writes the tables as JSON.
+device work is negligible), fwd+bwd of ``nn.Conv*d``, of the spectral algorithm on each backend
+and of the spatial algorithm: the wall time per call with a device sync after every call, the
+host time per call when calls are queued without syncs, then a ``cProfile`` of the band-limited
+calls (top functions by own time) and the ``torch.profiler`` host ops that block (synchronize,
+memcpy). Runs on the CPU too (``--device cpu``). Prints text; ``--out DIR`` also writes the tables as JSON.
 """
 
 from __future__ import annotations
