@@ -225,3 +225,26 @@ def test_auto_is_remembered_per_call_and_reported(monkeypatch):
     with torch.no_grad():
         layer(x)
     assert layer.last_algorithm in ALGORITHMS
+
+
+def test_export_with_a_dynamic_batch():
+    model = convert(
+        nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)),
+        0.5,
+        algorithm="spatial",
+    )
+    batch = torch.export.Dim("batch", min=2, max=64)
+    program = torch.export.export(model, (torch.randn(4, 3, 12, 12),), dynamic_shapes={"input": {0: batch}})
+    x = torch.randn(7, 3, 12, 12)
+    assert_close_rel(program.module()(x), model(x), 1e-6)
+
+
+def test_energy_mode_takes_either_algorithm():
+    """The band chosen from the data per call, then either algorithm: the same result."""
+    x = torch.randn(3, 2, 16, 16, dtype=torch.float64)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    y = {
+        a: bl_conv2d(x, w, padding=1, compress_rate=None, energy=0.9, algorithm=a)
+        for a in ("spectral", "spatial")
+    }
+    assert_close_rel(y["spatial"], y["spectral"], 1e-12)
