@@ -6,7 +6,8 @@
 4. checks autotune cache reuse: a cold process tunes a few benchmark layers into a fresh cache
    directory, a second process with the same cache must do zero timings (cold vs warm time);
 5. compares tuned against default kernel configs on the MAC benchmark shapes;
-6. profiles whole-model steps (``bench.gpu_overhead``: host vs device time, CUDA graphs);
+6. profiles whole-model steps (``bench.gpu_overhead``: host vs device time, CUDA graphs) and
+   times both algorithms per layer (``bench.algorithms``);
 7. writes ``bench/results/<date>-<gpu>.json`` and ``.md`` (and copies them to ``$OUT`` if set).
 
 Each step has its own time budget and the results file is rewritten after every step, so a run
@@ -334,11 +335,45 @@ def run_overhead(timeout: float, dry: bool = False) -> dict:
     if dry:
         return {"rc": 0, "rows": [], "note": "skipped in a dry run (CUDA only)"}
     out = Path(tempfile.mkdtemp())
-    rc, text, wall = _run([sys.executable, "-m", "bench.gpu_overhead", "--out", str(out)], timeout)
+    cmd = [sys.executable, "-m", "bench.gpu_overhead", "--quick", "--out", str(out)]
+    rc, text, wall = _run(cmd, timeout)
     _log("overhead.log", text)
     path = out / "gpu_overhead.json"
     rows = json.loads(path.read_text()) if path.exists() else []
     return {"rc": rc, "wall_s": round(wall, 1), "rows": rows, "tail": text[-1500:] if rc else ""}
+
+
+def run_algorithms(timeout: float, dry: bool = False) -> dict:
+    """``python -m bench.algorithms`` for ResNet-18 b128 and the FCN b64 (b8 and b16 on a dry
+    run): both algorithms per layer, the rule's pick and their agreement."""
+    device = "cpu" if dry else "cuda"
+    cases = [("fcn", 16)] if dry else [("resnet18", 128), ("fcn", 64)]
+    out = Path(tempfile.mkdtemp()) / "algorithms.json"
+    t_end = time.perf_counter() + timeout
+    rcs = []
+    for model, batch in cases:
+        cmd = [sys.executable, "-m", "bench.algorithms", "--device", device, "--model", model]
+        cmd += ["--batch", str(batch), "--reps", "1" if dry else "9", "--json", str(out)]
+        rc, text, _ = _run(cmd, max(10.0, t_end - time.perf_counter()))
+        _log(f"algorithms-{model}.log", text)
+        rcs.append(rc)
+    rows = json.loads(out.read_text()) if out.exists() else []
+    return {"rc": max(rcs), "rows": rows}
+
+
+def algorithms_table(rows: list[dict]) -> list[str]:
+    """Markdown: per layer, ms of nn / spectral / spatial, the rule's pick and their agreement."""
+    lines = [
+        "| model | layer (×) | nn | spectral | spatial | auto | rel diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ms = r["ms"]
+        lines.append(
+            f"| {r['model']} b{r['batch']} | {r['layer']} (×{r['count']}) | {ms['nn']:.3f} | "
+            f"{ms['spectral']:.3f} | {ms['spatial']:.3f} | {r['auto']} | {r['rel_diff']:.1e} |"
+        )
+    return lines
 
 
 def _group_medians(rows: list[dict], test: str) -> dict[str, dict[str, float]]:
@@ -453,6 +488,13 @@ def write(report: dict, stem: str, results: Path = RESULTS) -> None:
         md += ["## Whole models, median ms per call", "", *model_table(report["bench"]["rows"]), ""]
         md += ["## fwd+bwd (median ms)", "", *conv_table(report["bench"]["rows"]), ""]
         md += ["## Band MAC kernels", "", *mac_table(report["bench"]["rows"], report.get("peaks", {})), ""]
+    if report.get("algorithms", {}).get("rows"):
+        md += [
+            "## The two algorithms per layer (fwd+bwd ms)",
+            "",
+            *algorithms_table(report["algorithms"]["rows"]),
+            "",
+        ]
     if report.get("overhead", {}).get("rows"):
         md += [
             "## Whole-model step: wall vs device-busy time (torch.profiler)",
@@ -500,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few shapes only (a smoke run)")
     parser.add_argument(
-        "--skip", default="", help="comma list of steps to skip: peaks,tests,cache,tuned,bench,overhead"
+        "--skip",
+        default="",
+        help="comma list of steps to skip: peaks,tests,cache,tuned,bench,overhead,algorithms",
     )
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU, tiny shapes")
     parser.add_argument(
@@ -530,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         ("tests", "tests", lambda: run_tests(left(90 if args.quick else 150), dry)),
         # The fixed-cap steps first; the benchmarks (one file per share) take what is left.
         ("overhead", "overhead", lambda: run_overhead(left(150), dry)),
+        ("algorithms", "algorithms", lambda: run_algorithms(left(90), dry)),
         ("cache_reuse", "cache", lambda: cache_reuse(args.quick, left(90) / 2, dry)),
         ("tuned_vs_default", "tuned", lambda: tuned_vs_default(dry, budget_s=left(40))),
         ("bench", "bench", lambda: run_benchmarks(left(90 if args.quick else 230), args.quick, dry)),
