@@ -57,7 +57,10 @@ def run_check(device: str, backend: str | None, repeat: int = 5) -> int:
         x = torch.randn(*shape, device=dev, requires_grad=True)
         gemm = f", CPU GEMMs {_gemm.provider()}" if dev.type == "cpu" else ""
         print(f"\n{title}  (device {dev}, backend {backend or 'default'}{gemm})")
-        print(f"{'rate':>6} {'kept':>7} {'err fwd':>9} {'err dx':>9} {'err dw':>9} {'fwd+bwd ms':>11}")
+        print(
+            f"{'rate':>6} {'kept':>7} {'err fwd':>9} {'err dx':>9} {'err dw':>9} {'fwd+bwd ms':>11}"
+            f"  algorithm"
+        )
         ref = conv(x)
         gy = torch.randn_like(ref)
         gref = torch.autograd.grad(ref, (x, conv.weight), gy)
@@ -76,7 +79,7 @@ def run_check(device: str, backend: str | None, repeat: int = 5) -> int:
                 layer(x).backward(gy)
 
             ms = _time(step, repeat)
-            print(f"{rate:6.2f} {layer.kept_fraction:7.3f} {err_txt} {ms:11.2f}")
+            print(f"{rate:6.2f} {layer.kept_fraction:7.3f} {err_txt} {ms:11.2f}  {layer.last_algorithm}")
 
         def step_ref(conv=conv, x=x, gy=gy):
             conv(x).backward(gy)
