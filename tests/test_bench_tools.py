@@ -53,3 +53,28 @@ def test_report_tables():
     mac = mac_table(rows, {"copy_gbps": 1000.0, "matmul_tf32_tflops": 100.0})
     # ideal = max(1e9 / 100e12, 1e8 / 1000e9) = 1e-4 s; measured 5e-4 s -> 0.20
     assert mac[2].endswith("| 0.20 |")
+
+
+def test_ab_versions_extracts_a_renamed_base(tmp_path):
+    """The base commit's package comes out as ``bltriton_base`` with its own op namespace, so it
+    imports beside this checkout's ``bltriton``."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bench.ab_versions import ROOT, extract_base
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    extract_base("HEAD", tmp_path)
+    ops = (tmp_path / "bltriton_base" / "autograd.py").read_text()
+    assert '"bltriton_base::band_conv"' in ops and '"bltriton::' not in ops
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import bltriton, bltriton_base, torch; "
+        "x = torch.randn(1, 2, 8, 8); w = torch.randn(2, 2, 3, 3); "
+        "a = bltriton.bl_conv2d(x, w, padding=1, compress_rate=0.5); "
+        "b = bltriton_base.bl_conv2d(x, w, padding=1, compress_rate=0.5); "
+        "print(float((a - b).abs().max()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
