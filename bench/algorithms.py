@@ -38,23 +38,23 @@ def _step(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, infer: bool):
     return run
 
 
-def _chosen(layer: nn.Module, x: torch.Tensor) -> tuple[str, float, float]:
-    """What ``auto`` picks for ``layer`` on ``x`` and the estimate's two times (ms)."""
+def _chosen(layer: nn.Module, x: torch.Tensor) -> tuple[str, float, float, dict]:
+    """What ``auto`` picks for ``layer`` on ``x``, the estimate's two times (ms) and the cost
+    terms behind them (for ``bench/fit_rule.py``)."""
+    from dataclasses import replace
+
     from bltriton import spatial
 
-    key_before = set(functional._CALLS)
     layer.algorithm = "auto"
     with torch.set_grad_enabled(x.requires_grad):
         layer(x)
-    new = [functional._CALLS[k] for k in set(functional._CALLS) - key_before]
-    spec = new[0][2] if new else None
-    if spec is None:
-        return "?", float("nan"), float("nan")
-    from dataclasses import replace
-
-    base = replace(spec, algorithm="spectral")
-    est = spatial.estimate(base, tuple(x.shape), tuple(layer.weight.shape), x.device, x.requires_grad)
-    return spec.algorithm, est[0] * 1e3, est[1] * 1e3
+    specs = [v[2] for v in functional._CALLS.values() if v[2].kernel == tuple(layer.kernel_size)]
+    spec = replace(specs[-1], algorithm="spectral")
+    shapes = (tuple(x.shape), tuple(layer.weight.shape))
+    est = spatial.estimate(spec, *shapes, x.device, x.requires_grad)
+    rule = spatial.RULES.get(x.device.type, spatial.RULES["cuda"])
+    terms = dict(zip(("spectral", "spatial"), spatial.cost_terms(spec, *shapes, x.requires_grad, rule)))
+    return layer.last_algorithm, est[0] * 1e3, est[1] * 1e3, terms
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,13 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         med = {k: statistics.median(v) for k, v in ts.items()}
         probe = cls.from_conv(conv, compress_rate=args.rate)
         probe.train(not args.infer)
-        picked, est_spec, est_spat = _chosen(probe, x)
+        picked, est_spec, est_spat, terms = _chosen(probe, x)
         best = min(med["spectral"], med["spatial"])
         if picked in med:
             miss_ms += (med[picked] - best) * mult
         size = "x".join(map(str, shape[2:]))
         name = f"{conv.in_channels}->{conv.out_channels} {size} k{conv.kernel_size[0]} s{conv.stride[0]}"
-        rows.append((name, mult, med, picked, est_spec, est_spat, err))
+        rows.append((name, mult, med, picked, est_spec, est_spat, err, terms))
         print(
             f"{name} (x{mult}) | {med['nn']:.2f} | {med['spectral']:.2f} | {med['spatial']:.2f} | {picked}"
             f" | {est_spec:.2f} / {est_spat:.2f} | rel diff {err:.1e}",
@@ -135,11 +135,11 @@ def main(argv: list[str] | None = None) -> None:
 
         path = Path(args.json)
         old = json.loads(path.read_text()) if path.exists() else []
-        for name, mult, med, picked, es, ea, err in rows:
+        for name, mult, med, picked, es, ea, err, terms in rows:
             old.append(
                 {"model": args.model, "batch": args.batch, "rate": args.rate, "infer": args.infer,
                  "device": args.device, "layer": name, "count": mult, "ms": med, "auto": picked,
-                 "estimate_ms": {"spectral": es, "spatial": ea}, "rel_diff": err}
+                 "estimate_ms": {"spectral": es, "spatial": ea}, "rel_diff": err, "terms": terms}
             )  # fmt: skip
         path.write_text(json.dumps(old, indent=1))
     print(

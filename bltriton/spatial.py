@@ -239,7 +239,9 @@ class AlgorithmRule:
 # 2-core CPU (AMD EPYC, oneDNN convolutions and transform GEMMs, MKL complex bmm): a
 # non-negative least-squares fit of the relative error to 49 layer shapes of ResNet-18 (batch 8,
 # 32 and 128, r = 0.5 and 0.75) and the FCN (batch 16 and 64), fwd+bwd of each algorithm measured
-# by ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"). CUDA (H200): cuDNN's
+# by ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"); the rows are
+# bench/results/2026-11-26-cpu-algorithms.json and ``python -m bench.fit_rule`` on them gives
+# these numbers. CUDA (H200): cuDNN's
 # fwd+bwd of the benchmark layers ran at 30-50 TMAC/s (TF32); a spectral layer call took 2-3 ms
 # whatever its size and a spatial one 1.2-1.7 ms (the step is host-bound: 27 launches per
 # spectral fwd+bwd); with these rates the rule picked the faster algorithm for every layer of
@@ -287,10 +289,29 @@ def _static(value, nominal: int) -> int:
     return value if isinstance(value, int) else nominal
 
 
-def estimate(spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: torch.device, training: bool):
-    """``(spectral_s, spatial_s)``: estimated seconds of one call (forward, plus both gradients
-    when ``training``) by each algorithm."""
-    rule = RULES.get(device.type, RULES["cuda"])
+#: The rate behind each term of :func:`cost_terms` (``None``: the term is seconds per call).
+SPECTRAL_TERMS = {
+    "contraction": "contraction",
+    "transform": "transform",
+    "filter": "filter",
+    "filter_bytes": "filter_bytes",
+    "spectral_call": None,
+}
+SPATIAL_TERMS = {
+    "conv": "conv",
+    "limiter": "limiter",
+    "limiter_separable": "limiter_separable",
+    "grid": "grid",
+    "spatial_call": None,
+}
+
+
+def cost_terms(
+    spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], training: bool, rule: AlgorithmRule
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The work of one call by each algorithm, term by term (multiply-adds, bytes or elements;
+    1 for the per-call term); :func:`estimate` divides each by its rate in ``rule``
+    (``bench/fit_rule.py`` fits the rates to measured times from the same terms)."""
     b, c = _static(x_shape[0], 32), _static(x_shape[1], 64)
     o, cg = w_shape[0], w_shape[1]
     taps = _prod(spec.kernel)
@@ -298,14 +319,17 @@ def estimate(spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: t
     grid = _prod(spec.padded)
     f = spec.band.num_kept
     passes = 3 if training else 1
-    conv = passes * b * o * cg * taps * out / rule.conv
     length_in = [_static(v, 32) for v in x_shape[2:]]
     # training: project the input, recompute it in the backward, project the input gradient
     method = _limiter_method(spec.band, length_in, list(spec.padded), rule)
-    lim_macs = _limiter_macs(spec.band, length_in, list(spec.padded), method)
-    lim_rate = rule.limiter if method == "direct" else rule.limiter_separable
-    spatial = conv + passes * b * c * (lim_macs / lim_rate + grid / rule.grid) + rule.spatial_call
-    contraction = passes * 4 * f * b * cg * o / rule.contraction
+    lim = passes * b * c * _limiter_macs(spec.band, length_in, list(spec.padded), method)
+    spatial_terms = {
+        "conv": passes * b * o * cg * taps * out,
+        "limiter": lim if method == "direct" else 0.0,
+        "limiter_separable": 0.0 if method == "direct" else lim,
+        "grid": passes * b * c * grid,
+        "spatial_call": 1.0,
+    }
     # transforms: the input (and its recomputation), the output, the output gradient, the input
     # gradient; per channel a direct DFT (2·F MACs per position) or the separable form (a real
     # GEMM over the last axis, a complex one over the first, and a layout copy: weighted 1.5).
@@ -316,10 +340,31 @@ def estimate(spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: t
         per_channel = min(per_channel, int(1.5 * separable))
     per_channel = min(per_channel, _fft_macs(spec.band.n))  # long signals: an FFT
     signals = (3 * c + 2 * o) if training else (c + o)
-    # the filter band: built for the forward and again for dX, folded back for dW
-    filt = passes * o * cg * (2 * f * taps / rule.filter + 4 * (taps + 2 * f) / rule.filter_bytes)
-    spectral = contraction + b * signals * per_channel / rule.transform + filt + rule.spectral_call
-    return spectral, spatial
+    spectral_terms = {
+        "contraction": passes * 4 * f * b * cg * o,
+        "transform": b * signals * per_channel,
+        # the filter band: built for the forward and again for dX, folded back for dW
+        "filter": passes * o * cg * 2 * f * taps,
+        "filter_bytes": passes * o * cg * 4 * (taps + 2 * f),
+        "spectral_call": 1.0,
+    }
+    return spectral_terms, spatial_terms
+
+
+def estimate(spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: torch.device, training: bool):
+    """``(spectral_s, spatial_s)``: estimated seconds of one call (forward, plus both gradients
+    when ``training``) by each algorithm: the :func:`cost_terms` over their rates."""
+    rule = RULES.get(device.type, RULES["cuda"])
+    spectral_terms, spatial_terms = cost_terms(spec, x_shape, w_shape, training, rule)
+
+    def seconds(terms: dict[str, float], rates: dict[str, str | None]) -> float:
+        total = 0.0
+        for name, amount in terms.items():
+            rate = rates[name]
+            total += amount * getattr(rule, name) if rate is None else amount / getattr(rule, rate)
+        return total
+
+    return seconds(spectral_terms, SPECTRAL_TERMS), seconds(spatial_terms, SPATIAL_TERMS)
 
 
 def _fft_macs(n: tuple[int, ...]) -> float:

@@ -78,3 +78,39 @@ def test_ab_versions_extracts_a_renamed_base(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+def test_fit_rule_recovers_known_rates():
+    """Synthetic rows timed by a known rule: the fit gives those rates back, and its picks
+    cost nothing."""
+    import numpy as np
+
+    from bench.fit_rule import ALGORITHMS, fit, nnls, predict
+
+    a = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    assert np.allclose(nnls(a, np.array([2.0, -1.0, 1.0])), [1.5, 0.0], atol=1e-9)
+    rng = np.random.default_rng(0)
+    truth = {
+        "contraction": 1e11,
+        "transform": 4e10,
+        "filter": 2e12,
+        "filter_bytes": 1e10,
+        "spectral_call": 5e-4,
+    }
+    truth |= {"conv": 2e11, "limiter": 1e11, "limiter_separable": 3e10, "grid": 2e9, "spatial_call": 1e-3}
+    rows = []
+    for _ in range(40):
+        terms = {
+            alg: {name: float(rng.uniform(1e6, 1e9)) for name in names} for alg, names in ALGORITHMS.items()
+        }
+        for names, alg in ((ALGORITHMS["spectral"], "spectral"), (ALGORITHMS["spatial"], "spatial")):
+            for name, rate in names.items():
+                if rate is None:
+                    terms[alg][name] = 1.0
+        row = {"model": "m", "batch": 1, "rate": 0.5, "count": 1, "layer": "l", "terms": terms, "ms": {}}
+        spec_s, spat_s = predict([row], truth)[0]
+        row["ms"] = {"spectral": spec_s * 1e3, "spatial": spat_s * 1e3}
+        rows.append(row)
+    fitted = fit(rows)
+    for name, value in truth.items():
+        assert fitted[name] == pytest.approx(value, rel=1e-6), name
