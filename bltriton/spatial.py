@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bltriton import ops
 from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights, kept_mask
 from bltriton.transforms import cached_plan
@@ -98,15 +99,24 @@ class Limiter:
     def _put(self, m: torch.Tensor) -> torch.Tensor:
         return m.to(device=self.device, dtype=self.dtype).contiguous()
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, *length_in]`` -> ``[B, C, *length_out]`` (a fresh contiguous tensor)."""
-        return self._run(x, self.length_in, self.length_out, adjoint=False)
+    def apply(self, x: torch.Tensor, scratch: str | None = None) -> torch.Tensor:
+        """``[B, C, *length_in]`` -> ``[B, C, *length_out]``, contiguous: a fresh tensor, or with
+        ``scratch`` this thread's kept buffer of that name where it fits (a temporary the caller
+        consumes at once, see :func:`bltriton.ops._scratch`)."""
+        return self._run(x, self.length_in, self.length_out, adjoint=False, scratch=scratch)
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
         """``[B, C, *length_out]`` -> ``[B, C, *length_in]``: the transpose of :meth:`apply`."""
         return self._run(g, self.length_out, self.length_in, adjoint=True)
 
-    def _run(self, x: torch.Tensor, src: tuple[int, ...], dst: tuple[int, ...], adjoint: bool):
+    def _run(
+        self,
+        x: torch.Tensor,
+        src: tuple[int, ...],
+        dst: tuple[int, ...],
+        adjoint: bool,
+        scratch: str | None = None,
+    ):
         b, c = x.shape[:2]
         x = x.contiguous()
         if self.method == "fft":
@@ -118,7 +128,8 @@ class Limiter:
         # (broadcast) row matrix: no transposed copy of the signal.
         pw, ph = (self._pw_t, self._ph_t) if adjoint else (self._pw, self._ph)
         t = matmul_nt(x.reshape(-1, src[1]), pw).view(b * c, src[0], dst[1])
-        return torch.bmm(ph.expand(b * c, dst[0], src[0]), t).view(b, c, *dst)
+        out = None if scratch is None else ops._scratch(scratch, (b * c, dst[0], dst[1]), x.dtype, x.device)
+        return torch.bmm(ph.expand(b * c, dst[0], src[0]), t, out=out).view(b, c, *dst)
 
     def _run_fft(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         n = self.band.n
@@ -169,7 +180,7 @@ def _limiter_for(spec, x: torch.Tensor) -> Limiter:
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
     """The band-limited correlation of ``x`` (``[B, C, *input_len]``, zero padding ``spec.pad``
     folded) by the spatial algorithm, in ``x``'s dtype."""
-    x_bl = _limiter_for(spec, x).apply(x)
+    x_bl = _limiter_for(spec, x).apply(x, scratch="spatial.x_bl")  # consumed by the convolution
     return _CONV[spec.band.ndim](x_bl, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
 
 
@@ -181,7 +192,10 @@ def backward(
     nd = spec.band.ndim
     # The weight gradient needs the projected input, recomputed (the backward keeps the input);
     # the input gradient reads only its shape.
-    x_bl = lim.apply(x) if need_w else dy.new_empty(1).expand(x.shape[0], x.shape[1], *spec.padded)
+    if need_w:
+        x_bl = lim.apply(x, scratch="spatial.x_bl")
+    else:
+        x_bl = dy.new_empty(1).expand(x.shape[0], x.shape[1], *spec.padded)
     dx_bl, dw, _ = torch.ops.aten.convolution_backward(
         dy.contiguous(),
         x_bl,

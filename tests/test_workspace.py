@@ -1,4 +1,5 @@
-"""The chunk loops' per-thread scratch (``ops._scratch``, ``ops.WORKSPACE_BYTES``): the same
+"""The per-thread scratch (``ops._scratch``, ``ops.WORKSPACE_BYTES``) of the chunk loops and of
+the spatial algorithm's projected input: the same
 results with buffers kept or not, nothing returned aliases a kept buffer, the cap holds, and each
 thread has its own buffers."""
 
@@ -38,7 +39,10 @@ def _kept_ranges():
     [
         lambda: (BLConv1d(6, 8, 5, padding=2, compress_rate=0.5), (3, 6, 40)),  # 5 taps: torch.mm path
         lambda: (BLConv2d(6, 8, 3, padding=1, compress_rate=0.5), (3, 6, 12, 12)),  # 9 taps
+        # the spatial algorithm's projected input (separable on a 12x12 map)
+        lambda: (BLConv2d(6, 8, 3, padding=1, compress_rate=0.5, algorithm="spatial"), (3, 6, 12, 12)),
     ],
+    ids=["1d-k5", "2d-k3", "2d-spatial"],
 )
 def test_kept_scratch_changes_no_result_and_never_escapes(monkeypatch, make):
     layer, shape = make()
@@ -51,7 +55,7 @@ def test_kept_scratch_changes_no_result_and_never_escapes(monkeypatch, make):
     assert not ops._WORKSPACE.buffers
     monkeypatch.setattr(ops, "WORKSPACE_BYTES", {"cpu": 64 << 20})
     first = _step(layer, x, gy)
-    assert ops._WORKSPACE.buffers, "the chunk loops kept no scratch"
+    assert ops._WORKSPACE.buffers, "nothing kept scratch"
     for a, b in zip(first, ref):
         assert torch.equal(a, b)
     kept = [t.clone() for t in first]
