@@ -263,14 +263,14 @@ class AlgorithmRule:
 RULES: dict[str, AlgorithmRule] = {
     "cpu": AlgorithmRule(
         conv=194e9,
-        contraction=114e9,
-        transform=37e9,
+        contraction=106e9,
+        transform=32.7e9,
         filter=1e15,  # the fit gave the filter GEMMs' arithmetic no weight: their traffic rules
-        filter_bytes=9.1e9,
+        filter_bytes=9.0e9,
         limiter=125e9,
-        limiter_separable=35e9,
+        limiter_separable=34.5e9,
         grid=2.1e9,
-        spectral_call=0.54e-3,
+        spectral_call=0.33e-3,
         spatial_call=1.06e-3,
         direct_ratio=6.0,
     ),
@@ -344,19 +344,25 @@ def cost_terms(
         "grid": passes * b * c * grid,
         "spatial_call": 1.0,
     }
-    # transforms: the input (and its recomputation), the output, the output gradient, the input
-    # gradient; per channel a direct DFT (2·F MACs per position) or the separable form (a real
-    # GEMM over the last axis, a complex one over the first, and a layout copy: weighted 1.5).
-    per_channel = 2 * f * grid
-    if spec.band.ndim == 2:
-        b_ = spec.band
-        separable = 2 * grid * b_.cols + 4 * b_.kept_rows * spec.padded[0] * b_.cols
-        per_channel = min(per_channel, int(1.5 * separable))
-    per_channel = min(per_channel, _fft_macs(spec.band.n))  # long signals: an FFT
-    signals = (3 * c + 2 * o) if training else (c + o)
+    # transforms: the input (and its recomputation) and the input gradient on the padded grid,
+    # the output and the output gradient at the output positions only (stride folded in); per
+    # channel a direct DFT (2·F MACs per position) or the separable form (a real GEMM over the
+    # last axis, a complex one over the first, and a layout copy: weighted 1.5), or an FFT.
+    out_len = [-(-f // s) for f, s in zip(spec.full_out, spec.stride)]
+
+    def per_channel(lengths: list[int]) -> float:
+        positions = _prod(lengths)
+        work = 2 * f * positions
+        if spec.band.ndim == 2:
+            separable = 2 * positions * spec.band.cols + 4 * spec.band.kept_rows * lengths[0] * spec.band.cols
+            work = min(work, int(1.5 * separable))
+        return min(work, _fft_macs(spec.band.n))
+
+    c_signals, o_signals = (3 * c, 2 * o) if training else (c, o)
+    transform = b * (c_signals * per_channel(list(spec.padded)) + o_signals * per_channel(out_len))
     spectral_terms = {
         "contraction": passes * 4 * f * b * cg * o,
-        "transform": b * signals * per_channel,
+        "transform": transform,
         # the filter band: built for the forward and again for dX, folded back for dW
         "filter": passes * o * cg * 2 * f * taps,
         "filter_bytes": passes * o * cg * 4 * (taps + 2 * f),
