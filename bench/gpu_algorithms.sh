@@ -12,3 +12,8 @@ python3 -c "import bltriton.kernels" || { echo "bltriton.kernels does not import
 timeout 60 python3 -m bench.algorithms --device cuda --model resnet18 --batch 128 --reps 9 --json "$stem.json" 2>&1 | tee "$stem-resnet.log"
 timeout 40 python3 -m bench.algorithms --device cuda --model fcn --batch 64 --reps 9 --json "$stem.json" 2>&1 | grep -v Warn | tee "$stem-fcn.log"
 timeout 150 python3 -m bench.gpu_overhead --quick --out "$out" 2>&1 | grep -v "Warn\|USDT" | tee "$stem-overhead.log"
+# Experiments for the spatial algorithm's GPU work under CUDA graphs (TF32 GEMMs, one-GEMM
+# projections); skipped unless asked: EXPERIMENTS=1 bash bench/gpu_algorithms.sh
+if [ "${EXPERIMENTS:-0}" = "1" ]; then
+  timeout 150 python3 -m bench.gpu_overhead --quick --tf32-matmul --direct-ratio 100 --out "$out/experiment" 2>&1 | grep -v "Warn\|USDT" | tee "$stem-experiment.log"
+fi

@@ -81,7 +81,28 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="nn, spectral and auto eager; nn and auto under CUDA graphs"
     )
+    parser.add_argument(
+        "--tf32-matmul",
+        action="store_true",
+        help="experiment: torch.backends.cuda.matmul.allow_tf32 = True for the whole run (the "
+        "transforms' and projections' GEMMs in TF32, as cuDNN's convolutions already are)",
+    )
+    parser.add_argument(
+        "--direct-ratio",
+        type=float,
+        default=None,
+        help="experiment: bltriton.spatial.RULES['cuda'].direct_ratio (a large value makes every "
+        "2D projection one Kronecker GEMM)",
+    )
     args = parser.parse_args()
+    if args.tf32_matmul:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if args.direct_ratio is not None:
+        from dataclasses import replace
+
+        from bltriton import spatial
+
+        spatial.RULES["cuda"] = replace(spatial.RULES["cuda"], direct_ratio=args.direct_ratio)
     rows = []
     for model, batch in (("resnet18", 128), ("fcn", 64)):
         # (impl, rate, compile mode, algorithm): None is the library's default ("auto").
