@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from bench.models import MODELS, inputs
 from bench.profile_layers import conv_inputs
-from bltriton import BLConv1d, BLConv2d, functional
+from bltriton import BLConv1d, BLConv2d
 
 
 def _step(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, infer: bool):
@@ -41,20 +42,18 @@ def _step(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, infer: bool):
 def _chosen(layer: nn.Module, x: torch.Tensor) -> tuple[str, float, float, dict]:
     """What ``auto`` picks for ``layer`` on ``x``, the estimate's two times (ms) and the cost
     terms behind them (for ``bench/fit_rule.py``)."""
-    from dataclasses import replace
-
     from bltriton import spatial
 
     layer.algorithm = "auto"
     with torch.set_grad_enabled(x.requires_grad):
         layer(x)
-    specs = [v[2] for v in functional._CALLS.values() if v[2].kernel == tuple(layer.kernel_size)]
-    spec = replace(specs[-1], algorithm="spectral")
+    info = layer._last_call  # what the module's last call recorded: its algorithm and spec
+    spec = replace(info["spec"], algorithm="spectral")
     shapes = (tuple(x.shape), tuple(layer.weight.shape))
     est = spatial.estimate(spec, *shapes, x.device, x.requires_grad)
     rule = spatial.RULES.get(x.device.type, spatial.RULES["cuda"])
     terms = dict(zip(("spectral", "spatial"), spatial.cost_terms(spec, *shapes, x.requires_grad, rule)))
-    return layer.last_algorithm, est[0] * 1e3, est[1] * 1e3, terms
+    return info["algorithm"], est[0] * 1e3, est[1] * 1e3, terms
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from bltriton import spatial
 
-ALGORITHMS = {"spectral": spatial.SPECTRAL_TERMS, "spatial": spatial.SPATIAL_TERMS}
+ALGORITHMS = spatial.TERMS
 
 
 def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 500) -> np.ndarray:
@@ -49,8 +49,7 @@ def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 500) -> np.ndarray:
 
 
 def _matrix(rows: list[dict], algorithm: str) -> tuple[np.ndarray, np.ndarray]:
-    names = list(ALGORITHMS[algorithm])
-    a = np.array([[row["terms"][algorithm][k] for k in names] for row in rows], dtype=float)
+    a = np.array([[row["terms"][algorithm][k] for k in ALGORITHMS[algorithm]] for row in rows], dtype=float)
     t = np.array([row["ms"][algorithm] / 1e3 for row in rows])
     return a, t
 
@@ -58,30 +57,27 @@ def _matrix(rows: list[dict], algorithm: str) -> tuple[np.ndarray, np.ndarray]:
 def fit(rows: list[dict]) -> dict[str, float]:
     """Rule fields from the rows: rates for work terms, seconds for per-call terms."""
     fields: dict[str, float] = {}
-    for algorithm, terms in ALGORITHMS.items():
+    for algorithm, names in ALGORITHMS.items():
         a, t = _matrix(rows, algorithm)
         w = 1.0 / t
         coef = nnls(a * w[:, None], t * w)
-        for (name, rate), c in zip(terms.items(), coef):
-            if rate is None:
+        for name, c in zip(names, coef):
+            if name.endswith("_call"):
                 fields[name] = float(c)
             else:  # a term the fit gives no weight gets a rate that makes it free
-                fields[rate] = float(1.0 / c) if c > 0 else 1e15
+                fields[name] = float(1.0 / c) if c > 0 else 1e15
     return fields
 
 
 def predict(rows: list[dict], fields: dict[str, float]) -> list[tuple[float, float]]:
-    out = []
-    for row in rows:
-        times = []
-        for algorithm, terms in ALGORITHMS.items():
-            total = 0.0
-            for name, rate in terms.items():
-                amount = row["terms"][algorithm][name]
-                total += amount * fields[name] if rate is None else amount / fields[rate]
-            times.append(total)
-        out.append((times[0], times[1]))
-    return out
+    rule = spatial.AlgorithmRule(**{**vars(spatial.RULES["cpu"]), **fields})
+    return [
+        tuple(
+            sum(spatial.term_seconds(name, row["terms"][alg][name], rule) for name in ALGORITHMS[alg])
+            for alg in ("spectral", "spatial")
+        )
+        for row in rows
+    ]
 
 
 def report(rows: list[dict], fields: dict[str, float]) -> float:
@@ -124,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     current = vars(spatial.RULES.get(args.device, spatial.RULES["cuda"]))
     fields = dict(current) if args.current else {**current, **fit(rows)}
     print(f"{len(rows)} layer shapes; {'current rule' if args.current else 'fitted rule'}:")
-    for name in ALGORITHMS["spectral"] | ALGORITHMS["spatial"]:
-        key = ALGORITHMS["spectral"].get(name) or ALGORITHMS["spatial"].get(name) or name
-        print(f"  {key} = {fields[key]:.3g}")
+    for name in ALGORITHMS["spectral"] + ALGORITHMS["spatial"]:
+        print(f"  {name} = {fields[name]:.3g}")
     worst = report(rows, fields)
     print(f"worst configuration: {worst:.1%}")
     return 0

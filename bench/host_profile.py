@@ -29,60 +29,64 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, calls: int, sync_each: bool) -> float:
-    """Median-free mean ms per fwd+bwd over ``calls`` calls (after 5 warm-up calls)."""
-    device = x.device
-
-    def step():
+def _fwd_bwd(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor):
+    def step() -> None:
         layer.zero_grad(set_to_none=True)
         x.grad = None
         layer(x).backward(gy)
-        if sync_each:
-            _sync(device)
 
+    return step
+
+
+def time_calls(step, device: torch.device, calls: int, sync_each: bool) -> float:
+    """Mean ms per call of ``step`` over ``calls`` calls (after 5 warm-up calls), with a device
+    sync after each call or only at the end (then: the host's time per queued call)."""
     for _ in range(5):
         step()
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(calls):
         step()
+        if sync_each:
+            _sync(device)
     host = time.perf_counter() - t0
     _sync(device)
     return host / calls * 1e3
 
 
+def _cprofile(step, device: torch.device, calls: int, top: int) -> str:
+    """``cProfile`` of ``calls`` calls of ``step``: the ``top`` functions by own time."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        step()
+    _sync(device)
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(top)
+    return text.getvalue()
+
+
 def profile_layer(shape: ConvShape, impl: str, rate: float, device: torch.device, calls: int) -> dict:
     layer = make_layer(shape, impl, rate, device)
     x = torch.randn(shape.n, shape.c, *shape.size, device=device, requires_grad=True)
-    gy = torch.randn_like(layer(x))
+    step = _fwd_bwd(layer, x, torch.randn_like(layer(x)))
     row = {
         "shape": shape.id,
         "impl": impl,
         "rate": rate,
-        "ms_per_call_synced": round(time_calls(layer, x, gy, calls, True), 4),
-        "host_ms_per_call_queued": round(time_calls(layer, x, gy, calls, False), 4),
+        "ms_per_call_synced": round(time_calls(step, device, calls, True), 4),
+        "host_ms_per_call_queued": round(time_calls(step, device, calls, False), 4),
     }
     if impl == "nn":
         return row
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(calls):
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        layer(x).backward(gy)
-    _sync(device)
-    prof.disable()
-    text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
-    row["cprofile_tottime"] = text.getvalue()
+    row["cprofile_tottime"] = _cprofile(step, device, calls, 25)
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as tp:
         for _ in range(10):
-            layer.zero_grad(set_to_none=True)
-            x.grad = None
-            layer(x).backward(gy)
+            step()
         _sync(device)
     events = [e for e in tp.key_averages() if e.device_type == torch.autograd.DeviceType.CPU]
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -94,38 +98,29 @@ def profile_layer(shape: ConvShape, impl: str, rate: float, device: torch.device
 
 def profile_model(spec: str, impl: str, rate: float, device: torch.device, steps: int = 10) -> dict:
     """``spec`` = "model:batch" of ``bench.models``: ms per synced train step and a cProfile of
-    ``steps`` steps (top functions by own time)."""
+    ``steps`` steps (top functions by own time). ``impl`` as :func:`bench.shapes.make_layer`:
+    ``"nn"``, ``"spatial"`` or a backend name (the spectral algorithm on it)."""
     from bench.models import MODELS, inputs, make_variant, train_step_fn
 
     name, batch = spec.split(":")
     case = MODELS[name]
     torch.manual_seed(0)
-    kwargs = {} if impl == "nn" else {"backend": impl}
+    if impl == "nn":
+        kwargs = {}
+    elif impl == "spatial":
+        kwargs = {"algorithm": "spatial"}
+    else:
+        kwargs = {"backend": impl, "algorithm": "spectral"}
     net = make_variant(case.build(), None if impl == "nn" else rate, **kwargs).to(device)
     x, target = inputs(case, int(batch), device)
     step = train_step_fn(net, x, target)
-    for _ in range(3):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
     row = {
         "model": spec,
         "impl": impl,
         "rate": rate,
-        "ms_per_step": round((time.perf_counter() - t0) / steps * 1e3, 3),
+        "ms_per_step": round(time_calls(step, device, steps, True), 3),
     }
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    prof.disable()
-    text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(30)
-    row["cprofile_tottime"] = text.getvalue()
+    row["cprofile_tottime"] = _cprofile(step, device, steps, 30)
     return row
 
 

@@ -76,7 +76,8 @@ def bl_conv_with_band(
     input's magnitudes (a circular shift). ``save`` is what the backward keeps (see
     :data:`SAVE_POLICIES`); ``filter_cache`` serves the filter band when no gradient is recorded
     (a module in ``eval()`` passes its own). ``algorithm``: see :data:`ALGORITHMS`; when ``info``
-    is a dict, ``info["algorithm"]`` is set to the algorithm the call took.
+    is a dict, ``info["algorithm"]`` is set to the algorithm the call took and ``info["spec"]`` to
+    the op's :class:`~bltriton.autograd.ConvSpec`.
     """
     conv = f"bl_conv{ndim}d"
     out_dtype = check_tensors(conv, ndim, input, weight, bias)
@@ -127,6 +128,7 @@ def bl_conv_with_band(
             _remember_call(key, (geo, band, spec))
     if info is not None:
         info["algorithm"] = spec.algorithm
+        info["spec"] = spec
     if x_pad.numel() == 0 or weight.numel() == 0:
         x_full = pad_input(x, geo.pads, padding_mode) if fold else x_pad
         y = _empty_conv(x_full, weight, bias, geo)  # nothing to transform: torch's own shapes/errors

@@ -36,7 +36,16 @@ from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights, kept_mask
 from bltriton.transforms import cached_plan
 
-__all__ = ["RULES", "AlgorithmRule", "Limiter", "choose_algorithm", "estimate", "limiter"]
+__all__ = [
+    "RULES",
+    "TERMS",
+    "AlgorithmRule",
+    "Limiter",
+    "choose_algorithm",
+    "cost_terms",
+    "estimate",
+    "limiter",
+]
 
 
 def _axis_matrix(
@@ -303,21 +312,18 @@ def _static(value, nominal: int) -> int:
     return value if isinstance(value, int) else nominal
 
 
-#: The rate behind each term of :func:`cost_terms` (``None``: the term is seconds per call).
-SPECTRAL_TERMS = {
-    "contraction": "contraction",
-    "transform": "transform",
-    "filter": "filter",
-    "filter_bytes": "filter_bytes",
-    "spectral_call": None,
+#: The terms of :func:`cost_terms` per algorithm. Each is named after its :class:`AlgorithmRule`
+#: field: a rate (work per second) the term is divided by, or, for ``*_call``, seconds per call.
+TERMS = {
+    "spectral": ("contraction", "transform", "filter", "filter_bytes", "spectral_call"),
+    "spatial": ("conv", "limiter", "limiter_separable", "grid", "spatial_call"),
 }
-SPATIAL_TERMS = {
-    "conv": "conv",
-    "limiter": "limiter",
-    "limiter_separable": "limiter_separable",
-    "grid": "grid",
-    "spatial_call": None,
-}
+
+
+def term_seconds(name: str, amount: float, rule: AlgorithmRule) -> float:
+    """Seconds of ``amount`` of term ``name`` under ``rule``."""
+    value = getattr(rule, name)
+    return amount * value if name.endswith("_call") else amount / value
 
 
 def cost_terms(
@@ -329,7 +335,8 @@ def cost_terms(
     b, c = _static(x_shape[0], 32), _static(x_shape[1], 64)
     o, cg = w_shape[0], w_shape[1]
     taps = _prod(spec.kernel)
-    out = _prod([-(-f // s) for f, s in zip(spec.full_out, spec.stride)])
+    out_len = [-(-f // s) for f, s in zip(spec.full_out, spec.stride)]
+    out = _prod(out_len)
     grid = _prod(spec.padded)
     f = spec.band.num_kept
     passes = 3 if training else 1
@@ -348,7 +355,6 @@ def cost_terms(
     # the output and the output gradient at the output positions only (stride folded in); per
     # channel a direct DFT (2·F MACs per position) or the separable form (a real GEMM over the
     # last axis, a complex one over the first, and a layout copy: weighted 1.5), or an FFT.
-    out_len = [-(-f // s) for f, s in zip(spec.full_out, spec.stride)]
 
     def per_channel(lengths: list[int]) -> float:
         positions = _prod(lengths)
@@ -377,14 +383,13 @@ def estimate(spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: t
     rule = RULES.get(device.type, RULES["cuda"])
     spectral_terms, spatial_terms = cost_terms(spec, x_shape, w_shape, training, rule)
 
-    def seconds(terms: dict[str, float], rates: dict[str, str | None]) -> float:
+    def seconds(terms: dict[str, float]) -> float:
         total = 0.0
         for name, amount in terms.items():
-            rate = rates[name]
-            total += amount * getattr(rule, name) if rate is None else amount / getattr(rule, rate)
+            total += term_seconds(name, amount, rule)
         return total
 
-    return seconds(spectral_terms, SPECTRAL_TERMS), seconds(spatial_terms, SPATIAL_TERMS)
+    return seconds(spectral_terms), seconds(spatial_terms)
 
 
 def _fft_macs(n: tuple[int, ...]) -> float:
@@ -397,11 +402,17 @@ def _fft_macs(n: tuple[int, ...]) -> float:
 FFT_RATIO = 32.0
 
 
+def _separable_macs(length_in: list[int], length_out: list[int]) -> int:
+    """MACs per channel of a projection done axis by axis (last axis first)."""
+    total = 0
+    for i in range(len(length_in)):
+        total += _prod(length_out[: i + 1]) * _prod(length_in[i:])
+    return total
+
+
 def _limiter_method(band: Band, length_in: list[int], length_out: list[int], rule: AlgorithmRule) -> str:
     direct = _prod(length_in) * _prod(length_out)
-    separable = 0
-    for i in range(len(length_in)):
-        separable += _prod(length_out[: i + 1]) * _prod(length_in[i:])
+    separable = _separable_macs(length_in, length_out)
     if len(length_in) == 1 or direct <= rule.direct_ratio * separable:
         method, macs = "direct", direct
     else:
@@ -415,10 +426,7 @@ def _limiter_macs(band: Band, length_in: list[int], length_out: list[int], metho
         return _fft_macs(band.n)
     if method == "direct":
         return _prod(length_in) * _prod(length_out)
-    separable = 0
-    for i in range(len(length_in)):
-        separable += _prod(length_out[: i + 1]) * _prod(length_in[i:])
-    return separable
+    return _separable_macs(length_in, length_out)
 
 
 def choose_algorithm(
