@@ -19,23 +19,14 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from bench.profile_layers import _fwd_bwd
 from bench.shapes import FCN_LAYERS, SHAPES_1D, SHAPES_2D, SHAPES_HOST, ConvShape, make_layer
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _fwd_bwd(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor):
-    def step() -> None:
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        layer(x).backward(gy)
-
-    return step
 
 
 def time_calls(step, device: torch.device, calls: int, sync_each: bool) -> float:
