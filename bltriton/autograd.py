@@ -28,7 +28,7 @@ from functools import lru_cache
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
-from bltriton import ops, spatial
+from bltriton import _workspace, ops, spatial
 from bltriton.spectral import Band
 
 
@@ -109,30 +109,57 @@ def band_conv_forward(
     bias: torch.Tensor | None,
     spec: ConvSpec,
     filter_band: torch.Tensor | None = None,
+    keep_input_band: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``y = crop(irfftn(band(rfftn(x_pad) · conj(rfftn(w)))))[::stride] + bias``.
 
     Returns ``(y, xb, wb)``: the output ``[B, O, *out]``, the input band ``[F, B, C]`` and the
     conjugate filter band ``[F, O, Cg]`` (see :mod:`bltriton.ops`), the only tensors the backward
-    needs; ``wb`` is empty (the band never built whole) unless :func:`_filter_band_returned`.
+    needs. ``xb`` is empty (``[0, B, C]``; the band lived in scratch) unless
+    ``keep_input_band`` (default: not ``spec.save_input``, where the backward keeps the input
+    instead), and ``wb`` is empty (the band never built whole) unless
+    :func:`_filter_band_returned`.
     """
     out_dtype = spec.out_dtype or x_pad.dtype
     cdt = _compute_dtype(x_pad.dtype)
-    xb = ops.forward_transform(x_pad.to(cdt), spec.band, offset=spec.pad_lo)
+    if keep_input_band is None:
+        keep_input_band = not spec.save_input
+    scratch = None if keep_input_band else "band.x"
+    xb = ops.forward_transform(x_pad.to(cdt), spec.band, offset=spec.pad_lo, scratch=scratch)
     wb = filter_band
     if wb is None and _filter_band_returned(spec):
         wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
     if wb is not None:
-        yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision)
+        out = _scratch_band(xb, wb.shape[1], "band.y")
+        yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision, out=out)
     else:  # nobody keeps the filter band: build it chunk by chunk inside the contraction
         yb = ops.filter_mac(
-            "fwd", xb, weight.to(cdt), spec.band, spec.dilation, spec.groups, spec.backend, spec.precision
+            "fwd",
+            xb,
+            weight.to(cdt),
+            spec.band,
+            spec.dilation,
+            spec.groups,
+            spec.backend,
+            spec.precision,
+            scratch="band.y",
         )
         wb = xb.new_empty(0)
     y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
     if bias is not None:
-        y = y + bias.to(cdt).reshape(-1, *([1] * spec.band.ndim))
+        y.add_(bias.to(cdt).reshape(-1, *([1] * spec.band.ndim)))  # y is fresh: no second output
+    if not keep_input_band:
+        xb = xb.new_empty((0, *xb.shape[1:]))
     return y.to(out_dtype), xb, wb
+
+
+def _scratch_band(a: torch.Tensor, width: int, name: str) -> torch.Tensor | None:
+    """A ``[F, B, width]`` band like ``a`` in this thread's scratch buffer ``name``, for a band
+    consumed before the op returns (:mod:`bltriton._workspace`); ``None`` (let the contraction
+    allocate) on a device that keeps no scratch."""
+    if not _workspace.enabled(a.device):
+        return None
+    return _workspace.scratch(name, (a.shape[0], a.shape[1], width), a.dtype, a.device)
 
 
 def band_conv_backward(
@@ -152,13 +179,22 @@ def band_conv_backward(
     dx = dw = None
     if need_x or need_w:
         rdt = _real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
-        gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride)
+        gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride, scratch="band.g")
         if need_x:
             if wb.is_complex():
-                dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision)
+                out = _scratch_band(gcb, wb.shape[2] * spec.groups, "band.y")
+                dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision, out=out)
             else:  # the weight: its band built chunk by chunk
                 dxcb = ops.filter_mac(
-                    "dx", gcb, wb.to(rdt), spec.band, spec.dilation, spec.groups, spec.backend, spec.precision
+                    "dx",
+                    gcb,
+                    wb.to(rdt),
+                    spec.band,
+                    spec.dilation,
+                    spec.groups,
+                    spec.backend,
+                    spec.precision,
+                    scratch="band.y",
                 )
             ones = (1,) * spec.band.ndim
             dx = ops.inverse_transform(
@@ -343,7 +379,7 @@ def _(x_pad, weight, bias, **kwargs):
     out = tuple(-(-f // s) for f, s in zip(spec.full_out, spec.stride))
     f = 0 if spec.algorithm == "spatial" else spec.band.num_kept
     y = x_pad.new_empty((x_pad.shape[0], weight.shape[0], *out), dtype=spec.out_dtype or x_pad.dtype)
-    xb = x_pad.new_empty((f, x_pad.shape[0], x_pad.shape[1]), dtype=cdt)
+    xb = x_pad.new_empty((0 if spec.save_input else f, x_pad.shape[0], x_pad.shape[1]), dtype=cdt)
     wb_shape = (f, weight.shape[0], weight.shape[1]) if _filter_band_returned(spec) else (0,)
     wb = x_pad.new_empty(wb_shape, dtype=cdt)
     return y, xb, wb
@@ -403,7 +439,11 @@ def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool):
         else:
             if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
                 cdt = _compute_dtype(xb.dtype)
-                xb = ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo) if need_w else None
+                xb = (
+                    ops.forward_transform(xb.to(cdt), spec.band, offset=spec.pad_lo, scratch="band.x")
+                    if need_w
+                    else None
+                )
             else:
                 cdt = _real_dtype(xb.dtype)
             # ``filt``: the saved filter band, or the weight (its band is rebuilt inside dX's
@@ -604,7 +644,7 @@ def band_conv(
         if spec.algorithm == "spatial":  # no filter band to cache
             return _forward_impl(x_pad, weight, bias, spec)[0]
         wb = filter_cache.get(weight, spec.band, spec.dilation, _compute_dtype(x_pad.dtype))
-        return band_conv_forward(x_pad, weight, bias, spec, filter_band=wb)[0]
+        return band_conv_forward(x_pad, weight, bias, spec, filter_band=wb, keep_input_band=False)[0]
     if spec.save_filter_band is None:
         spec = _with_save_filter_band(spec, _filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
     wrapped = torch._C._functorch.is_functorch_wrapped_tensor

@@ -23,13 +23,12 @@ long as the contraction itself (16.8 ms vs 16.1 ms).
 from __future__ import annotations
 
 import math
-import threading
 import weakref
 from functools import lru_cache
 
 import torch
 
-from bltriton import _env
+from bltriton import _env, _workspace
 from bltriton.spectral import Band
 from bltriton.transforms import filter_plan, signal_plan
 
@@ -97,6 +96,7 @@ def forward_transform(
     stride: tuple[int, ...] | None = None,
     conj: bool = False,
     offset: tuple[int, ...] | None = None,
+    scratch: str | None = None,
 ) -> torch.Tensor:
     """Band of ``rfftn(up(x), s=band.n)``, frequency-major, where ``up`` zero-upsamples by
     ``stride`` (1 for the input; the output stride for the gradient of a strided layer) and
@@ -105,16 +105,28 @@ def forward_transform(
     Args:
         x: ``[B, C, *L]`` real with ``offset + L·stride <= band.n`` per axis.
         conj: return the conjugate band (same cost).
+        scratch: write the band into this thread's scratch buffer of that name
+            (:mod:`bltriton._workspace`): for a band consumed before the caller returns.
 
     Returns:
-        ``[F, B, C]`` complex, contiguous (a fresh tensor: safe to save for backward).
+        ``[F, B, C]`` complex, contiguous: a fresh tensor (safe to save for backward) unless
+        ``scratch``.
     """
     stride = tuple(stride or (1,) * band.ndim)
-    return signal_plan(band, tuple(x.shape[2:]), stride, x.device, x.dtype, offset).forward(x, conj)
+    plan = signal_plan(band, tuple(x.shape[2:]), stride, x.device, x.dtype, offset)
+    out = None
+    if scratch is not None:
+        cdt = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        out = _workspace.scratch(scratch, (band.num_kept, *x.shape[:2]), cdt, x.device)
+    return plan.forward(x, conj, out=out)
 
 
 def grad_transform(
-    dy: torch.Tensor, band: Band, full_len: tuple[int, ...], stride: tuple[int, ...]
+    dy: torch.Tensor,
+    band: Band,
+    full_len: tuple[int, ...],
+    stride: tuple[int, ...],
+    scratch: str | None = None,
 ) -> torch.Tensor:
     """``Gc``: the *conjugate* band of the spectrum of the output gradient, zero-upsampled by
     the stride.
@@ -122,6 +134,7 @@ def grad_transform(
     Args:
         dy: ``[B, O, *out]`` with ``out = ceil(full_len / stride)``.
         full_len: stride-1 output length per axis (``Lp - ke + 1``).
+        scratch: as in :func:`forward_transform`.
 
     Returns:
         ``[F, B, O]`` complex.
@@ -129,7 +142,7 @@ def grad_transform(
     expected = tuple(-(-f // s) for f, s in zip(full_len, stride))
     if tuple(dy.shape[2:]) != expected:
         raise ValueError(f"grad_transform: dy has spatial shape {tuple(dy.shape[2:])}, expected {expected}")
-    return forward_transform(dy, band, stride, conj=True)
+    return forward_transform(dy, band, stride, conj=True, scratch=scratch)
 
 
 def inverse_transform(
@@ -200,54 +213,17 @@ CHUNK_BYTES: dict[str, int] = {"cpu": 2 << 20}
 CHUNK_MIN_TAPS = 2  # a chunk spans at least this many times the filter's taps in frequencies
 
 
-class _Workspace(threading.local):
-    """Per-thread scratch of the chunk loops (:func:`_scratch`), kept between calls."""
-
-    def __init__(self) -> None:
-        self.buffers: dict[tuple, torch.Tensor] = {}
-
-
-_WORKSPACE = _Workspace()
-# Bytes of scratch each thread keeps between calls (the rest is allocated per call). A CIFAR
-# ResNet-18 at batch 32 needs 47 MB: the 256->512 layer's dW band and filter chunk (19 MB each)
-# and its filter-gradient accumulator (9 MB).
-WORKSPACE_BYTES: dict[str, int] = {"cpu": 64 << 20}
-
-
 # A filter transform over at most this many taps is memory-bound: its GEMM goes through torch.mm
 # into the kept scratch (oneDNN's linear has no ``out=``) instead of oneDNN into fresh memory. The
 # FCN's k5/k3 layers (b16 train step 23.6-25.8 -> 22.1-22.3 ms); with 9 taps (3x3) MKL's slower
 # arithmetic costs more than the fresh memory (ResNet-18 b32 step 455.9 -> 477.0 ms).
+
 SCRATCH_GEMM_MAX_TAPS = 8
 
 
 def clear_workspace() -> None:
-    """Release this thread's kept scratch buffers."""
-    _WORKSPACE.buffers.clear()
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A ``shape`` tensor for a temporary that does not outlive the caller, taken from this
-    thread's kept buffer ``name`` when it fits (:data:`WORKSPACE_BYTES`).
-
-    The filter-sized temporaries of the chunk loops (12-19 MB in ResNet-18's 512-channel layers),
-    allocated afresh at every call, were written to memory the C allocator had just mapped again:
-    in a ResNet-18 b32 training step the 256->512 layer's weight gradient took 18.7 ms against
-    9.3 ms on warm buffers, and its forward filter contraction 12.9 against 8.9 ms
-    (bench/NOTES.md)."""
-    numel = math.prod(shape)
-    limit = WORKSPACE_BYTES.get(device.type, 0)
-    key = (name, dtype, device)
-    buffers = _WORKSPACE.buffers
-    buf = buffers.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, dtype=dtype, device=device)
-        kept = sum(b.nbytes for k, b in buffers.items() if k != key)
-        if kept + buf.nbytes <= limit:
-            buffers[key] = buf
-        else:
-            buffers.pop(key, None)
-    return buf[:numel].view(shape)
+    """Release this thread's kept scratch buffers (:mod:`bltriton._workspace`)."""
+    _workspace.clear()
 
 
 def _chunks(
@@ -267,22 +243,34 @@ def filter_mac(
     groups: int,
     backend: str,
     precision: str | None = None,
+    scratch: str | None = None,
 ) -> torch.Tensor:
     """``mac(mode, a, weight_transform(weight))`` for ``mode`` ``"fwd"`` or ``"dx"``, the filter
-    band built chunk by chunk (:data:`CHUNK_BYTES`) and never held whole."""
+    band built chunk by chunk (:data:`CHUNK_BYTES`) and never held whole. ``scratch``: the result
+    goes into this thread's scratch buffer of that name (as in :func:`forward_transform`)."""
     f = a.shape[0]
     plan = filter_plan(band, tuple(weight.shape[2:]), tuple(dilation), weight.device, weight.dtype)
     taps = math.prod(weight.shape[2:])
     chunks = _chunks(f, weight.shape[0] * weight.shape[1] * a.element_size(), taps, a.device, backend)
-    if len(chunks) == 1:
-        return mac(mode, a, _filter_chunk(plan, weight, taps, 0, f, a, backend), groups, backend, precision)
+    width = weight.shape[0] if mode == "fwd" else weight.shape[1] * groups
+    shape = (f, a.shape[1], width)
     out = None
+    if scratch is not None and _workspace.enabled(a.device):
+        out = _workspace.scratch(scratch, shape, a.dtype, a.device)
+    if len(chunks) == 1:
+        wb = _filter_chunk(plan, weight, taps, 0, f, a, backend)
+        return mac(mode, a, wb, groups, backend, precision, out=out)
+    out = a.new_empty(shape) if out is None else out
     for s, e in chunks:
-        wb = _filter_chunk(plan, weight, taps, s, e, a, backend)
-        part = mac(mode, a[s:e], wb, groups, backend, precision)
-        if out is None:
-            out = part.new_empty((f, *part.shape[1:]))
-        out[s:e] = part
+        mac(
+            mode,
+            a[s:e],
+            _filter_chunk(plan, weight, taps, s, e, a, backend),
+            groups,
+            backend,
+            precision,
+            out=out[s:e],
+        )
     return out
 
 
@@ -290,14 +278,14 @@ def _filter_chunk(
     plan, weight: torch.Tensor, taps: int, start: int, stop: int, like: torch.Tensor, backend: str
 ):
     """``Wc[start:stop]`` for a contraction that consumes it at once: on the torch backend it is
-    written into this thread's scratch (:func:`_scratch`)."""
+    written into this thread's scratch (:func:`bltriton._workspace.scratch`)."""
     if backend != "torch":
         return plan.forward(weight, start, stop)
     o, cg = weight.shape[:2]
-    buf = _scratch("filter_band", (stop - start, o, cg), like.dtype, like.device)
+    buf = _workspace.scratch("filter_band", (stop - start, o, cg), like.dtype, like.device)
     if taps > SCRATCH_GEMM_MAX_TAPS:
         return plan.forward(weight, start, stop, out=buf)
-    work = _scratch("filter_planes", (2 * (stop - start) * o * cg,), weight.dtype, like.device)
+    work = _workspace.scratch("filter_planes", (2 * (stop - start) * o * cg,), weight.dtype, like.device)
     return plan.forward(weight, start, stop, out=buf, work=work)
 
 
@@ -320,10 +308,14 @@ def weight_grad(
     scratch = backend == "torch"  # the dW band and the sum are consumed here: this thread's scratch
     acc = None  # Σ over chunks of dW[chunk]ᵀ · adj[chunk] (FilterPlan.adjoint_sum)
     for s, e in chunks:
-        buf = _scratch("dw_band", (e - s, o, cg), xb.dtype, xb.device) if scratch else None
+        buf = _workspace.scratch("dw_band", (e - s, o, cg), xb.dtype, xb.device) if scratch else None
         dwb = mac("dw", xb[s:e], gcb[s:e], groups, backend, precision, out=buf)
         if acc is None:
-            out = _scratch("dw_taps", plan.sum_shape(o * cg), xb.dtype, xb.device) if scratch else None
+            out = (
+                _workspace.scratch("dw_taps", plan.sum_shape(o * cg), xb.dtype, xb.device)
+                if scratch
+                else None
+            )
             acc = plan.adjoint_sum(dwb, s, out=out)
         else:
             plan.adjoint_sum(dwb, s, acc)
@@ -369,12 +361,12 @@ class FilterBandCache:
 # --------------------------------------------------------------------------------------------
 
 
-def _torch_mac_fwd(xb: torch.Tensor, wcb: torch.Tensor, groups: int) -> torch.Tensor:
+def _torch_mac_fwd(xb: torch.Tensor, wcb: torch.Tensor, groups: int, out=None) -> torch.Tensor:
     """``Y[f, b, o] = sum_c X[f, b, c] · Wc[f, o, c]``."""
     f, b, _ = xb.shape
     o, cg = wcb.shape[1], wcb.shape[2]
     if groups == 1:
-        return torch.matmul(xb, wcb.transpose(1, 2))
+        return torch.matmul(xb, wcb.transpose(1, 2), out=out)
     og = o // groups
     if cg == 1:  # depthwise-style: an element-wise product per channel
         y = xb.reshape(f, b, groups, 1) * wcb.reshape(f, 1, groups, og)
@@ -384,12 +376,12 @@ def _torch_mac_fwd(xb: torch.Tensor, wcb: torch.Tensor, groups: int) -> torch.Te
     return torch.matmul(xg, wg).transpose(1, 2).reshape(f, b, o)
 
 
-def _torch_mac_dx(gcb: torch.Tensor, wcb: torch.Tensor, groups: int) -> torch.Tensor:
+def _torch_mac_dx(gcb: torch.Tensor, wcb: torch.Tensor, groups: int, out=None) -> torch.Tensor:
     """``dXc[f, b, c] = sum_o Gc[f, b, o] · Wc[f, o, c]``."""
     f, b, o = gcb.shape
     cg = wcb.shape[2]
     if groups == 1:
-        return torch.matmul(gcb, wcb)
+        return torch.matmul(gcb, wcb, out=out)
     og = o // groups
     if cg == 1:
         return (gcb.reshape(f, b, groups, og) * wcb.reshape(f, 1, groups, og)).sum(-1)
@@ -433,14 +425,14 @@ def mac(
             (``a=X [F,B,C]``, ``b=Gc [F,B,O]`` -> ``dW [F,O,Cg]``); see the module docstring.
         backend: ``"torch"`` or ``"triton"`` (already resolved).
         precision: triton operand precision (see :func:`bltriton.kernels.band_mac.band_mac`).
-        out: ``"dw"`` on the torch path only: write the result into this contiguous tensor.
+        out: write the result into this contiguous tensor (of the result's shape and dtype).
     """
     if backend == "triton":
         from bltriton.kernels import band_mac
 
         res = band_mac.band_mac(mode, a, b, groups, precision=precision)
-    elif mode == "dw" and groups == 1:
-        return _torch_mac_dw(a, b, groups, out=out)
+    elif groups == 1:
+        return _TORCH_MACS[mode](a, b, groups, out=out)
     else:
         res = _TORCH_MACS[mode](a, b, groups)
     return res if out is None else out.copy_(res)

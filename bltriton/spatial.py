@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bltriton import ops
+from bltriton import _workspace
 from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights, kept_mask
 from bltriton.transforms import cached_plan
@@ -111,7 +111,7 @@ class Limiter:
     def apply(self, x: torch.Tensor, scratch: str | None = None) -> torch.Tensor:
         """``[B, C, *length_in]`` -> ``[B, C, *length_out]``, contiguous: a fresh tensor, or with
         ``scratch`` this thread's kept buffer of that name where it fits (a temporary the caller
-        consumes at once, see :func:`bltriton.ops._scratch`)."""
+        consumes at once, see :mod:`bltriton._workspace`)."""
         return self._run(x, self.length_in, self.length_out, adjoint=False, scratch=scratch)
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
@@ -137,7 +137,11 @@ class Limiter:
         # (broadcast) row matrix: no transposed copy of the signal.
         pw, ph = (self._pw_t, self._ph_t) if adjoint else (self._pw, self._ph)
         t = matmul_nt(x.reshape(-1, src[1]), pw).view(b * c, src[0], dst[1])
-        out = None if scratch is None else ops._scratch(scratch, (b * c, dst[0], dst[1]), x.dtype, x.device)
+        out = (
+            None
+            if scratch is None
+            else _workspace.scratch(scratch, (b * c, dst[0], dst[1]), x.dtype, x.device)
+        )
         return torch.bmm(ph.expand(b * c, dst[0], src[0]), t, out=out).view(b, c, *dst)
 
     def _run_fft(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:

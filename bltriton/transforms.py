@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bltriton import _gemm
+from bltriton import _gemm, _workspace
 from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights
 
@@ -194,27 +194,34 @@ class SignalPlan:
             self._ops[key] = self._rows(conj, inverse).to(device=self.device, dtype=cdt).contiguous()
         return self._ops[key]
 
-    def forward(self, x: torch.Tensor, conj: bool = False) -> torch.Tensor:
-        """``[B, C, *length]`` real -> band ``[F, B, C]`` complex, contiguous (a fresh tensor)."""
+    def forward(self, x: torch.Tensor, conj: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, C, *length]`` real -> band ``[F, B, C]`` complex, contiguous: a fresh tensor, or
+        ``out`` (contiguous, that shape) filled."""
         b, c = x.shape[:2]
+        f = self.band.num_kept
         if self.method == "direct":
             e = self._operand("direct_fwd", conj, self._direct_fwd)
-            out = matmul_nt(e, x.reshape(b * c, -1))  # [2F, BC]: re plane, im plane
-            f = self.band.num_kept
-            return torch.complex(out[:f], out[f:]).view(f, b, c)
+            planes = matmul_nt(e, x.reshape(b * c, -1)).view(2, f, b, c)  # re plane, im plane
+            return torch.complex(planes[0], planes[1], out=out)
         if self.band.ndim == 1:
-            return self._last_axis_fwd(x, conj).view(self.band.num_kept, b, c)
+            band = self._last_axis_fwd(x, conj).view(f, b, c)
+            return band if out is None else out.copy_(band)
         h, w = x.shape[2:]
         if self.method == "gemm":
             # Column GEMM on the NCHW input as it lies, then one copy to [H, cols, BC]: one
             # input-sized copy less than permuting first (32x32 C64 B32: 6.4 vs 7.7 ms).
+            cols = self.band.cols
             s = matmul_nt(x.reshape(b * c * h, w), self._operand("col_fwd", conj, self._col_fwd, True))
-            s = torch.view_as_complex(s.view(b * c, h, self.band.cols, 2))
-            spec = s.permute(1, 2, 0).contiguous()  # [H, cols, BC]
+            s = torch.view_as_complex(s.view(b * c, h * cols, 2))
+            spec = _workspace.scratch("transform.spec", (h * cols, b * c), s.dtype, s.device)
+            spec.copy_(s.T)  # [H·cols, BC]
         else:
             spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj)  # [H, cols, BC]
-        out = self._row_operand(conj, False) @ spec.reshape(h, -1)
-        return out.view(self.band.num_kept, b, c)
+        rows = self._row_operand(conj, False)
+        if out is None:
+            return (rows @ spec.view(h, -1)).view(self.band.num_kept, b, c)
+        torch.mm(rows, spec.view(h, -1), out=out.view(rows.shape[0], -1))
+        return out
 
     def _last_axis_fwd(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
         """``[*lead, B, C, L]`` real -> ``[*lead, cols, B·C]`` complex (kept columns)."""
@@ -251,12 +258,15 @@ class SignalPlan:
             return self._last_axis_inv(yb, conj).contiguous()
         # conj(E)·conj(Z) = conj(E·Z): the row stage keeps the conjugate, the column stage undoes it.
         rows_out, cols = self.length[0], self.band.cols
-        spec = self._row_operand(conj, True) @ yb.reshape(self.band.kept_rows, -1)  # [T, cols·B·O]
+        rows = self._row_operand(conj, True)
+        spec = _workspace.scratch("transform.spec", (rows_out * cols, b * o), yb.dtype, yb.device)
+        torch.mm(rows, yb.view(self.band.kept_rows, -1), out=spec.view(rows_out, -1))  # [T, cols·B·O]
         if self.method == "gemm":
             # One copy into [B·O, T, 2·cols], then the column GEMM writes NCHW directly: no
             # output-sized permute (32x32 C64 B32: 7.3 vs 8.2 ms).
-            sr = torch.view_as_real(spec.view(rows_out, cols, b * o)).permute(2, 0, 1, 3)
-            sr = sr.reshape(b * o * rows_out, 2 * cols)
+            sr = _workspace.scratch("transform.cols", (b * o, rows_out * cols), yb.dtype, yb.device)
+            sr.copy_(spec.T)
+            sr = torch.view_as_real(sr).view(b * o * rows_out, 2 * cols)
             y = matmul_nt(sr, self._operand("col_inv", conj, self._col_inv, True))
             return y.view(b, o, rows_out, self.length[1])
         spec = spec.view(rows_out, cols, b, o)

@@ -1,4 +1,4 @@
-"""The per-thread scratch (``ops._scratch``, ``ops.WORKSPACE_BYTES``) of the chunk loops and of
+"""The per-thread scratch (``bltriton._workspace``) of the chunk loops and of
 the spatial algorithm's projected input: the same
 results with buffers kept or not, nothing returned aliases a kept buffer, the cap holds, and each
 thread has its own buffers."""
@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 
-from bltriton import BLConv1d, BLConv2d, ops
+from bltriton import BLConv1d, BLConv2d, _workspace, ops, transforms
 
 pytestmark = pytest.mark.usefixtures("spectral_only")  # the spectral algorithm's internals
 
@@ -31,7 +31,7 @@ def _step(layer, x, gy):
 
 
 def _kept_ranges():
-    return [(b.data_ptr(), b.data_ptr() + b.nbytes) for b in ops._WORKSPACE.buffers.values()]
+    return [(b.data_ptr(), b.data_ptr() + b.nbytes) for b in _workspace._WORKSPACE.buffers.values()]
 
 
 @pytest.mark.parametrize(
@@ -47,15 +47,38 @@ def _kept_ranges():
 def test_kept_scratch_changes_no_result_and_never_escapes(monkeypatch, make):
     layer, shape = make()
     monkeypatch.setattr(ops, "CHUNK_BYTES", {"cpu": 1})  # many chunks: every loop runs
+    _check_scratch_invariance(monkeypatch, layer, shape)
+
+
+@pytest.mark.parametrize("method", ["direct", "gemm", "fft"])
+@pytest.mark.parametrize("save", ["input", "band"])
+@pytest.mark.parametrize("stride,groups", [(1, 1), (2, 2)])
+def test_transforms_scratch_changes_no_result(monkeypatch, method, save, stride, groups):
+    """The transforms' intermediates and the bands consumed inside one call (input band under
+    save='input', output band, gradient band, dX's band) live in scratch; a band the backward
+    keeps (save='band') must not."""
+    monkeypatch.setattr(transforms, "FORCE_METHOD", method)
+    transforms.clear_plans()
+    layer = BLConv2d(
+        4, 6, 3, stride=stride, padding=1, groups=groups, compress_rate=0.5, algorithm="spectral"
+    )
+    layer.save = save
+    try:
+        _check_scratch_invariance(monkeypatch, layer, (3, 4, 14, 14))
+    finally:
+        transforms.clear_plans()
+
+
+def _check_scratch_invariance(monkeypatch, layer, shape):
     x, x2 = torch.randn(shape), torch.randn(shape)
     gy = torch.randn_like(layer(x))
-    monkeypatch.setattr(ops, "WORKSPACE_BYTES", {})  # nothing kept: per-call buffers
+    monkeypatch.setattr(_workspace, "WORKSPACE_BYTES", {})  # nothing kept: per-call buffers
     ops.clear_workspace()
     ref = _step(layer, x, gy)
-    assert not ops._WORKSPACE.buffers
-    monkeypatch.setattr(ops, "WORKSPACE_BYTES", {"cpu": 64 << 20})
+    assert not _workspace._WORKSPACE.buffers
+    monkeypatch.setattr(_workspace, "WORKSPACE_BYTES", {"cpu": 64 << 20})
     first = _step(layer, x, gy)
-    assert ops._WORKSPACE.buffers, "nothing kept scratch"
+    assert _workspace._WORKSPACE.buffers, "nothing kept scratch"
     for a, b in zip(first, ref):
         assert torch.equal(a, b)
     kept = [t.clone() for t in first]
@@ -65,35 +88,42 @@ def test_kept_scratch_changes_no_result_and_never_escapes(monkeypatch, make):
     for t in first:
         lo = t.data_ptr()
         assert all(not (s <= lo < e) for s, e in _kept_ranges())
+    # What the backward keeps must not be scratch either: a second forward (another layer of the
+    # same shape, in a model) runs before the first one's backward.
+    xa = x.clone().requires_grad_()
+    ya = layer(xa)
+    layer(x2.clone().requires_grad_())
+    dx, dw = torch.autograd.grad(ya, [xa, layer.weight], gy)
+    assert torch.equal(ya.detach(), ref[0]) and torch.equal(dx, ref[1]) and torch.equal(dw, ref[2])
 
 
 def test_the_cap_holds(monkeypatch):
-    monkeypatch.setattr(ops, "WORKSPACE_BYTES", {"cpu": 1000})
-    small = ops._scratch("a", (10,), torch.float32, torch.device("cpu"))
-    assert small.shape == (10,) and len(ops._WORKSPACE.buffers) == 1
-    big = ops._scratch("b", (1000,), torch.float32, torch.device("cpu"))  # 4000 B: over the cap
-    assert big.shape == (1000,) and set(k[0] for k in ops._WORKSPACE.buffers) == {"a"}
-    again = ops._scratch("a", (5, 2), torch.float32, torch.device("cpu"))
+    monkeypatch.setattr(_workspace, "WORKSPACE_BYTES", {"cpu": 1000})
+    small = _workspace.scratch("a", (10,), torch.float32, torch.device("cpu"))
+    assert small.shape == (10,) and len(_workspace._WORKSPACE.buffers) == 1
+    big = _workspace.scratch("b", (1000,), torch.float32, torch.device("cpu"))  # 4000 B: over the cap
+    assert big.shape == (1000,) and set(k[0] for k in _workspace._WORKSPACE.buffers) == {"a"}
+    again = _workspace.scratch("a", (5, 2), torch.float32, torch.device("cpu"))
     assert again.data_ptr() == small.data_ptr()  # reused, viewed to the new shape
-    monkeypatch.setattr(ops, "WORKSPACE_BYTES", {})  # no workspace on this device: nothing kept
+    monkeypatch.setattr(_workspace, "WORKSPACE_BYTES", {})  # no workspace on this device: nothing kept
     ops.clear_workspace()
-    ops._scratch("a", (10,), torch.float32, torch.device("cpu"))
-    assert not ops._WORKSPACE.buffers
+    _workspace.scratch("a", (10,), torch.float32, torch.device("cpu"))
+    assert not _workspace._WORKSPACE.buffers
 
 
 def test_each_thread_has_its_own_scratch():
-    mine = ops._scratch("a", (16,), torch.float32, torch.device("cpu"))
+    mine = _workspace.scratch("a", (16,), torch.float32, torch.device("cpu"))
     seen = {}
 
     def other():
-        seen["ptr"] = ops._scratch("a", (16,), torch.float32, torch.device("cpu")).data_ptr()
-        seen["count"] = len(ops._WORKSPACE.buffers)
+        seen["ptr"] = _workspace.scratch("a", (16,), torch.float32, torch.device("cpu")).data_ptr()
+        seen["count"] = len(_workspace._WORKSPACE.buffers)
 
     t = threading.Thread(target=other)
     t.start()
     t.join()
     assert seen["ptr"] != mine.data_ptr() and seen["count"] == 1
-    assert len(ops._WORKSPACE.buffers) == 1
+    assert len(_workspace._WORKSPACE.buffers) == 1
 
 
 @pytest.mark.parametrize("kernel", [(5,), (3, 3)])
@@ -121,3 +151,20 @@ def test_chunk_loop_results_own_their_memory(monkeypatch, kernel):
     call()
     for a, b in zip(first, kept):
         assert torch.equal(a, b), "a result shares memory with the scratch"
+
+
+@pytest.mark.parametrize("algorithm", ["spectral", "spatial"])
+def test_scratch_made_under_inference_mode_serves_training(algorithm):
+    """A buffer first made inside ``inference_mode`` must not be an inference tensor: the next
+    training call writes into it (this failed with 'Inplace update to inference tensor')."""
+    layer = BLConv2d(4, 6, 3, padding=1, compress_rate=0.5, algorithm=algorithm)
+    x = torch.randn(2, 4, 12, 12)  # the spatial algorithm's separable projection: scratch
+    layer.eval()
+    with torch.inference_mode():
+        y_inf = layer(x)
+    assert _workspace._WORKSPACE.buffers, "the inference call used no scratch"
+    assert not any(b.is_inference() for b in _workspace._WORKSPACE.buffers.values())
+    layer.train()
+    y, dx, dw = _step(layer, x, torch.randn_like(y_inf))
+    assert torch.allclose(y, y_inf, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(dx).all() and torch.isfinite(dw).all()
