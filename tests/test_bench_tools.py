@@ -80,6 +80,28 @@ def test_ab_versions_extracts_a_renamed_base(tmp_path):
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
 
 
+def test_ab_versions_separate_processes_give_a_row():
+    """``--separate``: each variant alone in its own process; the row holds nn's time and two
+    ratios near 1 (the base is this checkout)."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from bench.ab_versions import ROOT
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    cmd = [sys.executable, "-m", "bench.ab_versions", "--base", "HEAD", "--case", "fcn:2:0.5:infer"]
+    out = subprocess.run([*cmd, "--separate", "1", "--rounds", "3"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "alone in 1 processes" in out.stdout
+    row = re.search(r"^\| fcn \| 2 \| 0.5 \| infer \| ([0-9.]+) \| ([0-9.]+)× \| ([0-9.]+)× \|$", out.stdout, re.M)
+    assert row, out.stdout
+    nn_ms, base, this = map(float, row.groups())
+    assert nn_ms > 0 and 0 < base < 100 and 0 < this < 100
+
+
 def test_fit_rule_recovers_known_rates():
     """Synthetic rows timed by a known rule: the fit gives those rates back, and its picks
     cost nothing."""
