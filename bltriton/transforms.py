@@ -100,6 +100,10 @@ def _real_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
 
 
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype in (torch.float64, torch.complex128) else torch.complex64
+
+
 def _phase(band: Band, positions: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """``θ[f, p] = 2π·Σ_axis freq_axis(f)·pos_axis(p) / n_axis`` for the kept frequencies (frequency
     -major order of :mod:`bltriton.spectral`) and the positions given per axis, float64."""
@@ -190,7 +194,7 @@ class SignalPlan:
     def _row_operand(self, conj: bool, inverse: bool) -> torch.Tensor:
         key = ("rows", conj, inverse)
         if key not in self._ops:
-            cdt = torch.complex128 if self.dtype == torch.float64 else torch.complex64
+            cdt = _complex_dtype(self.dtype)
             self._ops[key] = self._rows(conj, inverse).to(device=self.device, dtype=cdt).contiguous()
         return self._ops[key]
 
@@ -204,8 +208,7 @@ class SignalPlan:
             planes = matmul_nt(e, x.reshape(b * c, -1)).view(2, f, b, c)  # re plane, im plane
             return torch.complex(planes[0], planes[1], out=out)
         if self.band.ndim == 1:
-            band = self._last_axis_fwd(x, conj).view(f, b, c)
-            return band if out is None else out.copy_(band)
+            return self._last_axis_fwd(x, conj, None if out is None else out.view(f, b * c)).view(f, b, c)
         h, w = x.shape[2:]
         if self.method == "gemm":
             # Column GEMM on the NCHW input as it lies, then one copy to [H, cols, BC]: one
@@ -216,21 +219,25 @@ class SignalPlan:
             spec = _workspace.scratch("transform.spec", (h * cols, b * c), s.dtype, s.device)
             spec.copy_(s.T)  # [H·cols, BC]
         else:
-            spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj)  # [H, cols, BC]
+            spec = _workspace.scratch(
+                "transform.spec", (h, self.band.cols, b * c), _complex_dtype(x.dtype), x.device
+            )
+            self._last_axis_fwd(x.permute(2, 0, 1, 3), conj, out=spec)  # [H, cols, BC]
         rows = self._row_operand(conj, False)
         if out is None:
             return (rows @ spec.view(h, -1)).view(self.band.num_kept, b, c)
         torch.mm(rows, spec.view(h, -1), out=out.view(rows.shape[0], -1))
         return out
 
-    def _last_axis_fwd(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
-        """``[*lead, B, C, L]`` real -> ``[*lead, cols, B·C]`` complex (kept columns)."""
+    def _last_axis_fwd(self, x: torch.Tensor, conj: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``[*lead, B, C, L]`` real -> ``[*lead, cols, B·C]`` complex (kept columns): a fresh
+        tensor, or ``out`` (contiguous, that shape) filled."""
         *lead, b, c, length = x.shape
         cols = self.band.cols
         if self.method == "gemm":
             s = matmul_nt(x.reshape(-1, length), self._operand("col_fwd", conj, self._col_fwd, True))
-            s = torch.view_as_complex(s.view(*lead, b * c, cols, 2))
-            return s.transpose(-1, -2).contiguous()
+            s = torch.view_as_complex(s.view(*lead, b * c, cols, 2)).transpose(-1, -2)
+            return s.contiguous() if out is None else out.copy_(s)
         n, step, start = self.band.n[-1], self.step[-1], self.offset[-1]
         if step == 1:
             padded = torch.nn.functional.pad(x, (start, n - length - start))
@@ -242,6 +249,8 @@ class SignalPlan:
         spec = torch.fft.rfft(padded, dim=-1).narrow(-1, 0, cols)
         if conj:
             spec = spec.conj()  # lazy; the copy below materialises it
+        if out is not None:
+            return out.view(*lead, cols, b, c).copy_(spec.movedim(-1, -3)).view(*lead, cols, b * c)
         # contiguous(), not reshape(): when every column is kept the reshape is a view whose
         # frequency stride is 1, and CPU bmm over such a batch ran 35× slower.
         return spec.movedim(-1, -3).contiguous().view(*lead, cols, b * c).resolve_conj()
@@ -276,7 +285,8 @@ class SignalPlan:
         """``[*lead, cols, B, O]`` complex -> ``[*lead, B, O, length[-1]]`` real."""
         *lead, cols, b, o = spec.shape
         if self.method == "gemm":
-            sr = torch.view_as_real(spec).movedim(-4, -2).reshape(-1, 2 * cols)  # one copy
+            sr = _workspace.scratch("transform.cols", (*lead, b, o, cols), spec.dtype, spec.device)
+            sr = torch.view_as_real(sr.copy_(spec.movedim(-3, -1))).view(-1, 2 * cols)  # one copy
             y = matmul_nt(sr, self._operand("col_inv", conj, self._col_inv, True))
             return y.view(*lead, b, o, self.length[-1])
         y = torch.fft.irfft((spec.conj() if conj else spec).movedim(-3, -1), n=self.band.n[-1], dim=-1)
@@ -346,7 +356,7 @@ class FilterPlan:
         self.fwd = torch.cat([torch.cos(theta), torch.sin(theta)]).to(self.device, self.dtype)
         b = self.band
         cw = column_weights(b.n[-1], b.cols).repeat(b.kept_rows)[:, None] / math.prod(b.n)
-        cdt = torch.complex128 if self.dtype == torch.float64 else torch.complex64
+        cdt = _complex_dtype(self.dtype)
         # d/dWc of Re(sum ...) evaluated as irfftn: Re(Σ_f dW[f]·c_f·e^{+iθ}) / N.
         self.adj = torch.polar(cw.expand_as(theta).contiguous(), theta).to(self.device, cdt)
         # The adjoint's sum is kept [taps, O·Cg] for kernels of fewer than 5 taps, else [O·Cg,
