@@ -19,7 +19,7 @@ import threading
 
 import torch
 
-__all__ = ["WORKSPACE_BYTES", "clear", "enabled", "scratch"]
+__all__ = ["WORKSPACE_BYTES", "clear", "scratch"]
 
 
 class _Workspace(threading.local):
@@ -40,17 +40,20 @@ def clear() -> None:
     _WORKSPACE.buffers.clear()
 
 
-def enabled(device: torch.device) -> bool:
-    """Whether ``device`` keeps scratch (else :func:`scratch` hands out fresh memory)."""
-    return WORKSPACE_BYTES.get(device.type, 0) > 0
-
-
-def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def scratch(
+    name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
     """A contiguous ``shape`` tensor for a temporary that does not outlive the caller: a view of
-    this thread's kept buffer ``name`` when it fits (:data:`WORKSPACE_BYTES`), else fresh memory.
-    Its contents are undefined."""
+    this thread's kept buffer ``name`` (made or grown here), or fresh memory when the buffer
+    would pass :data:`WORKSPACE_BYTES`. Its contents are undefined.
+
+    ``None`` where nothing is kept: a device without a budget, or inside a functorch transform
+    (``jvp``, ``vmap``, ``grad``), which forbids writing into a tensor made outside it. The
+    caller then computes out of place."""
     numel = math.prod(shape)
     limit = WORKSPACE_BYTES.get(device.type, 0)
+    if not limit or torch._C._are_functorch_transforms_active():
+        return None
     key = (name, dtype, device)
     buffers = _WORKSPACE.buffers
     buf = buffers.get(key)

@@ -155,10 +155,8 @@ def band_conv_forward(
 
 def _scratch_band(a: torch.Tensor, width: int, name: str) -> torch.Tensor | None:
     """A ``[F, B, width]`` band like ``a`` in this thread's scratch buffer ``name``, for a band
-    consumed before the op returns (:mod:`bltriton._workspace`); ``None`` (let the contraction
-    allocate) on a device that keeps no scratch."""
-    if not _workspace.enabled(a.device):
-        return None
+    consumed before the op returns (:mod:`bltriton._workspace`); ``None`` where nothing is kept
+    (the contraction allocates)."""
     return _workspace.scratch(name, (a.shape[0], a.shape[1], width), a.dtype, a.device)
 
 

@@ -254,9 +254,7 @@ def filter_mac(
     chunks = _chunks(f, weight.shape[0] * weight.shape[1] * a.element_size(), taps, a.device, backend)
     width = weight.shape[0] if mode == "fwd" else weight.shape[1] * groups
     shape = (f, a.shape[1], width)
-    out = None
-    if scratch is not None and _workspace.enabled(a.device):
-        out = _workspace.scratch(scratch, shape, a.dtype, a.device)
+    out = None if scratch is None else _workspace.scratch(scratch, shape, a.dtype, a.device)
     if len(chunks) == 1:
         wb = _filter_chunk(plan, weight, taps, 0, f, a, backend)
         return mac(mode, a, wb, groups, backend, precision, out=out)

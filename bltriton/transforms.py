@@ -215,14 +215,14 @@ class SignalPlan:
             # input-sized copy less than permuting first (32x32 C64 B32: 6.4 vs 7.7 ms).
             cols = self.band.cols
             s = matmul_nt(x.reshape(b * c * h, w), self._operand("col_fwd", conj, self._col_fwd, True))
-            s = torch.view_as_complex(s.view(b * c, h * cols, 2))
-            spec = _workspace.scratch("transform.spec", (h * cols, b * c), s.dtype, s.device)
-            spec.copy_(s.T)  # [H·cols, BC]
+            spec = _contiguous(
+                "transform.spec", torch.view_as_complex(s.view(b * c, h * cols, 2)).T
+            )  # [H·cols, BC]
         else:
-            spec = _workspace.scratch(
+            buf = _workspace.scratch(
                 "transform.spec", (h, self.band.cols, b * c), _complex_dtype(x.dtype), x.device
             )
-            self._last_axis_fwd(x.permute(2, 0, 1, 3), conj, out=spec)  # [H, cols, BC]
+            spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj, out=buf)  # [H, cols, BC]
         rows = self._row_operand(conj, False)
         if out is None:
             return (rows @ spec.view(h, -1)).view(self.band.num_kept, b, c)
@@ -267,14 +267,13 @@ class SignalPlan:
             return self._last_axis_inv(yb, conj).contiguous()
         # conj(E)·conj(Z) = conj(E·Z): the row stage keeps the conjugate, the column stage undoes it.
         rows_out, cols = self.length[0], self.band.cols
-        rows = self._row_operand(conj, True)
-        spec = _workspace.scratch("transform.spec", (rows_out * cols, b * o), yb.dtype, yb.device)
-        torch.mm(rows, yb.view(self.band.kept_rows, -1), out=spec.view(rows_out, -1))  # [T, cols·B·O]
+        spec = _mm(
+            "transform.spec", self._row_operand(conj, True), yb.reshape(self.band.kept_rows, -1)
+        )  # [T, cols·B·O]
         if self.method == "gemm":
             # One copy into [B·O, T, 2·cols], then the column GEMM writes NCHW directly: no
             # output-sized permute (32x32 C64 B32: 7.3 vs 8.2 ms).
-            sr = _workspace.scratch("transform.cols", (b * o, rows_out * cols), yb.dtype, yb.device)
-            sr.copy_(spec.T)
+            sr = _contiguous("transform.cols", spec.view(rows_out * cols, b * o).T)
             sr = torch.view_as_real(sr).view(b * o * rows_out, 2 * cols)
             y = matmul_nt(sr, self._operand("col_inv", conj, self._col_inv, True))
             return y.view(b, o, rows_out, self.length[1])
@@ -285,13 +284,25 @@ class SignalPlan:
         """``[*lead, cols, B, O]`` complex -> ``[*lead, B, O, length[-1]]`` real."""
         *lead, cols, b, o = spec.shape
         if self.method == "gemm":
-            sr = _workspace.scratch("transform.cols", (*lead, b, o, cols), spec.dtype, spec.device)
-            sr = torch.view_as_real(sr.copy_(spec.movedim(-3, -1))).view(-1, 2 * cols)  # one copy
+            sr = torch.view_as_real(_contiguous("transform.cols", spec.movedim(-3, -1))).view(-1, 2 * cols)
             y = matmul_nt(sr, self._operand("col_inv", conj, self._col_inv, True))
             return y.view(*lead, b, o, self.length[-1])
         y = torch.fft.irfft((spec.conj() if conj else spec).movedim(-3, -1), n=self.band.n[-1], dim=-1)
         start, step = self.offset[-1], self.step[-1]
         return y[..., start : start + self.length[-1] * step : step]
+
+
+def _contiguous(name: str, t: torch.Tensor) -> torch.Tensor:
+    """``t`` made contiguous (one copy) in this thread's scratch buffer ``name`` where one is kept
+    (:mod:`bltriton._workspace`), else in fresh memory: for an intermediate of one transform."""
+    buf = _workspace.scratch(name, tuple(t.shape), t.dtype, t.device)
+    return t.contiguous() if buf is None else buf.copy_(t)
+
+
+def _mm(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` into this thread's scratch buffer ``name`` where one is kept, else fresh."""
+    buf = _workspace.scratch(name, (a.shape[0], b.shape[1]), a.dtype, a.device)
+    return a @ b if buf is None else torch.mm(a, b, out=buf)
 
 
 def _choose_method(band: Band, length: tuple[int, ...], device: torch.device) -> str:

@@ -96,7 +96,8 @@ def test_ab_versions_separate_processes_give_a_row():
     out = subprocess.run([*cmd, "--separate", "1", "--rounds", "3"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "alone in 1 processes" in out.stdout
-    row = re.search(r"^\| fcn \| 2 \| 0.5 \| infer \| ([0-9.]+) \| ([0-9.]+)× \| ([0-9.]+)× \|$", out.stdout, re.M)
+    pattern = r"^\| fcn \| 2 \| 0.5 \| infer \| ([0-9.]+) \| ([0-9.]+)× \| ([0-9.]+)× \|$"
+    row = re.search(pattern, out.stdout, re.M)
     assert row, out.stdout
     nn_ms, base, this = map(float, row.groups())
     assert nn_ms > 0 and 0 < base < 100 and 0 < this < 100

@@ -107,8 +107,24 @@ def test_the_cap_holds(monkeypatch):
     assert again.data_ptr() == small.data_ptr()  # reused, viewed to the new shape
     monkeypatch.setattr(_workspace, "WORKSPACE_BYTES", {})  # no workspace on this device: nothing kept
     ops.clear_workspace()
-    _workspace.scratch("a", (10,), torch.float32, torch.device("cpu"))
+    assert _workspace.scratch("a", (10,), torch.float32, torch.device("cpu")) is None
     assert not _workspace._WORKSPACE.buffers
+
+
+def test_no_scratch_inside_functorch_transforms():
+    """jvp / vmap forbid writing into a tensor made outside them: the callers compute out of
+    place there (``torch.func.jacfwd`` through a 1D layer failed on the transforms' copies)."""
+    cpu = torch.device("cpu")
+    assert _workspace.scratch("a", (4,), torch.float32, cpu) is not None
+    seen = []
+
+    def f(x):
+        seen.append(_workspace.scratch("a", (4,), torch.float32, cpu))
+        return x * 2
+
+    torch.func.jvp(f, (torch.ones(3),), (torch.ones(3),))
+    torch.func.vmap(f)(torch.ones(2, 3))
+    assert seen == [None, None]
 
 
 def test_each_thread_has_its_own_scratch():
