@@ -129,22 +129,9 @@ def band_conv_forward(
     wb = filter_band
     if wb is None and _filter_band_returned(spec):
         wb = ops.weight_transform(weight.to(cdt), spec.band, spec.dilation)
-    if wb is not None:
-        out = _scratch_band(xb, wb.shape[1], "band.y")
-        yb = ops.mac("fwd", xb, wb, spec.groups, spec.backend, spec.precision, out=out)
-    else:  # nobody keeps the filter band: build it chunk by chunk inside the contraction
-        yb = ops.filter_mac(
-            "fwd",
-            xb,
-            weight.to(cdt),
-            spec.band,
-            spec.dilation,
-            spec.groups,
-            spec.backend,
-            spec.precision,
-            scratch="band.y",
-        )
-        wb = xb.new_empty(0)
+    # Without a filter band nobody keeps it: it is built chunk by chunk inside the contraction.
+    yb = _filter_contraction("fwd", xb, weight.to(cdt) if wb is None else wb, spec)
+    wb = xb.new_empty(0) if wb is None else wb
     y = ops.inverse_transform(yb, spec.band, spec.full_out, spec.stride)
     if bias is not None:
         y.add_(bias.to(cdt).reshape(-1, *([1] * spec.band.ndim)))  # y is fresh: no second output
@@ -153,11 +140,26 @@ def band_conv_forward(
     return y.to(out_dtype), xb, wb
 
 
-def _scratch_band(a: torch.Tensor, width: int, name: str) -> torch.Tensor | None:
-    """A ``[F, B, width]`` band like ``a`` in this thread's scratch buffer ``name``, for a band
-    consumed before the op returns (:mod:`bltriton._workspace`); ``None`` where nothing is kept
-    (the contraction allocates)."""
-    return _workspace.scratch(name, (a.shape[0], a.shape[1], width), a.dtype, a.device)
+def _filter_contraction(mode: str, a: torch.Tensor, filt: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+    """``mac(mode, a, Wc)`` for ``"fwd"``/``"dx"``, written into this thread's scratch buffer
+    ``band.y`` (the result is consumed before the op returns: :mod:`bltriton._workspace`).
+    ``filt`` is the conjugate filter band ``[F, O, Cg]``, or the weight, whose band is then built
+    chunk by chunk inside the contraction (:func:`bltriton.ops.filter_mac`)."""
+    if not filt.is_complex():
+        return ops.filter_mac(
+            mode,
+            a,
+            filt,
+            spec.band,
+            spec.dilation,
+            spec.groups,
+            spec.backend,
+            spec.precision,
+            scratch="band.y",
+        )
+    width = filt.shape[1] if mode == "fwd" else filt.shape[2] * spec.groups
+    out = _workspace.scratch("band.y", (a.shape[0], a.shape[1], width), a.dtype, a.device)
+    return ops.mac(mode, a, filt, spec.groups, spec.backend, spec.precision, out=out)
 
 
 def band_conv_backward(
@@ -179,21 +181,7 @@ def band_conv_backward(
         rdt = _real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
         gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride, scratch="band.g")
         if need_x:
-            if wb.is_complex():
-                out = _scratch_band(gcb, wb.shape[2] * spec.groups, "band.y")
-                dxcb = ops.mac("dx", gcb, wb, spec.groups, spec.backend, spec.precision, out=out)
-            else:  # the weight: its band built chunk by chunk
-                dxcb = ops.filter_mac(
-                    "dx",
-                    gcb,
-                    wb.to(rdt),
-                    spec.band,
-                    spec.dilation,
-                    spec.groups,
-                    spec.backend,
-                    spec.precision,
-                    scratch="band.y",
-                )
+            dxcb = _filter_contraction("dx", gcb, wb if wb.is_complex() else wb.to(rdt), spec)
             ones = (1,) * spec.band.ndim
             dx = ops.inverse_transform(
                 dxcb, spec.band, spec.input_len, ones, conj_input=True, offset=spec.pad_lo
