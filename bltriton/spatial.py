@@ -264,27 +264,28 @@ class AlgorithmRule:
 
 
 # 2-core CPU (AMD EPYC, oneDNN convolutions and transform GEMMs, MKL complex bmm): a
-# non-negative least-squares fit of the relative error to 49 layer shapes of ResNet-18 (batch 8,
-# 32 and 128, r = 0.5 and 0.75) and the FCN (batch 16 and 64), fwd+bwd of each algorithm measured
-# by ``python -m bench.algorithms`` (bench/NOTES.md, "Two algorithms"); the rows are
-# bench/results/2026-11-26-cpu-algorithms.json and ``python -m bench.fit_rule`` on them gives
-# these numbers. CUDA (H200): cuDNN's
+# non-negative least-squares fit of the relative error to 52 layer shapes of ResNet-18 (batch 8,
+# 32 and 128, r = 0.5 and 0.75) and the FCN (batch 16 and 64, r = 0.5 and 0.75), fwd+bwd of each
+# algorithm measured by ``python -m bench.algorithms`` with the transforms' scratch (bench/NOTES.md,
+# "Page faults, scratch"); the rows are bench/results/2026-11-26-cpu-algorithms-scratch.json and
+# ``python -m bench.fit_rule`` on them gives these numbers (worst configuration 2.2% over the best
+# picks; the previous rule, fitted before the scratch, 4.0%). CUDA (H200): cuDNN's
 # fwd+bwd of the benchmark layers ran at 30-50 TMAC/s (TF32); a spectral layer call took 2-3 ms
 # whatever its size and a spatial one 1.2-1.7 ms (the step is host-bound: 27 launches per
 # spectral fwd+bwd); with these rates the rule picked the faster algorithm for every layer of
 # ResNet-18 b128 and the FCN b64 there.
 RULES: dict[str, AlgorithmRule] = {
     "cpu": AlgorithmRule(
-        conv=194e9,
-        contraction=106e9,
-        transform=32.7e9,
+        conv=191e9,
+        contraction=100e9,
+        transform=37.9e9,
         filter=1e15,  # the fit gave the filter GEMMs' arithmetic no weight: their traffic rules
-        filter_bytes=9.0e9,
-        limiter=125e9,
-        limiter_separable=34.5e9,
-        grid=2.1e9,
-        spectral_call=0.33e-3,
-        spatial_call=1.06e-3,
+        filter_bytes=9.24e9,
+        limiter=148e9,
+        limiter_separable=42.1e9,
+        grid=1.52e9,
+        spectral_call=0.356e-3,
+        spatial_call=0.893e-3,
         direct_ratio=6.0,
     ),
     "cuda": AlgorithmRule(
