@@ -216,8 +216,8 @@ CHUNK_MIN_TAPS = 2  # a chunk spans at least this many times the filter's taps i
 # A filter transform over at most this many taps is memory-bound: its GEMM goes through torch.mm
 # into the kept scratch (oneDNN's linear has no ``out=``) instead of oneDNN into fresh memory. The
 # FCN's k5/k3 layers (b16 train step 23.6-25.8 -> 22.1-22.3 ms); with 9 taps (3x3) MKL's slower
-# arithmetic costs more than the fresh memory (ResNet-18 b32 step 455.9 -> 477.0 ms).
-
+# arithmetic costs more than the fresh memory (ResNet-18 b32 step 455.9 -> 477.0 ms; again no
+# gain with the transforms' scratch, bench/NOTES.md "Page faults, scratch").
 SCRATCH_GEMM_MAX_TAPS = 8
 
 
