@@ -184,3 +184,30 @@ def test_scratch_made_under_inference_mode_serves_training(algorithm):
     y, dx, dw = _step(layer, x, torch.randn_like(y_inf))
     assert torch.allclose(y, y_inf, rtol=1e-5, atol=1e-5)
     assert torch.isfinite(dx).all() and torch.isfinite(dw).all()
+
+
+def test_checkpoint_recompute_between_backwards_changes_no_result():
+    """``torch.utils.checkpoint`` runs a block's forward again in the middle of the backward pass,
+    between other layers' backward ops: the scratch they share must not leak between them."""
+    from torch.utils.checkpoint import checkpoint
+
+    l1 = BLConv2d(4, 8, 3, padding=1, compress_rate=0.5, algorithm="spectral")
+    l2 = BLConv2d(8, 8, 3, padding=1, compress_rate=0.5, algorithm="spectral")
+    l3 = BLConv2d(8, 4, 3, padding=1, compress_rate=0.5, algorithm="spatial")
+    x = torch.randn(2, 4, 20, 20, requires_grad=True)
+
+    def block(z):
+        return l2(torch.relu(l1(z)))
+
+    def grads(use_checkpoint):
+        for m in (l1, l2, l3):
+            m.zero_grad(set_to_none=True)
+        x.grad = None
+        h = checkpoint(block, x, use_reentrant=False) if use_checkpoint else block(x)
+        l3(torch.relu(h)).square().sum().backward()
+        return [x.grad] + [m.weight.grad for m in (l1, l2, l3)]
+
+    plain, checkpointed = grads(False), grads(True)
+    assert _workspace._WORKSPACE.buffers, "no scratch used"
+    for a, b in zip(plain, checkpointed):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
