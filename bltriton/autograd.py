@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_
 
 from bltriton import _workspace, ops, spatial
 from bltriton.spectral import Band
+from bltriton.transforms import complex_dtype, real_dtype
 
 
 @dataclass(frozen=True)
@@ -93,14 +94,6 @@ class ConvSpec:
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
-
-
-def _real_dtype(complex_dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if complex_dtype == torch.complex128 else torch.float32
 
 
 def band_conv_forward(
@@ -178,7 +171,7 @@ def band_conv_backward(
     (:func:`bltriton.ops.weight_grad`)."""
     dx = dw = None
     if need_x or need_w:
-        rdt = _real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
+        rdt = real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
         gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride, scratch="band.g")
         if need_x:
             dxcb = _filter_contraction("dx", gcb, wb if wb.is_complex() else wb.to(rdt), spec)
@@ -354,14 +347,14 @@ def _spatial_forward(x_pad, weight, bias, spec: ConvSpec) -> tuple[torch.Tensor,
     cdt = _compute_dtype(x_pad.dtype)
     b = None if bias is None else bias.to(cdt)
     y = spatial.forward(x_pad.to(cdt), weight.to(cdt), b, spec)
-    empty = x_pad.new_empty((0, x_pad.shape[0], x_pad.shape[1]), dtype=_complex_dtype(x_pad.dtype))
-    return y.to(spec.out_dtype or x_pad.dtype), empty, x_pad.new_empty(0, dtype=_complex_dtype(x_pad.dtype))
+    empty = x_pad.new_empty((0, x_pad.shape[0], x_pad.shape[1]), dtype=complex_dtype(x_pad.dtype))
+    return y.to(spec.out_dtype or x_pad.dtype), empty, x_pad.new_empty(0, dtype=complex_dtype(x_pad.dtype))
 
 
 @_band_conv_op.register_fake
 def _(x_pad, weight, bias, **kwargs):
     spec = _spec_from_op(x_pad.shape, weight.shape, **kwargs)
-    cdt = _complex_dtype(x_pad.dtype)
+    cdt = complex_dtype(x_pad.dtype)
     out = tuple(-(-f // s) for f, s in zip(spec.full_out, spec.stride))
     f = 0 if spec.algorithm == "spatial" else spec.band.num_kept
     y = x_pad.new_empty((x_pad.shape[0], weight.shape[0], *out), dtype=spec.out_dtype or x_pad.dtype)
@@ -431,7 +424,7 @@ def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool):
                     else None
                 )
             else:
-                cdt = _real_dtype(xb.dtype)
+                cdt = real_dtype(xb.dtype)
             # ``filt``: the saved filter band, or the weight (its band is rebuilt inside dX's
             # contraction).
             dx, dw = band_conv_backward(dy, xb, filt, spec, need_x, need_w)
@@ -444,7 +437,7 @@ def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool):
 
 @_band_conv_backward_op.register_fake
 def _(dy, xb, filt, *, x_shape, w_shape, need_x, need_w, save_input, **kwargs):
-    rdt = _compute_dtype(xb.dtype) if save_input else _real_dtype(xb.dtype)
+    rdt = _compute_dtype(xb.dtype) if save_input else real_dtype(xb.dtype)
     dx = dy.new_empty(tuple(x_shape) if need_x else (0,), dtype=rdt)
     dw = dy.new_empty(tuple(w_shape) if need_w else (0,), dtype=rdt)
     return dx, dw

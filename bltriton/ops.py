@@ -30,7 +30,7 @@ import torch
 
 from bltriton import _env, _workspace
 from bltriton.spectral import Band
-from bltriton.transforms import filter_plan, signal_plan
+from bltriton.transforms import complex_dtype, filter_plan, signal_plan
 
 __all__ = [
     "BACKENDS",
@@ -116,8 +116,7 @@ def forward_transform(
     plan = signal_plan(band, tuple(x.shape[2:]), stride, x.device, x.dtype, offset)
     out = None
     if scratch is not None:
-        cdt = torch.complex128 if x.dtype == torch.float64 else torch.complex64
-        out = _workspace.scratch(scratch, (band.num_kept, *x.shape[:2]), cdt, x.device)
+        out = _workspace.scratch(scratch, (band.num_kept, *x.shape[:2]), complex_dtype(x.dtype), x.device)
     return plan.forward(x, conj, out=out)
 
 

@@ -96,11 +96,15 @@ def clear_plans() -> None:
     _PLANS.clear()
 
 
-def _real_dtype(dtype: torch.dtype) -> torch.dtype:
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype the transforms compute in for signals or bands of ``dtype``: float64 for
+    float64/complex128, else float32."""
     return torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
 
 
-def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The band dtype for signals or bands of ``dtype``: complex128 for float64/complex128, else
+    complex64."""
     return torch.complex128 if dtype in (torch.float64, torch.complex128) else torch.complex64
 
 
@@ -194,7 +198,7 @@ class SignalPlan:
     def _row_operand(self, conj: bool, inverse: bool) -> torch.Tensor:
         key = ("rows", conj, inverse)
         if key not in self._ops:
-            cdt = _complex_dtype(self.dtype)
+            cdt = complex_dtype(self.dtype)
             self._ops[key] = self._rows(conj, inverse).to(device=self.device, dtype=cdt).contiguous()
         return self._ops[key]
 
@@ -220,14 +224,12 @@ class SignalPlan:
             )  # [H·cols, BC]
         else:
             buf = _workspace.scratch(
-                "transform.spec", (h, self.band.cols, b * c), _complex_dtype(x.dtype), x.device
+                "transform.spec", (h, self.band.cols, b * c), complex_dtype(x.dtype), x.device
             )
             spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj, out=buf)  # [H, cols, BC]
         rows = self._row_operand(conj, False)
-        if out is None:
-            return (rows @ spec.view(h, -1)).view(self.band.num_kept, b, c)
-        torch.mm(rows, spec.view(h, -1), out=out.view(rows.shape[0], -1))
-        return out
+        band = torch.mm(rows, spec.view(h, -1), out=None if out is None else out.view(rows.shape[0], -1))
+        return band.view(f, b, c)
 
     def _last_axis_fwd(self, x: torch.Tensor, conj: bool, out: torch.Tensor | None = None) -> torch.Tensor:
         """``[*lead, B, C, L]`` real -> ``[*lead, cols, B·C]`` complex (kept columns): a fresh
@@ -334,7 +336,7 @@ def signal_plan(
     offset: tuple[int, ...] | None = None,
 ) -> SignalPlan:
     """The cached :class:`SignalPlan` for signals of ``length`` at ``offset + t·step``."""
-    rdt = _real_dtype(dtype)
+    rdt = real_dtype(dtype)
     length, step = tuple(length), tuple(step)
     offset = tuple(offset) if offset is not None else (0,) * len(length)
     key = ("signal", band, length, step, offset, device, rdt, FORCE_METHOD)
@@ -367,7 +369,7 @@ class FilterPlan:
         self.fwd = torch.cat([torch.cos(theta), torch.sin(theta)]).to(self.device, self.dtype)
         b = self.band
         cw = column_weights(b.n[-1], b.cols).repeat(b.kept_rows)[:, None] / math.prod(b.n)
-        cdt = _complex_dtype(self.dtype)
+        cdt = complex_dtype(self.dtype)
         # d/dWc of Re(sum ...) evaluated as irfftn: Re(Σ_f dW[f]·c_f·e^{+iθ}) / N.
         self.adj = torch.polar(cw.expand_as(theta).contiguous(), theta).to(self.device, cdt)
         # The adjoint's sum is kept [taps, O·Cg] for kernels of fewer than 5 taps, else [O·Cg,
@@ -444,6 +446,6 @@ def filter_plan(
     band: Band, kernel: tuple[int, ...], dilation: tuple[int, ...], device: torch.device, dtype: torch.dtype
 ) -> FilterPlan:
     """The cached :class:`FilterPlan`."""
-    rdt = _real_dtype(dtype)
+    rdt = real_dtype(dtype)
     key = ("filter", band, tuple(kernel), tuple(dilation), device, rdt)
     return cached_plan(key, lambda: FilterPlan(band, tuple(kernel), tuple(dilation), device, rdt))
