@@ -34,6 +34,12 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "real fp32 GEMMs of the CPU transforms: 'auto' (oneDNN where a one-time probe finds it "
         "faster than torch.mm), 'onednn', 'torch'",
     ),
+    "BLTRITON_CPU_CGEMM": (
+        "auto",
+        "complex64 GEMMs of the CPU path (band contractions, transform row stages): 'auto' (the "
+        "library's C++ kernel, built on first use, where a one-time probe finds it faster than "
+        "torch.matmul), 'kernel', 'torch'",
+    ),
     "BLTRITON_CHECK_FINITE": (
         "0",
         "1 = raise a ValueError when an input, weight or bias holds inf/NaN (one host sync per call)",
@@ -127,6 +133,16 @@ def cpu_gemm() -> str:
     value = os.environ.get("BLTRITON_CPU_GEMM", "auto").strip().lower() or "auto"
     if value not in CPU_GEMMS:
         raise EnvVarError(f"BLTRITON_CPU_GEMM must be one of {CPU_GEMMS}; got {value!r}")
+    return value
+
+
+CPU_CGEMMS: tuple[str, ...] = ("auto", "kernel", "torch")
+
+
+def cpu_cgemm() -> str:
+    value = os.environ.get("BLTRITON_CPU_CGEMM", "auto").strip().lower() or "auto"
+    if value not in CPU_CGEMMS:
+        raise EnvVarError(f"BLTRITON_CPU_CGEMM must be one of {CPU_CGEMMS}; got {value!r}")
     return value
 
 

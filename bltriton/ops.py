@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import torch
 
-from bltriton import _env, _workspace
+from bltriton import _cgemm, _env, _workspace
 from bltriton.spectral import Band
 from bltriton.transforms import complex_dtype, filter_plan, signal_plan
 
@@ -363,7 +363,7 @@ def _torch_mac_fwd(xb: torch.Tensor, wcb: torch.Tensor, groups: int, out=None) -
     f, b, _ = xb.shape
     o, cg = wcb.shape[1], wcb.shape[2]
     if groups == 1:
-        return torch.matmul(xb, wcb.transpose(1, 2), out=out)
+        return _cgemm.matmul(xb, wcb.transpose(1, 2), out=out)
     og = o // groups
     if cg == 1:  # depthwise-style: an element-wise product per channel
         y = xb.reshape(f, b, groups, 1) * wcb.reshape(f, 1, groups, og)
@@ -378,7 +378,7 @@ def _torch_mac_dx(gcb: torch.Tensor, wcb: torch.Tensor, groups: int, out=None) -
     f, b, o = gcb.shape
     cg = wcb.shape[2]
     if groups == 1:
-        return torch.matmul(gcb, wcb, out=out)
+        return _cgemm.matmul(gcb, wcb, out=out)
     og = o // groups
     if cg == 1:
         return (gcb.reshape(f, b, groups, og) * wcb.reshape(f, 1, groups, og)).sum(-1)
@@ -393,7 +393,7 @@ def _torch_mac_dw(xb: torch.Tensor, gcb: torch.Tensor, groups: int, out=None) ->
     o = gcb.shape[2]
     cg, og = c // groups, o // groups
     if groups == 1:
-        return torch.matmul(gcb.transpose(1, 2), xb, out=out)
+        return _cgemm.matmul(gcb.transpose(1, 2), xb, out=out)
     if cg == 1:
         dw = (gcb.reshape(f, b, groups, og) * xb.reshape(f, b, groups, 1)).sum(1)
         return dw.reshape(f, o, 1)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bltriton import _gemm, _workspace
+from bltriton import _cgemm, _gemm, _workspace
 from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights
 
@@ -228,7 +228,7 @@ class SignalPlan:
             )
             spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj, out=buf)  # [H, cols, BC]
         rows = self._row_operand(conj, False)
-        band = torch.mm(rows, spec.view(h, -1), out=None if out is None else out.view(rows.shape[0], -1))
+        band = _cgemm.matmul(rows, spec.view(h, -1), out=None if out is None else out.view(rows.shape[0], -1))
         return band.view(f, b, c)
 
     def _last_axis_fwd(self, x: torch.Tensor, conj: bool, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -304,7 +304,7 @@ def _contiguous(name: str, t: torch.Tensor) -> torch.Tensor:
 def _mm(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` into this thread's scratch buffer ``name`` where one is kept, else fresh."""
     buf = _workspace.scratch(name, (a.shape[0], b.shape[1]), a.dtype, a.device)
-    return a @ b if buf is None else torch.mm(a, b, out=buf)
+    return _cgemm.matmul(a, b, out=buf)
 
 
 def _choose_method(band: Band, length: tuple[int, ...], device: torch.device) -> str:
@@ -433,7 +433,9 @@ class FilterPlan:
         n = dwb.shape[0]
         d, adj = dwb.reshape(n, -1), self.adj[start : start + n]
         lhs, rhs = (adj.T, d) if self.tap_major else (d.T, adj)
-        return torch.mm(lhs, rhs, out=out) if acc is None else acc.addmm_(lhs, rhs)
+        if acc is None:
+            return _cgemm.matmul(lhs, rhs, out=out)
+        return _cgemm.matmul(lhs, rhs, out=acc, accumulate=True)
 
     def adjoint_result(self, acc: torch.Tensor, o: int, cg: int) -> torch.Tensor:
         """The filter gradient ``[O, Cg, *k]`` (a fresh tensor) from a complete

@@ -1,0 +1,179 @@
+"""Complex64 GEMMs of the CPU path through the library's own C++ kernel where it is faster.
+
+``torch.matmul`` on complex CPU tensors calls the BLAS torch was built with (MKL in the official
+wheels), and MKL takes AVX2 code paths on AMD CPUs: on the 2-core AMD EPYC (AVX-512) of
+bench/NOTES.md a band contraction ``[325, 32, 64] @ [325, 64, 64]`` ran at about 95 real GMAC/s
+through ``torch.matmul`` and about 215 through ``csrc/cgemm.cpp``, which is compiled on the
+machine that runs it (``-march=native``, GCC vector extensions: AVX-512 where the CPU has it).
+
+The kernel is built on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ninja;
+about 20 s once, then loaded from torch's extension cache). Where the build fails, or a one-time
+probe finds it no faster than ``torch.matmul`` on this machine, every call stays on torch.
+``BLTRITON_CPU_CGEMM=kernel|torch`` forces a provider (``kernel`` raises if the build fails).
+
+Only complex64 CPU tensors that autograd does not track, outside fake-tensor modes and functorch
+transforms, come to the kernel; everything else (complex128 for gradcheck, CUDA) goes to torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
+
+from bltriton import _env
+
+__all__ = ["available", "matmul", "provider"]
+
+_SOURCE = Path(__file__).parent / "csrc" / "cgemm.cpp"
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}  # "module": the loaded extension or None; "choice": provider
+_functorch_active = torch._C._are_functorch_transforms_active
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build():
+    """The compiled extension module (raises where it cannot be built)."""
+    from torch.utils import cpp_extension
+
+    # -march=native ties the binary to this CPU: its flags are part of the cached module's name.
+    tag = hashlib.sha256(
+        _SOURCE.read_bytes() + _cpu_flags().encode() + torch.__version__.encode()
+    ).hexdigest()[:12]
+    return cpp_extension.load(
+        name=f"bltriton_cgemm_{tag}",
+        sources=[str(_SOURCE)],
+        # -fopenmp: at::parallel_for is a header-inlined OpenMP region; without it, one thread.
+        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        verbose=False,
+    )
+
+
+def _module(strict: bool):
+    if "module" not in _STATE:
+        try:
+            _STATE["module"] = _build()
+        except Exception as exc:  # no compiler, no ninja, a read-only cache
+            _STATE["module"] = None
+            _STATE["error"] = f"{type(exc).__name__}: {exc}"
+            if not strict:
+                warnings.warn(
+                    "bltriton: the CPU complex-GEMM kernel could not be built; complex products "
+                    f"stay on torch.matmul ({_STATE['error'].splitlines()[0][:200]})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+    if _STATE["module"] is None and strict:
+        raise RuntimeError(f"BLTRITON_CPU_CGEMM=kernel, but the kernel could not be built: {_STATE['error']}")
+    return _STATE["module"]
+
+
+def _kernel(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, accumulate: bool) -> torch.Tensor:
+    a3, b3, o3 = (t if t.dim() == 3 else t.unsqueeze(0) for t in (a, b, out))
+    _STATE["module"].cgemm(a3, b3, o3, accumulate)
+    return out
+
+
+def _probe() -> str:
+    """Check the kernel against a float64 product, then time it against ``torch.matmul`` on a
+    contraction-like shape (``[64, 32, 64] @ [64, 64, 64]``, two warm-up calls each, 9
+    interleaved rounds) and keep it if its best time is at least 1.25x faster."""
+    if _module(strict=False) is None:
+        return "torch"
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 7, 13, dtype=torch.complex64, generator=g)
+    b = torch.randn(3, 19, 13, dtype=torch.complex64, generator=g).transpose(1, 2)
+    ref = torch.matmul(a.to(torch.complex128), b.to(torch.complex128))
+    got = _kernel(a, b, torch.empty(3, 7, 19, dtype=torch.complex64), False)
+    if not torch.allclose(got.to(torch.complex128), ref, rtol=1e-4, atol=1e-4):
+        warnings.warn("bltriton: the CPU complex-GEMM kernel failed its self-check; using torch.matmul",
+                      RuntimeWarning, stacklevel=3)
+        return "torch"
+    a = torch.randn(64, 32, 64, dtype=torch.complex64, generator=g)
+    b = torch.randn(64, 64, 64, dtype=torch.complex64, generator=g)
+    out = torch.empty(64, 32, 64, dtype=torch.complex64)
+    fns = {"kernel": lambda: _kernel(a, b, out, False), "torch": lambda: torch.matmul(a, b, out=out)}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(2):
+        for fn in fns.values():
+            fn()
+    for _ in range(9):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return "kernel" if min(times["kernel"]) * 1.25 <= min(times["torch"]) else "torch"
+
+
+def provider() -> str:
+    """The provider of complex64 CPU GEMMs in this process: ``"kernel"`` or ``"torch"``
+    (``BLTRITON_CPU_CGEMM``, or the probe's choice under ``auto``; the first call builds the
+    kernel)."""
+    forced = _env.cpu_cgemm()
+    if forced == "torch":
+        return "torch"
+    if forced == "kernel":
+        with _LOCK:
+            _module(strict=True)
+        return "kernel"
+    if "choice" not in _STATE:
+        if _current_dispatch_mode() is not None or torch.compiler.is_compiling():
+            return "torch"  # no build or timing under fake tensors or a tracer
+        with _LOCK:
+            if "choice" not in _STATE:
+                _STATE["choice"] = _probe()
+    return _STATE["choice"]
+
+
+def available() -> bool:
+    """Whether the kernel is built and loaded in this process (builds it on the first call)."""
+    with _LOCK:
+        return _module(strict=False) is not None
+
+
+def _eligible(*ts: torch.Tensor) -> bool:
+    return (
+        all(type(t) is torch.Tensor and t.device.type == "cpu" and t.dtype == torch.complex64 for t in ts)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
+        and not any(t.is_conj() or t.is_neg() for t in ts)
+        and _current_dispatch_mode() is None
+        and not _functorch_active()
+    )
+
+
+def matmul(
+    a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None, accumulate: bool = False
+) -> torch.Tensor:
+    """``a @ b`` for 2-D ``[M, K] @ [K, N]`` or batched 3-D ``[F, M, K] @ [F, K, N]`` operands
+    (any strides), into ``out`` when given (contiguous, the result's shape and dtype) or a fresh
+    tensor; with ``accumulate`` the product is added to ``out`` (``out.addmm_``/``baddbmm_``)."""
+    if accumulate and out is None:
+        raise ValueError("matmul: accumulate=True needs out")
+    if (
+        a.dim() == b.dim()
+        and a.dim() in (2, 3)
+        and (out is None or out.is_contiguous())
+        and _eligible(a, b, *(() if out is None else (out,)))
+        and provider() == "kernel"
+    ):
+        if out is None:
+            out = a.new_empty((*a.shape[:-1], b.shape[-1]))
+        return _kernel(a, b, out, accumulate)
+    if accumulate:
+        return out.addmm_(a, b) if a.dim() == 2 else out.baddbmm_(a, b)
+    return torch.matmul(a, b, out=out)
