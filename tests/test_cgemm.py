@@ -1,0 +1,119 @@
+"""The CPU complex64 GEMM kernel (bltriton/csrc/cgemm.cpp) against float64 products, and the
+layers through it against the same layers on torch.matmul."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bltriton import _cgemm, _env, ops
+from bltriton.nn import BLConv1d, BLConv2d
+
+needs_kernel = pytest.mark.skipif(
+    not _cgemm.available(), reason=f"the CPU kernel could not be built: {_cgemm._STATE.get('error')}"
+)
+
+
+def _c64(*shape):
+    return torch.randn(*shape, dtype=torch.complex64)
+
+
+def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((got.to(torch.complex128) - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+def _poisoned(*shape):
+    return torch.full(shape, complex(float("nan"), float("nan")), dtype=torch.complex64)
+
+
+@needs_kernel
+@pytest.mark.parametrize("f", [1, 3])
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 1, 1), (5, 3, 7), (6, 16, 16), (13, 9, 33), (32, 64, 40)])
+@pytest.mark.parametrize("layout", ["nn", "tn", "nt", "tt"])
+def test_kernel_matches_float64(monkeypatch, f, m, k, n, layout):
+    """Every tail (rows not a multiple of 6, columns not of 16), either operand transposed
+    (strided reads and the gathering pack), into a NaN-poisoned output."""
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    a = _c64(f, k, m).transpose(1, 2) if layout[0] == "t" else _c64(f, m, k)
+    b = _c64(f, n, k).transpose(1, 2) if layout[1] == "t" else _c64(f, k, n)
+    out = _poisoned(f, m, n)
+    got = _cgemm.matmul(a, b, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    ref = torch.matmul(a.to(torch.complex128), b.to(torch.complex128))
+    assert _rel(got, ref) < 1e-5
+
+
+@needs_kernel
+def test_kernel_2d_accumulate_and_empty(monkeypatch):
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    a, b = _c64(25, 32), _c64(32, 300)
+    acc = _c64(25, 300)
+    expect = acc.to(torch.complex128) + a.to(torch.complex128) @ b.to(torch.complex128)
+    got = _cgemm.matmul(a, b, out=acc, accumulate=True)
+    assert got is acc and _rel(got, expect) < 1e-5
+    fresh = _cgemm.matmul(a, b)  # no out: a fresh result
+    assert fresh.shape == (25, 300) and _rel(fresh, a.to(torch.complex128) @ b.to(torch.complex128)) < 1e-5
+    zero_k = _cgemm.matmul(_c64(4, 0), _c64(0, 5), out=_poisoned(4, 5))
+    assert torch.equal(zero_k, torch.zeros(4, 5, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="accumulate"):
+        _cgemm.matmul(a, b, accumulate=True)
+
+
+def test_ineligible_operands_stay_on_torch(monkeypatch):
+    """complex128, autograd-tracked and lazily conjugated operands never reach the kernel."""
+
+    def boom(*args):
+        raise AssertionError("the kernel was called")
+
+    monkeypatch.setattr(_cgemm, "_kernel", boom)
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "auto")
+    a, b = _c64(2, 5, 4), _c64(2, 4, 3)
+    ref = torch.matmul(a.to(torch.complex128), b.to(torch.complex128))
+    assert _rel(_cgemm.matmul(a.to(torch.complex128), b.to(torch.complex128)), ref) < 1e-12
+    assert _rel(_cgemm.matmul(a.conj(), b), torch.matmul(a.conj().to(torch.complex128), b.to(torch.complex128))) < 1e-5
+    at = a.clone().requires_grad_()
+    out = _cgemm.matmul(at, b)
+    assert out.grad_fn is not None  # autograd recorded it
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "torch")
+    assert _rel(_cgemm.matmul(a, b), ref) < 1e-5
+
+
+def test_env_value_is_checked(monkeypatch):
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "fast")
+    with pytest.raises(_env.EnvVarError, match="BLTRITON_CPU_CGEMM"):
+        _cgemm.provider()
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (lambda: BLConv2d(6, 10, 3, padding=1, compress_rate=0.5), (5, 6, 14, 14)),
+        (lambda: BLConv2d(7, 9, 5, stride=2, padding=2, compress_rate=0.3), (3, 7, 17, 15)),
+        (lambda: BLConv1d(8, 12, 5, padding=2, compress_rate=0.5), (7, 8, 41)),
+    ],
+)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_layer_same_through_kernel_and_torch(monkeypatch, layer, shape, chunked):
+    """Forward, input and weight gradients of a spectral layer equal (fp32 tolerance) with the
+    kernel and with torch.matmul: the contractions, the row stages and the filter-gradient folds
+    (with one frequency per chunk, the folds accumulate)."""
+    monkeypatch.setenv("BLTRITON_ALGORITHM", "spectral")
+    if chunked:
+        monkeypatch.setattr(ops, "CHUNK_BYTES", {"cpu": 1})
+        monkeypatch.setattr(ops, "CHUNK_MIN_TAPS", 0)
+    mod = layer()
+    x = torch.randn(*shape)
+    dy = None
+    results = {}
+    for name in ("torch", "kernel"):
+        monkeypatch.setenv("BLTRITON_CPU_CGEMM", name)
+        xi = x.clone().requires_grad_()
+        mod.zero_grad()
+        y = mod(xi)
+        dy = torch.randn_like(y) if dy is None else dy
+        y.backward(dy)
+        results[name] = (y.detach(), xi.grad, mod.weight.grad.clone())
+    for got, ref in zip(results["kernel"], results["torch"]):
+        assert torch.isfinite(got).all()
+        assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5
