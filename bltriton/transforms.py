@@ -372,11 +372,6 @@ class FilterPlan:
         cdt = complex_dtype(self.dtype)
         # d/dWc of Re(sum ...) evaluated as irfftn: Re(Σ_f dW[f]·c_f·e^{+iθ}) / N.
         self.adj = torch.polar(cw.expand_as(theta).contiguous(), theta).to(self.device, cdt)
-        # The adjoint's sum is kept [taps, O·Cg] for kernels of fewer than 5 taps, else [O·Cg,
-        # taps]: MKL's complex GEMM with 3 output columns ran 2-3x slower than with 3 rows (FCN k3
-        # layer, 40 frequencies x 32768 filter pairs: 1.56 vs 0.73 ms; equal at 5 taps, and at 9
-        # the column form is faster, 1.58 vs 2.48 ms).
-        self.tap_major = math.prod(self.kernel) < 5
         self._chunk_rows: dict[tuple[int, int], torch.Tensor] = {}
 
     def _rows(self, start: int, stop: int) -> torch.Tensor:
@@ -418,6 +413,19 @@ class FilterPlan:
     def adjoint(self, dwb: torch.Tensor) -> torch.Tensor:
         """The filter gradient ``[O, Cg, *k]`` from the whole band ``[F, O, Cg]``."""
         return self.adjoint_result(self.adjoint_sum(dwb, 0), *dwb.shape[1:])
+
+    @property
+    def tap_major(self) -> bool:
+        """Whether the adjoint's sum is kept ``[taps, O·Cg]`` (else ``[O·Cg, taps]``), decided per
+        call. With the CPU kernel (:mod:`bltriton._cgemm`) always: its panels span output
+        columns, and with 9 columns the 512->512 layer's fold ran at 12 real GMAC/s against 46
+        with 9 rows. On torch for kernels of fewer than 5 taps: MKL's complex GEMM with 3 output
+        columns ran 2-3x slower than with 3 rows (FCN k3 layer, 40 frequencies x 32768 filter
+        pairs: 1.56 vs 0.73 ms; equal at 5 taps, and at 9 the column form is faster, 1.58 vs 2.48
+        ms)."""
+        if math.prod(self.kernel) < 5:
+            return True
+        return self.device.type == "cpu" and self.dtype == torch.float32 and _cgemm.provider() == "kernel"
 
     def sum_shape(self, filters: int) -> tuple[int, int]:
         """Shape of :meth:`adjoint_sum`'s result for ``filters = O·Cg``."""
