@@ -20,7 +20,7 @@ from torch import nn
 
 from bench.models import MODELS, inputs
 from bench.profile_layers import conv_inputs
-from bltriton import BLConv1d, BLConv2d
+from bltriton import BLConv1d, BLConv2d, spatial
 
 
 def _step(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, infer: bool):
@@ -42,7 +42,6 @@ def _step(layer: nn.Module, x: torch.Tensor, gy: torch.Tensor, infer: bool):
 def _chosen(layer: nn.Module, x: torch.Tensor) -> tuple[str, float, float, dict]:
     """What ``auto`` picks for ``layer`` on ``x``, the estimate's two times (ms) and the cost
     terms behind them (for ``bench/fit_rule.py``)."""
-    from bltriton import spatial
 
     layer.algorithm = "auto"
     with torch.set_grad_enabled(x.requires_grad):
@@ -51,7 +50,7 @@ def _chosen(layer: nn.Module, x: torch.Tensor) -> tuple[str, float, float, dict]
     spec = replace(info["spec"], algorithm="spectral")
     shapes = (tuple(x.shape), tuple(layer.weight.shape))
     est = spatial.estimate(spec, *shapes, x.device, x.requires_grad)
-    rule = spatial.RULES.get(x.device.type, spatial.RULES["cuda"])
+    rule = spatial.RULES[spatial.rule_key(x.device)]
     terms = dict(zip(("spectral", "spatial"), spatial.cost_terms(spec, *shapes, x.requires_grad, rule)))
     return info["algorithm"], est[0] * 1e3, est[1] * 1e3, terms
 
@@ -134,10 +133,12 @@ def main(argv: list[str] | None = None) -> None:
 
         path = Path(args.json)
         old = json.loads(path.read_text()) if path.exists() else []
+        rule_key = spatial.rule_key(torch.device(args.device))
         for name, mult, med, picked, es, ea, err, terms in rows:
             old.append(
                 {"model": args.model, "batch": args.batch, "rate": args.rate, "infer": args.infer,
-                 "device": args.device, "layer": name, "count": mult, "ms": med, "auto": picked,
+                 "device": args.device, "rule": rule_key, "layer": name, "count": mult, "ms": med,
+                 "auto": picked,
                  "estimate_ms": {"spectral": es, "spatial": ea}, "rel_diff": err, "terms": terms}
             )  # fmt: skip
         path.write_text(json.dumps(old, indent=1))

@@ -106,13 +106,23 @@ def report(rows: list[dict], fields: dict[str, float]) -> float:
     return worst
 
 
+def _rule_key(row: dict) -> str:
+    """The ``RULES`` key a row was measured under (rows from before the key was recorded: their
+    device type)."""
+    return row.get("rule") or row.get("device", "cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rows", type=Path, nargs="+", help="JSON files of bench.algorithms --json")
-    parser.add_argument("--device", default="cpu", help="rows of this device only")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="rows of this rule only: a device type, or a RULES key such as cpu-kernel (rows record it)",
+    )
     parser.add_argument("--current", action="store_true", help="evaluate the current rule, no fit")
     args = parser.parse_args(argv)
-    rows = [r for p in args.rows for r in json.loads(p.read_text()) if r.get("device", "cpu") == args.device]
+    rows = [r for p in args.rows for r in json.loads(p.read_text()) if _rule_key(r) == args.device]
     rows = [r for r in rows if "terms" in r]
     if not rows:
         print("no rows with cost terms for this device")

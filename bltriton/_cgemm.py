@@ -101,8 +101,11 @@ def _probe() -> str:
     ref = torch.matmul(a.to(torch.complex128), b.to(torch.complex128))
     got = _kernel(a, b, torch.empty(3, 7, 19, dtype=torch.complex64), False)
     if not torch.allclose(got.to(torch.complex128), ref, rtol=1e-4, atol=1e-4):
-        warnings.warn("bltriton: the CPU complex-GEMM kernel failed its self-check; using torch.matmul",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "bltriton: the CPU complex-GEMM kernel failed its self-check; using torch.matmul",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return "torch"
     a = torch.randn(64, 32, 64, dtype=torch.complex64, generator=g)
     b = torch.randn(64, 64, 64, dtype=torch.complex64, generator=g)

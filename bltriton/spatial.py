@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bltriton import _workspace
+from bltriton import _cgemm, _workspace
 from bltriton._gemm import matmul_nt
 from bltriton.spectral import Band, column_weights, kept_mask
 from bltriton.transforms import cached_plan
@@ -45,6 +45,7 @@ __all__ = [
     "cost_terms",
     "estimate",
     "limiter",
+    "rule_key",
 ]
 
 
@@ -172,7 +173,7 @@ def limiter(
     key = ("limiter", band, length_in, offset, length_out, device, dtype)
 
     def build() -> Limiter:
-        rule = RULES.get(device.type, RULES["cuda"])
+        rule = RULES[rule_key(device)]
         method = _limiter_method(band, list(length_in), list(length_out), rule)
         return Limiter(band, length_in, offset, length_out, device, dtype, method)
 
@@ -288,6 +289,23 @@ RULES: dict[str, AlgorithmRule] = {
         spatial_call=0.893e-3,
         direct_ratio=6.0,
     ),
+    # The same CPU with the complex GEMMs on bltriton's own kernel (bltriton/_cgemm.py): 60 layer
+    # shapes of the same models, bench/results/2026-11-26-cpu-algorithms-cgemm.json, fitted by
+    # ``python -m bench.fit_rule ... --device cpu-kernel`` (worst configuration 4.2% over the best
+    # picks, the ResNet-18 b128 stem; the "cpu" rule on these rows: 22.3%, the FCN b16 r=0.5).
+    "cpu-kernel": AlgorithmRule(
+        conv=190e9,
+        contraction=183e9,
+        transform=48.1e9,
+        filter=1e15,
+        filter_bytes=8.36e9,
+        limiter=108e9,
+        limiter_separable=50.1e9,
+        grid=1.70e9,
+        spectral_call=0.257e-3,
+        spatial_call=0.820e-3,
+        direct_ratio=6.0,
+    ),
     "cuda": AlgorithmRule(
         conv=35e12,
         contraction=20e12,
@@ -382,10 +400,19 @@ def cost_terms(
     return spectral_terms, spatial_terms
 
 
+def rule_key(device: torch.device) -> str:
+    """The :data:`RULES` entry for calls on ``device``: ``"cpu-kernel"`` on the CPU when the
+    complex GEMMs run on bltriton's kernel (:func:`bltriton._cgemm.provider`), else the device
+    type's (the CUDA rule for types without one)."""
+    if device.type == "cpu":
+        return "cpu-kernel" if _cgemm.provider() == "kernel" else "cpu"
+    return device.type if device.type in RULES else "cuda"
+
+
 def estimate(spec, x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: torch.device, training: bool):
     """``(spectral_s, spatial_s)``: estimated seconds of one call (forward, plus both gradients
     when ``training``) by each algorithm: the :func:`cost_terms` over their rates."""
-    rule = RULES.get(device.type, RULES["cuda"])
+    rule = RULES[rule_key(device)]
     spectral_terms, spatial_terms = cost_terms(spec, x_shape, w_shape, training, rule)
 
     def seconds(terms: dict[str, float]) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.gpu_report import conv_table, mac_table
@@ -134,3 +136,17 @@ def test_fit_rule_recovers_known_rates():
     fitted = fit(rows)
     for name, value in truth.items():
         assert fitted[name] == pytest.approx(value, rel=1e-6), name
+
+
+def test_cgemm_bench_rows(monkeypatch):
+    """bench.cgemm times both providers on every shape and restores the provider variable."""
+    from bench import cgemm
+    from bltriton import _cgemm
+
+    if not _cgemm.available():
+        pytest.skip("the CPU kernel could not be built")
+    monkeypatch.delenv("BLTRITON_CPU_CGEMM", raising=False)
+    monkeypatch.setattr(cgemm, "SHAPES", [("tiny", (3, 7, 5), (3, 9, 5), False, True)])
+    rows = cgemm.run(rounds=1)
+    assert len(rows) == 3 and rows[2].startswith("| tiny |") and rows[2].endswith("× |")
+    assert "BLTRITON_CPU_CGEMM" not in os.environ

@@ -194,11 +194,18 @@ def _spec(x_shape, w_shape, stride, rate, padding=1, save_input=True):
     )
 
 
-def test_auto_choice_follows_the_estimate():
-    """On the CPU rule: a strided 3×3 layer of ResNet-18 takes the spatial algorithm, an 11×11
+@pytest.mark.parametrize("provider", ["torch", "kernel"])
+def test_auto_choice_follows_the_estimate(monkeypatch, provider):
+    """On either CPU rule: a strided 3×3 layer of ResNet-18 takes the spatial algorithm, an 11×11
     kernel and a 4×4 map at batch 32 the spectral one; save='band' and explicit requests win;
     the estimate scales with the batch."""
+    from bltriton import _cgemm
+
+    if provider == "kernel" and not _cgemm.available():
+        pytest.skip("the CPU complex-GEMM kernel could not be built")
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", provider)
     cpu = torch.device("cpu")
+    assert spatial.rule_key(cpu) == {"torch": "cpu", "kernel": "cpu-kernel"}[provider]
     strided = ((32, 64, 32, 32), (128, 64, 3, 3), 2, 0.5)
     assert spatial.choose_algorithm("auto", _spec(*strided), *strided[:2], cpu, True) == "spatial"
     k11 = ((16, 32, 64, 64), (32, 32, 11, 11), 1, 0.5)
@@ -213,6 +220,12 @@ def test_auto_choice_follows_the_estimate():
     small = spatial.estimate(_spec(*strided), (8, 64, 32, 32), strided[1], cpu, True)
     large = spatial.estimate(_spec(*strided), strided[0], strided[1], cpu, True)
     assert all(s < g for s, g in zip(small, large))
+
+
+def test_rule_key_per_device():
+    assert spatial.rule_key(torch.device("cuda")) == "cuda"
+    assert spatial.rule_key(torch.device("meta")) == "cuda"  # types without a rule take CUDA's
+    assert set(spatial.RULES) >= {"cpu", "cpu-kernel", "cuda"}
 
 
 def test_auto_is_remembered_per_call_and_reported(monkeypatch):
