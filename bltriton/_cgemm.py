@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_
 
 from bltriton import _env
 
-__all__ = ["available", "matmul", "provider"]
+__all__ = ["available", "matmul", "provider", "takes"]
 
 _SOURCE = Path(__file__).parent / "csrc" / "cgemm.cpp"
 _LOCK = threading.Lock()
@@ -159,18 +159,27 @@ def _eligible(*ts: torch.Tensor) -> bool:
     )
 
 
+def takes(*tensors: torch.Tensor) -> bool:
+    """Whether :func:`matmul` on these operands (and ``out``) runs the kernel: for callers that
+    lay operands out differently for it (strided views it reads in place, where ``torch.matmul``
+    would first copy them)."""
+    return _eligible(*tensors) and provider() == "kernel"
+
+
 def matmul(
     a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None, accumulate: bool = False
 ) -> torch.Tensor:
     """``a @ b`` for 2-D ``[M, K] @ [K, N]`` or batched 3-D ``[F, M, K] @ [F, K, N]`` operands
-    (any strides), into ``out`` when given (contiguous, the result's shape and dtype) or a fresh
-    tensor; with ``accumulate`` the product is added to ``out`` (``out.addmm_``/``baddbmm_``)."""
+    (any strides), into ``out`` when given (the result's shape and dtype; the kernel takes any
+    ``out`` with unit stride along its last dimension, so a caller can write straight into a
+    strided view) or a fresh tensor; with ``accumulate`` the product is added to ``out``
+    (``out.addmm_``/``baddbmm_``)."""
     if accumulate and out is None:
         raise ValueError("matmul: accumulate=True needs out")
     if (
         a.dim() == b.dim()
         and a.dim() in (2, 3)
-        and (out is None or out.is_contiguous())
+        and (out is None or out.stride(-1) == 1)
         and _eligible(a, b, *(() if out is None else (out,)))
         and provider() == "kernel"
     ):

@@ -214,20 +214,31 @@ class SignalPlan:
         if self.band.ndim == 1:
             return self._last_axis_fwd(x, conj, None if out is None else out.view(f, b * c)).view(f, b, c)
         h, w = x.shape[2:]
+        rows = self._row_operand(conj, False)
         if self.method == "gemm":
             # Column GEMM on the NCHW input as it lies, then one copy to [H, cols, BC]: one
             # input-sized copy less than permuting first (32x32 C64 B32: 6.4 vs 7.7 ms).
             cols = self.band.cols
             s = matmul_nt(x.reshape(b * c * h, w), self._operand("col_fwd", conj, self._col_fwd, True))
-            spec = _contiguous(
-                "transform.spec", torch.view_as_complex(s.view(b * c, h * cols, 2)).T
-            )  # [H·cols, BC]
+            sc = torch.view_as_complex(s.view(b * c, h * cols, 2))  # [BC, H·cols]
+            if _cgemm.takes(rows, sc):
+                # The CPU kernel reads the spectrum in place, one kept column per batch entry,
+                # and writes the band's rows straight: no transposing copy.
+                band = out.view(rows.shape[0], cols, b * c) if out is not None else None
+                if band is None:
+                    band = sc.new_empty((rows.shape[0], cols, b * c))
+                _cgemm.matmul(
+                    rows.expand(cols, *rows.shape),
+                    sc.view(b * c, h, cols).permute(2, 1, 0),  # [cols, H, BC]
+                    out=band.transpose(0, 1),  # [cols, kept rows, BC]
+                )
+                return band.view(f, b, c)
+            spec = _contiguous("transform.spec", sc.T)  # [H·cols, BC]
         else:
             buf = _workspace.scratch(
                 "transform.spec", (h, self.band.cols, b * c), complex_dtype(x.dtype), x.device
             )
             spec = self._last_axis_fwd(x.permute(2, 0, 1, 3), conj, out=buf)  # [H, cols, BC]
-        rows = self._row_operand(conj, False)
         band = _cgemm.matmul(rows, spec.view(h, -1), out=None if out is None else out.view(rows.shape[0], -1))
         return band.view(f, b, c)
 
@@ -269,9 +280,22 @@ class SignalPlan:
             return self._last_axis_inv(yb, conj).contiguous()
         # conj(E)·conj(Z) = conj(E·Z): the row stage keeps the conjugate, the column stage undoes it.
         rows_out, cols = self.length[0], self.band.cols
-        spec = _mm(
-            "transform.spec", self._row_operand(conj, True), yb.reshape(self.band.kept_rows, -1)
-        )  # [T, cols·B·O]
+        rows = self._row_operand(conj, True)  # [T, kept rows]
+        if self.method == "gemm" and yb.is_contiguous() and _cgemm.takes(rows, yb):
+            # The CPU kernel writes the row stage straight in the column GEMM's layout [B·O, T,
+            # cols], one batch entry per (b, o), gathering its [kept rows, cols] block from the
+            # band in place: no transposing copy.
+            sr = _workspace.scratch("transform.cols", (b * o, rows_out, cols), yb.dtype, yb.device)
+            sr = yb.new_empty((b * o, rows_out, cols)) if sr is None else sr
+            _cgemm.matmul(
+                rows.expand(b * o, *rows.shape),
+                yb.view(self.band.kept_rows, cols, b * o).permute(2, 0, 1),  # [B·O, kept rows, cols]
+                out=sr,
+            )
+            sr = torch.view_as_real(sr).view(b * o * rows_out, 2 * cols)
+            y = matmul_nt(sr, self._operand("col_inv", conj, self._col_inv, True))
+            return y.view(b, o, rows_out, self.length[1])
+        spec = _mm("transform.spec", rows, yb.reshape(self.band.kept_rows, -1))  # [T, cols·B·O]
         if self.method == "gemm":
             # One copy into [B·O, T, 2·cols], then the column GEMM writes NCHW directly: no
             # output-sized permute (32x32 C64 B32: 7.3 vs 8.2 ms).

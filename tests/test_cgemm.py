@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bltriton import _cgemm, _env, ops
+from bltriton import _cgemm, _env, ops, transforms
 from bltriton.nn import BLConv1d, BLConv2d
 
 needs_kernel = pytest.mark.skipif(
@@ -83,6 +83,40 @@ def test_env_value_is_checked(monkeypatch):
     monkeypatch.setenv("BLTRITON_CPU_CGEMM", "fast")
     with pytest.raises(_env.EnvVarError, match="BLTRITON_CPU_CGEMM"):
         _cgemm.provider()
+
+
+@needs_kernel
+@pytest.mark.parametrize("method", ["gemm", "fft", "direct"])
+def test_layer_same_through_kernel_and_torch_per_transform_method(monkeypatch, method):
+    """With the separable GEMM transform the kernel reads the column spectrum in place and writes
+    the band's rows straight (no transposing copy): same forward and gradients as torch."""
+    monkeypatch.setattr(transforms, "FORCE_METHOD", method)
+    monkeypatch.setenv("BLTRITON_ALGORITHM", "spectral")
+    mod = BLConv2d(5, 7, 3, padding=1, compress_rate=0.4)
+    x, results = torch.randn(4, 5, 13, 11), {}
+    dy = torch.randn(4, 7, 13, 11)
+    for name in ("torch", "kernel"):
+        monkeypatch.setenv("BLTRITON_CPU_CGEMM", name)
+        xi = x.clone().requires_grad_()
+        mod.zero_grad()
+        y = mod(xi)
+        y.backward(dy)
+        results[name] = (y.detach(), xi.grad, mod.weight.grad.clone())
+    for got, ref in zip(results["kernel"], results["torch"]):
+        assert torch.isfinite(got).all()
+        assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+@needs_kernel
+def test_kernel_writes_a_strided_out(monkeypatch):
+    """``out`` with unit stride along its last dimension only (a transposed view of a band)."""
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    a = _c64(5, 9).expand(3, 5, 9)  # one shared operand (batch stride 0)
+    b = _c64(20, 9, 3).permute(2, 1, 0)  # [3, 9, 20], columns far apart
+    band = _poisoned(5, 3, 20)
+    _cgemm.matmul(a, b, out=band.transpose(0, 1))
+    ref = torch.matmul(a.to(torch.complex128), b.to(torch.complex128)).transpose(0, 1)
+    assert _rel(band, ref) < 1e-5
 
 
 @needs_kernel

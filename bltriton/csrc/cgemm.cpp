@@ -87,20 +87,22 @@ static_assert(MR <= 8, "kTail covers tails of up to 7 rows");
 
 }  // namespace
 
-// a [F, M, K], b [F, K, N] complex64 with any strides; out [F, M, N] complex64, contiguous.
+// a [F, M, K], b [F, K, N] complex64 with any strides; out [F, M, N] complex64 with unit stride
+// along N (any batch and row strides).
 void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, bool accumulate) {
   TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, "cgemm: 3-D operands expected");
   TORCH_CHECK(a.scalar_type() == at::kComplexFloat && b.scalar_type() == at::kComplexFloat &&
                   out.scalar_type() == at::kComplexFloat,
               "cgemm: complex64 operands expected");
   TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && out.device().is_cpu(), "cgemm: CPU only");
-  TORCH_CHECK(out.is_contiguous(), "cgemm: out must be contiguous");
+  TORCH_CHECK(out.stride(2) == 1 || out.size(2) <= 1, "cgemm: out needs unit stride along its last dimension");
   const int64_t F = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   TORCH_CHECK(b.size(0) == F && b.size(1) == K && out.size(0) == F && out.size(1) == M &&
                   out.size(2) == N,
               "cgemm: shapes do not match");
   const int64_t saf = 2 * a.stride(0), sam = 2 * a.stride(1), sak = 2 * a.stride(2);
   const int64_t sbf = 2 * b.stride(0), sbk = 2 * b.stride(1), sbn = 2 * b.stride(2);
+  const int64_t sof = 2 * out.stride(0), som = 2 * out.stride(1);
   const float* pa = reinterpret_cast<const float*>(a.const_data_ptr());
   const float* pb = reinterpret_cast<const float*>(b.const_data_ptr());
   float* po = reinterpret_cast<float*>(out.data_ptr());
@@ -110,10 +112,14 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
     return;
   }
   const int64_t panels = (N + NC - 1) / NC;
+  // Where b's columns lie far apart (a gathering pack), neighbouring batch entries share cache
+  // lines (e.g. the kept columns of one spectrum row): take the batch index fastest then.
+  const bool batch_fastest = sbn > 2 && F > 1;
   at::parallel_for(0, F * panels, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> pack(static_cast<size_t>(K) * 2 * NC);
     for (int64_t t = lo; t < hi; ++t) {
-      const int64_t f = t / panels, n0 = (t % panels) * NC;
+      const int64_t f = batch_fastest ? t % F : t / panels;
+      const int64_t n0 = (batch_fastest ? t / F : t % panels) * NC;
       const int nc = static_cast<int>(std::min<int64_t>(NC, N - n0));
       const float* bp = pb + f * sbf + n0 * sbn;
       float* dst = pack.data();
@@ -135,11 +141,11 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
         }
       }
       const float* af = pa + f * saf;
-      float* cf = po + (f * M * N + n0) * 2;
+      float* cf = po + f * sof + n0 * 2;
       int64_t m = 0;
       for (; m + MR <= M; m += MR)
-        micro<MR>(af + m * sam, sam, sak, dst, K, cf + m * N * 2, N * 2, nc, accumulate);
-      if (m < M) kTail[M - m](af + m * sam, sam, sak, dst, K, cf + m * N * 2, N * 2, nc, accumulate);
+        micro<MR>(af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
+      if (m < M) kTail[M - m](af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
     }
   });
 }
