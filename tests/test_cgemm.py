@@ -109,11 +109,13 @@ def test_layer_same_through_kernel_and_torch_per_transform_method(monkeypatch, m
 
 @needs_kernel
 def test_kernel_writes_a_strided_out(monkeypatch):
-    """``out`` with unit stride along its last dimension only (a transposed view of a band)."""
+    """``out`` with unit stride along its last dimension only (a transposed view of a band), and
+    ``b`` read in place with its batch entries adjacent (the grouped pack: a full group of 8 and
+    a partial one, a full panel of 16 columns and a partial one)."""
     monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
-    a = _c64(5, 9).expand(3, 5, 9)  # one shared operand (batch stride 0)
-    b = _c64(20, 9, 3).permute(2, 1, 0)  # [3, 9, 20], columns far apart
-    band = _poisoned(5, 3, 20)
+    a = _c64(5, 9).expand(11, 5, 9)  # one shared operand (batch stride 0)
+    b = _c64(20, 9, 11).permute(2, 1, 0)  # [11, 9, 20], columns far apart, batch entries adjacent
+    band = _poisoned(5, 11, 20)
     _cgemm.matmul(a, b, out=band.transpose(0, 1))
     ref = torch.matmul(a.to(torch.complex128), b.to(torch.complex128)).transpose(0, 1)
     assert _rel(band, ref) < 1e-5

@@ -75,7 +75,11 @@ void micro(const float* a, int64_t sam, int64_t sak, const float* p, int64_t K, 
     } else {
       float t[2 * NC];
       for (int j = 0; j < NV; ++j) store(t + 16 * j, acc_r[r][j] + swap_re_im(acc_i[r][j]) * sign);
-      for (int q = 0; q < 2 * ncols; ++q) cr[q] = accumulate ? cr[q] + t[q] : t[q];
+      if (accumulate) {
+        for (int q = 0; q < 2 * ncols; ++q) cr[q] += t[q];
+      } else {
+        std::memcpy(cr, t, sizeof(float) * 2 * ncols);
+      }
     }
   }
 }
@@ -112,6 +116,43 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
     return;
   }
   const int64_t panels = (N + NC - 1) / NC;
+  if (sbn > 2 && sbf == 2 && F > 1 && K <= 64) {
+    // b's columns lie far apart but neighbouring batch entries are adjacent (the transforms' row
+    // stages: one batch entry per kept column, or per (b, o)): one task packs GROUP batch entries
+    // at once, reading each run of GROUP complex numbers (one cache line) once and spreading it
+    // over GROUP packs, then multiplies each. At K <= 64 the packs stay in L1.
+    constexpr int64_t GROUP = 8;
+    const int64_t groups = (F + GROUP - 1) / GROUP;
+    at::parallel_for(0, groups * panels, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<float> packs(static_cast<size_t>(GROUP) * K * 2 * NC);
+      for (int64_t t = lo; t < hi; ++t) {
+        const int64_t f0 = (t % groups) * GROUP, n0 = (t / groups) * NC;
+        const int g = static_cast<int>(std::min<int64_t>(GROUP, F - f0));
+        const int nc = static_cast<int>(std::min<int64_t>(NC, N - n0));
+        if (nc < NC) std::fill(packs.begin(), packs.end(), 0.f);
+        const float* bp = pb + f0 * 2 + n0 * sbn;
+        for (int q = 0; q < nc; ++q)
+          for (int64_t k = 0; k < K; ++k) {
+            const float* src = bp + q * sbn + k * sbk;
+            float* dst = packs.data() + k * 2 * NC + 2 * q;
+            for (int e = 0; e < g; ++e) {
+              dst[e * K * 2 * NC] = src[2 * e];
+              dst[e * K * 2 * NC + 1] = src[2 * e + 1];
+            }
+          }
+        for (int e = 0; e < g; ++e) {
+          const float* af = pa + (f0 + e) * saf;
+          const float* dst = packs.data() + e * K * 2 * NC;
+          float* cf = po + (f0 + e) * sof + n0 * 2;
+          int64_t m = 0;
+          for (; m + MR <= M; m += MR)
+            micro<MR>(af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
+          if (m < M) kTail[M - m](af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
+        }
+      }
+    });
+    return;
+  }
   // Where b's columns lie far apart (a gathering pack), neighbouring batch entries share cache
   // lines (e.g. the kept columns of one spectrum row): take the batch index fastest then.
   const bool batch_fastest = sbn > 2 && F > 1;
