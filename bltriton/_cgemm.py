@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import platform
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from bltriton import _env
+from bltriton._gemm import best_times
 
 __all__ = ["available", "matmul", "provider", "takes"]
 
@@ -110,17 +110,10 @@ def _probe() -> str:
     a = torch.randn(64, 32, 64, dtype=torch.complex64, generator=g)
     b = torch.randn(64, 64, 64, dtype=torch.complex64, generator=g)
     out = torch.empty(64, 32, 64, dtype=torch.complex64)
-    fns = {"kernel": lambda: _kernel(a, b, out, False), "torch": lambda: torch.matmul(a, b, out=out)}
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(2):
-        for fn in fns.values():
-            fn()
-    for _ in range(9):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return "kernel" if min(times["kernel"]) * 1.25 <= min(times["torch"]) else "torch"
+    best = best_times(
+        {"kernel": lambda: _kernel(a, b, out, False), "torch": lambda: torch.matmul(a, b, out=out)}
+    )
+    return "kernel" if best["kernel"] * 1.25 <= best["torch"] else "torch"
 
 
 def provider() -> str:

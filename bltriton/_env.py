@@ -129,21 +129,22 @@ def check_finite() -> bool:
 CPU_GEMMS: tuple[str, ...] = ("auto", "onednn", "torch")
 
 
-def cpu_gemm() -> str:
-    value = os.environ.get("BLTRITON_CPU_GEMM", "auto").strip().lower() or "auto"
-    if value not in CPU_GEMMS:
-        raise EnvVarError(f"BLTRITON_CPU_GEMM must be one of {CPU_GEMMS}; got {value!r}")
-    return value
-
-
 CPU_CGEMMS: tuple[str, ...] = ("auto", "kernel", "torch")
 
 
-def cpu_cgemm() -> str:
-    value = os.environ.get("BLTRITON_CPU_CGEMM", "auto").strip().lower() or "auto"
-    if value not in CPU_CGEMMS:
-        raise EnvVarError(f"BLTRITON_CPU_CGEMM must be one of {CPU_CGEMMS}; got {value!r}")
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, "auto").strip().lower() or "auto"
+    if value not in choices:
+        raise EnvVarError(f"{name} must be one of {choices}; got {value!r}")
     return value
+
+
+def cpu_gemm() -> str:
+    return _choice("BLTRITON_CPU_GEMM", CPU_GEMMS)
+
+
+def cpu_cgemm() -> str:
+    return _choice("BLTRITON_CPU_CGEMM", CPU_CGEMMS)
 
 
 def triton_interpret() -> bool:

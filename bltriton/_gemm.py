@@ -15,6 +15,7 @@ contractions stay on torch. ``BLTRITON_CPU_GEMM`` forces a provider.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
@@ -46,18 +47,23 @@ def _probe() -> str:
             return "torch"
     except Exception:  # an op missing from this build, or rejecting the call
         return "torch"
-    times: dict[str, list[float]] = {"onednn": [], "torch": []}
-    fns = {"onednn": lambda: _onednn(x, w), "torch": lambda: x @ w.T}
-    for _ in range(2):
+    best = best_times({"onednn": lambda: _onednn(x, w), "torch": lambda: x @ w.T})
+    return "onednn" if best["onednn"] * 1.25 <= best["torch"] else "torch"
+
+
+def best_times(fns: dict[str, Callable[[], object]], warmup: int = 2, rounds: int = 9) -> dict[str, float]:
+    """Best seconds of each function over ``rounds`` interleaved rounds after ``warmup`` calls
+    each: the providers' probes (best times: a busy moment of the machine must not decide)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(warmup):
         for fn in fns.values():
             fn()
-    for _ in range(9):
+    for _ in range(rounds):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    best = {k: min(v) for k, v in times.items()}
-    return "onednn" if best["onednn"] * 1.25 <= best["torch"] else "torch"
+    return {name: min(v) for name, v in times.items()}
 
 
 def provider() -> str:
