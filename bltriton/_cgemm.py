@@ -18,7 +18,9 @@ transforms, come to the kernel; everything else (complex128 for gradcheck, CUDA)
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -51,6 +53,13 @@ def _build():
     """The compiled extension module (raises where it cannot be built)."""
     from torch.utils import cpp_extension
 
+    if shutil.which("ninja") is None:  # the ninja wheel's binary, where its scripts dir is off PATH
+        try:
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass  # cpp_extension then says that ninja is missing
     # -march=native ties the binary to this CPU: its flags are part of the cached module's name.
     tag = hashlib.sha256(
         _SOURCE.read_bytes() + _cpu_flags().encode() + torch.__version__.encode()
