@@ -154,3 +154,23 @@ def test_layer_same_through_kernel_and_torch(monkeypatch, layer, shape, chunked)
     for got, ref in zip(results["kernel"], results["torch"]):
         assert torch.isfinite(got).all()
         assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def test_a_failed_build_falls_back_with_a_warning(monkeypatch):
+    """No compiler or ninja: ``auto`` warns once and stays on torch (same results); ``kernel``
+    raises, naming the variable."""
+
+    def no_compiler():
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(_cgemm, "_STATE", {})
+    monkeypatch.setattr(_cgemm, "_build", no_compiler)
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "auto")
+    a, b = _c64(2, 5, 4), _c64(2, 4, 3)
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        got = _cgemm.matmul(a, b)
+    assert _rel(got, torch.matmul(a.to(torch.complex128), b.to(torch.complex128))) < 1e-5
+    assert _cgemm.provider() == "torch" and not _cgemm.available()
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    with pytest.raises(RuntimeError, match=r"BLTRITON_CPU_CGEMM=kernel.*Ninja"):
+        _cgemm.matmul(a, b)
