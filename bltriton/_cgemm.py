@@ -152,8 +152,13 @@ def available() -> bool:
 
 
 def _eligible(*ts: torch.Tensor) -> bool:
+    """``ts`` = ``(a, b[, out])``: complex64 CPU tensors, ``b`` also float32."""
+    dtypes = [t.dtype for t in ts]
     return (
-        all(type(t) is torch.Tensor and t.device.type == "cpu" and t.dtype == torch.complex64 for t in ts)
+        dtypes[0] == torch.complex64
+        and dtypes[1] in (torch.complex64, torch.float32)
+        and all(d == torch.complex64 for d in dtypes[2:])
+        and all(type(t) is torch.Tensor and t.device.type == "cpu" for t in ts)
         and not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
         and not any(t.is_conj() or t.is_neg() for t in ts)
         and _current_dispatch_mode() is None
@@ -171,11 +176,12 @@ def takes(*tensors: torch.Tensor) -> bool:
 def matmul(
     a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None, accumulate: bool = False
 ) -> torch.Tensor:
-    """``a @ b`` for 2-D ``[M, K] @ [K, N]`` or batched 3-D ``[F, M, K] @ [F, K, N]`` operands
-    (any strides), into ``out`` when given (the result's shape and dtype; the kernel takes any
-    ``out`` with unit stride along its last dimension, so a caller can write straight into a
-    strided view) or a fresh tensor; with ``accumulate`` the product is added to ``out``
-    (``out.addmm_``/``baddbmm_``)."""
+    """``a @ b`` for 2-D ``[M, K] @ [K, N]`` or batched 3-D ``[F, M, K] @ [F, K, N]`` complex64
+    operands (``b`` may be float32: a complex result from a real operand), any strides, into
+    ``out`` when given (the result's shape and dtype; the kernel takes any ``out`` with unit
+    stride along its last dimension, so a caller can write straight into a strided view) or a
+    fresh tensor; with ``accumulate`` the product is added to ``out`` (``out.addmm_`` /
+    ``baddbmm_``)."""
     if accumulate and out is None:
         raise ValueError("matmul: accumulate=True needs out")
     if (
@@ -188,6 +194,8 @@ def matmul(
         if out is None:
             out = a.new_empty((*a.shape[:-1], b.shape[-1]))
         return _kernel(a, b, out, accumulate)
+    if a.is_complex() and not b.is_complex():
+        b = b.to(a.dtype)
     if accumulate:
         return out.addmm_(a, b) if a.dim() == 2 else out.baddbmm_(a, b)
     return torch.matmul(a, b, out=out)

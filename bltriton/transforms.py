@@ -397,6 +397,7 @@ class FilterPlan:
         # d/dWc of Re(sum ...) evaluated as irfftn: Re(Σ_f dW[f]·c_f·e^{+iθ}) / N.
         self.adj = torch.polar(cw.expand_as(theta).contiguous(), theta).to(self.device, cdt)
         self._chunk_rows: dict[tuple[int, int], torch.Tensor] = {}
+        self._chunk_crows: dict[tuple[int, int], torch.Tensor] = {}
 
     def _rows(self, start: int, stop: int) -> torch.Tensor:
         """``[2F', taps]``: the cos rows then the sin rows of frequencies ``start:stop``."""
@@ -407,6 +408,16 @@ class FilterPlan:
         if rows is None:  # the same chunks come back every call
             rows = torch.cat([self.fwd[start:stop], self.fwd[f + start : f + stop]])
             self._chunk_rows[(start, stop)] = rows
+        return rows
+
+    def _complex_rows(self, start: int, stop: int) -> torch.Tensor:
+        """``[F', taps]`` complex: ``cos + i·sin`` of frequencies ``start:stop`` (the kernel's
+        operand; :meth:`_rows` holds the same numbers as two real blocks)."""
+        rows = self._chunk_crows.get((start, stop))
+        if rows is None:
+            f = self.band.num_kept
+            rows = torch.complex(self.fwd[start:stop], self.fwd[f + start : f + stop])
+            self._chunk_crows[(start, stop)] = rows
         return rows
 
     def forward(
@@ -423,8 +434,14 @@ class FilterPlan:
         memory."""
         o, cg = weight.shape[:2]
         stop = self.band.num_kept if stop is None else stop
-        e = self._rows(start, stop)
         w2 = weight.reshape(o * cg, -1)
+        crows = self._complex_rows(start, stop)
+        if _cgemm.takes(crows, w2, *(() if out is None else (out,))):
+            # The CPU kernel multiplies the complex rows by the real filter and writes the band
+            # itself: no planes buffer, no interleaving pass.
+            band = _cgemm.matmul(crows, w2.T, out=None if out is None else out.view(stop - start, o * cg))
+            return band.view(stop - start, o, cg)
+        e = self._rows(start, stop)
         if work is None:
             planes = matmul_nt(e, w2)  # [2F', O·Cg]
         else:

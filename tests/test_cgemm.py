@@ -59,6 +59,21 @@ def test_kernel_2d_accumulate_and_empty(monkeypatch):
         _cgemm.matmul(a, b, accumulate=True)
 
 
+@pytest.mark.parametrize("provider", ["kernel", "torch"])
+@pytest.mark.parametrize(("m", "k", "n"), [(8, 3, 70), (13, 9, 16), (1, 1, 5)])
+def test_complex_times_real(monkeypatch, provider, m, k, n):
+    """A float32 ``b`` (the filter transform: complex rows times the real weight, read
+    transposed), into a NaN-poisoned ``out``."""
+    if provider == "kernel" and not _cgemm.available():
+        pytest.skip("the CPU kernel could not be built")
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", provider)
+    a, w = _c64(m, k), torch.randn(n, k)
+    out = _poisoned(m, n)
+    got = _cgemm.matmul(a, w.T, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    assert _rel(got, a.to(torch.complex128) @ w.T.to(torch.complex128)) < 1e-5
+
+
 def test_ineligible_operands_stay_on_torch(monkeypatch):
     """complex128, autograd-tracked and lazily conjugated operands never reach the kernel."""
 

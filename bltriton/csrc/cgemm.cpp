@@ -91,13 +91,16 @@ static_assert(MR <= 8, "kTail covers tails of up to 7 rows");
 
 }  // namespace
 
-// a [F, M, K], b [F, K, N] complex64 with any strides; out [F, M, N] complex64 with unit stride
-// along N (any batch and row strides).
+// a [F, M, K] complex64, b [F, K, N] complex64 or float32 (a real b, e.g. a filter, is packed as
+// complex numbers with zero imaginary parts), any strides; out [F, M, N] complex64 with unit
+// stride along N (any batch and row strides).
 void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, bool accumulate) {
   TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, "cgemm: 3-D operands expected");
-  TORCH_CHECK(a.scalar_type() == at::kComplexFloat && b.scalar_type() == at::kComplexFloat &&
+  TORCH_CHECK(a.scalar_type() == at::kComplexFloat &&
+                  (b.scalar_type() == at::kComplexFloat || b.scalar_type() == at::kFloat) &&
                   out.scalar_type() == at::kComplexFloat,
-              "cgemm: complex64 operands expected");
+              "cgemm: complex64 a and out, complex64 or float32 b expected");
+  const bool real_b = b.scalar_type() == at::kFloat;
   TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && out.device().is_cpu(), "cgemm: CPU only");
   TORCH_CHECK(out.stride(2) == 1 || out.size(2) <= 1, "cgemm: out needs unit stride along its last dimension");
   const int64_t F = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
@@ -105,7 +108,8 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
                   out.size(2) == N,
               "cgemm: shapes do not match");
   const int64_t saf = 2 * a.stride(0), sam = 2 * a.stride(1), sak = 2 * a.stride(2);
-  const int64_t sbf = 2 * b.stride(0), sbk = 2 * b.stride(1), sbn = 2 * b.stride(2);
+  const int64_t bw = real_b ? 1 : 2;  // floats per element of b
+  const int64_t sbf = bw * b.stride(0), sbk = bw * b.stride(1), sbn = bw * b.stride(2);
   const int64_t sof = 2 * out.stride(0), som = 2 * out.stride(1);
   const float* pa = reinterpret_cast<const float*>(a.const_data_ptr());
   const float* pb = reinterpret_cast<const float*>(b.const_data_ptr());
@@ -116,7 +120,7 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
     return;
   }
   const int64_t panels = (N + NC - 1) / NC;
-  if (sbn > 2 && sbf == 2 && F > 1 && K <= 64) {
+  if (!real_b && sbn > 2 && sbf == 2 && F > 1 && K <= 64) {
     // b's columns lie far apart but neighbouring batch entries are adjacent (the transforms' row
     // stages: one batch entry per kept column, or per (b, o)): one task packs GROUP batch entries
     // at once, reading each run of GROUP complex numbers (one cache line) once and spreading it
@@ -157,7 +161,7 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
   // share cache lines: take the batch index fastest then. Otherwise the panels of one batch
   // entry run in turn, so its rows of a stay in L1 (the forward contraction reads a transposed
   // filter band: batch-fastest there ran 1.37 ms against 1.02 ms on [325, 32, 64] x [64, 64]).
-  const bool batch_fastest = sbn > 2 && sbf == 2 && F > 1;
+  const bool batch_fastest = !real_b && sbn > 2 && sbf == 2 && F > 1;
   at::parallel_for(0, F * panels, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> pack(static_cast<size_t>(K) * 2 * NC);
     for (int64_t t = lo; t < hi; ++t) {
@@ -166,7 +170,11 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
       const int nc = static_cast<int>(std::min<int64_t>(NC, N - n0));
       const float* bp = pb + f * sbf + n0 * sbn;
       float* dst = pack.data();
-      if (sbn == 2) {  // columns contiguous: one run per k
+      if (real_b) {  // real parts from b, imaginary parts zero
+        std::fill(pack.begin(), pack.end(), 0.f);
+        for (int64_t k = 0; k < K; ++k)
+          for (int q = 0; q < nc; ++q) dst[k * 2 * NC + 2 * q] = bp[q * sbn + k * sbk];
+      } else if (sbn == 2) {  // columns contiguous: one run per k
         for (int64_t k = 0; k < K; ++k) {
           std::memcpy(dst + k * 2 * NC, bp + k * sbk, sizeof(float) * 2 * nc);
           if (nc < NC) std::memset(dst + k * 2 * NC + 2 * nc, 0, sizeof(float) * 2 * (NC - nc));
@@ -194,5 +202,5 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("cgemm", &cgemm, "out[f] (+)= a[f] @ b[f] for complex64 CPU tensors");
+  m.def("cgemm", &cgemm, "out[f] (+)= a[f] @ b[f] for complex64 (b also float32) CPU tensors");
 }
