@@ -280,9 +280,7 @@ def _filter_chunk(
         return plan.forward(weight, start, stop)
     o, cg = weight.shape[:2]
     buf = _workspace.scratch("filter_band", (stop - start, o, cg), like.dtype, like.device)
-    if taps > SCRATCH_GEMM_MAX_TAPS:
-        return plan.forward(weight, start, stop, out=buf)
-    work = _workspace.scratch("filter_planes", (2 * (stop - start) * o * cg,), weight.dtype, like.device)
+    work = None if taps > SCRATCH_GEMM_MAX_TAPS else "filter_planes"
     return plan.forward(weight, start, stop, out=buf, work=work)
 
 

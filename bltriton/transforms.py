@@ -224,9 +224,8 @@ class SignalPlan:
             if _cgemm.takes(rows, sc):
                 # The CPU kernel reads the spectrum in place, one kept column per batch entry,
                 # and writes the band's rows straight: no transposing copy.
-                band = out.view(rows.shape[0], cols, b * c) if out is not None else None
-                if band is None:
-                    band = sc.new_empty((rows.shape[0], cols, b * c))
+                shape = (rows.shape[0], cols, b * c)
+                band = sc.new_empty(shape) if out is None else out.view(shape)
                 _cgemm.matmul(
                     rows.expand(cols, *rows.shape),
                     sc.view(b * c, h, cols).permute(2, 1, 0),  # [cols, H, BC]
@@ -426,12 +425,13 @@ class FilterPlan:
         start: int = 0,
         stop: int | None = None,
         out: torch.Tensor | None = None,
-        work: torch.Tensor | None = None,
+        work: str | None = None,
     ) -> torch.Tensor:
         """``Wc[start:stop]`` (default: the whole band) ``[F', O, Cg]``, into ``out`` when given (a
-        contiguous complex tensor of that shape); ``work``, a real buffer of at least
-        ``2·F'·O·Cg`` elements, takes the GEMM's output (through ``torch.mm``) instead of fresh
-        memory."""
+        contiguous complex tensor of that shape). Where the CPU kernel cannot build the band, a
+        real GEMM writes cos and sin planes first: ``work`` names this thread's scratch buffer
+        (:mod:`bltriton._workspace`) that then takes them (through ``torch.mm``) instead of fresh
+        memory; it is requested only on that path."""
         o, cg = weight.shape[:2]
         stop = self.band.num_kept if stop is None else stop
         w2 = weight.reshape(o * cg, -1)
@@ -442,10 +442,8 @@ class FilterPlan:
             band = _cgemm.matmul(crows, w2.T, out=None if out is None else out.view(stop - start, o * cg))
             return band.view(stop - start, o, cg)
         e = self._rows(start, stop)
-        if work is None:
-            planes = matmul_nt(e, w2)  # [2F', O·Cg]
-        else:
-            planes = torch.mm(e, w2.T, out=work[: e.shape[0] * o * cg].view(e.shape[0], o * cg))
+        buf = None if work is None else _workspace.scratch(work, (e.shape[0], o * cg), w2.dtype, w2.device)
+        planes = matmul_nt(e, w2) if buf is None else torch.mm(e, w2.T, out=buf)  # [2F', O·Cg]
         n = stop - start
         if out is None:
             return torch.complex(planes[:n], planes[n:]).view(n, o, cg)
