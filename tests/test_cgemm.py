@@ -189,3 +189,20 @@ def test_a_failed_build_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
     with pytest.raises(RuntimeError, match=r"BLTRITON_CPU_CGEMM=kernel.*Ninja"):
         _cgemm.matmul(a, b)
+
+
+@needs_kernel
+def test_kernel_filter_transform_takes_no_planes_scratch(monkeypatch):
+    """With the kernel building the filter band, no planes buffer is requested (it would hold
+    workspace budget for nothing); on torch the few-tap layer still writes its planes there."""
+    from bltriton import _workspace
+
+    monkeypatch.setenv("BLTRITON_ALGORITHM", "spectral")
+    layer = BLConv1d(8, 12, 5, padding=2, compress_rate=0.5)
+    x = torch.randn(3, 8, 40, requires_grad=True)
+    for provider, expected in (("kernel", False), ("torch", True)):
+        monkeypatch.setenv("BLTRITON_CPU_CGEMM", provider)
+        _workspace.clear()
+        layer(x).sum().backward()
+        names = {key[0] for key in _workspace._WORKSPACE.buffers}
+        assert ("filter_planes" in names) is expected, (provider, names)
