@@ -129,6 +129,8 @@ def provider() -> str:
     """The provider of complex64 CPU GEMMs in this process: ``"kernel"`` or ``"torch"``
     (``BLTRITON_CPU_CGEMM``, or the probe's choice under ``auto``; the first call builds the
     kernel)."""
+    if torch.compiler.is_compiling():
+        return _provider_seen_by_tracer()
     forced = _env.cpu_cgemm()
     if forced == "torch":
         return "torch"
@@ -137,12 +139,24 @@ def provider() -> str:
             _module(strict=True)
         return "kernel"
     if "choice" not in _STATE:
-        if _current_dispatch_mode() is not None or torch.compiler.is_compiling():
-            return "torch"  # no build or timing under fake tensors or a tracer
+        if _current_dispatch_mode() is not None:
+            return "torch"  # no build or timing under fake tensors
         with _LOCK:
             if "choice" not in _STATE:
                 _STATE["choice"] = _probe()
     return _STATE["choice"]
+
+
+@torch.compiler.assume_constant_result
+def _provider_seen_by_tracer() -> str:
+    """:func:`provider` under dynamo: the forced provider, else the probe's choice if made, else
+    ``"torch"``; no build or timing. Run as a constant, so the graph holds no guard on the
+    probe's state: the eager calls that probe after a first compile recompiled the graph (and
+    dynamo cannot trace the dispatch-mode query of the eager path: a graph break)."""
+    forced = _env.cpu_cgemm()
+    if forced in ("torch", "kernel"):
+        return forced
+    return str(_STATE.get("choice", "torch"))
 
 
 def available() -> bool:

@@ -69,7 +69,10 @@ class BLConvMixin:
         self.save = "input"  # what the backward keeps: see bltriton.functional.SAVE_POLICIES
         # Filter band reused across eval()-mode calls without autograd (ops.FilterBandCache).
         self._filter_cache = ops.FilterBandCache()
-        self._last_call: dict = {}
+        # What the last call took (last_algorithm). Its keys exist from the start: under
+        # torch.compile, writing a new key made dynamo guard on the dict being empty, and every
+        # compiled model compiled twice (the second call failed that guard).
+        self._last_call: dict = {"algorithm": None, "spec": None}
         self.last_band = None
 
     def _set_rate(self, rate: float) -> None:
@@ -92,7 +95,7 @@ class BLConvMixin:
         super().__setstate__(state)  # unpickled or deep-copied
         self._set_rate(self._compress_rate)  # also fills _rate_repr for pickles that lack it
         self._filter_cache = ops.FilterBandCache()
-        self._last_call = {}
+        self._last_call = {"algorithm": None, "spec": None}
         if not hasattr(self, "save"):  # pickled before the save policy existed
             self.save = "input"
         if not hasattr(self, "algorithm"):  # pickled before the spatial algorithm existed

@@ -71,7 +71,7 @@ def test_triton_path_is_thread_safe_under_the_interpreter():
             x = torch.randn(2, 3, 8, 8, generator=gen)
             w = torch.randn(4, 3, 3, 3, generator=gen)
             try:
-                y = bl_conv2d(x, w, None, 1, 1, compress_rate=0.5, backend="triton")
+                y = bl_conv2d(x, w, None, 1, 1, compress_rate=0.5, backend="triton", algorithm="spectral")
             except Exception as err:
                 errors.append(f"{type(err).__name__}: {str(err)[:120]}")
                 continue

@@ -235,3 +235,24 @@ def test_energy_under_export_says_what_to_do():
     layer = BLConv2d(2, 3, 3, padding=1, energy=0.9, backend="torch")
     with pytest.raises(Exception, match=r"energy=.*compress_rate="):
         torch.export.export(layer, (torch.randn(1, 2, 8, 8),))
+
+
+def test_compiling_before_the_cpu_gemm_probe_neither_breaks_nor_recompiles(monkeypatch):
+    """A layer compiled first thing in a process, before the CPU GEMM provider's probe: the trace
+    has no graph break (fullgraph), and the probe that the compiled call's GEMMs then make does
+    not recompile it (a guard on the probe's state did, and dynamo could not trace the eager
+    path's dispatch-mode query)."""
+    from bltriton import _cgemm
+
+    monkeypatch.delenv("BLTRITON_CPU_CGEMM", raising=False)
+    monkeypatch.delitem(_cgemm._STATE, "choice", raising=False)
+    torch._dynamo.reset()
+    counters.clear()
+    layer = BLConv2d(3, 4, 3, padding=1, compress_rate=0.5)
+    ref = copy.deepcopy(layer)
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    for _ in range(3):
+        x = torch.randn(2, 3, 8, 8)
+        assert_close_rel(compiled(x), ref(x), 1e-5, "compiled layer")
+    assert "choice" in _cgemm._STATE  # the eager calls probed between the compiled ones
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
