@@ -187,6 +187,83 @@ def takes(*tensors: torch.Tensor) -> bool:
     return _eligible(*tensors) and provider() == "kernel"
 
 
+# Filters of at most this many taps, or of at most this many weights, go to the fused
+# contractions (matmul_taps, matmul_fold), which form and fold the filter band inside the kernel
+# instead of writing it out. matmul_taps takes the filter tap-major, a transposing copy per call:
+# for 3x3 filters of 128+ channels that copy (0.15-1.7 ms) costs more than the band's write saves
+# (ResNet-18 b32: all 3x3 layers fused 0.96 -> 1.00x nn; only the 64-channel ones 0.97 -> 0.97x,
+# b8 1.37 -> 1.25x; bench/NOTES.md).
+FUSED_MAX_TAPS = 8
+FUSED_MAX_FILTER = 1 << 16
+
+
+def fuses_filter(taps: int, weights: int) -> bool:
+    """Whether a filter of ``taps`` taps and ``weights`` weights in all takes the fused
+    contractions (where the kernel runs: :func:`takes_taps`, :func:`takes_fold`)."""
+    return taps <= FUSED_MAX_TAPS or weights <= FUSED_MAX_FILTER
+
+
+def takes_taps(a: torch.Tensor, e: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether :func:`matmul_taps` runs the kernel on these operands (else it builds the filter
+    band ``e @ w`` whole and multiplies)."""
+    return (
+        a.dim() == 3
+        and w.dim() == 3
+        and w.dtype == torch.float32
+        and e.dtype == torch.complex64
+        and _eligible(a, w)
+        and _eligible(e, w)
+        and provider() == "kernel"
+    )
+
+
+def matmul_taps(
+    a: torch.Tensor, e: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``out[f] = a[f] @ Σ_t e[f, t]·w[t]`` for ``a`` ``[F, M, K]`` complex64, ``e`` ``[F, T]``
+    complex64 and ``w`` ``[T, K, N]`` float32: a contraction against the band of a real filter
+    (``e`` its DFT phases at the ``T`` taps, ``w`` the filter tap-major). The kernel forms each
+    frequency's band panel by panel while packing, so the band ``[F, K, N]`` is never written
+    out; elsewhere the band is built whole (``e @ w``) and multiplied. ``out``: as in
+    :func:`matmul` (unit stride along its last dimension)."""
+    shape = (a.shape[0], a.shape[1], w.shape[2])
+    if (out is None or out.stride(-1) == 1) and takes_taps(a, e, w):
+        w = w if w.stride(-1) == 1 else w.contiguous()
+        if out is None:
+            out = a.new_empty(shape)
+        _STATE["module"].cgemm_taps(a, e, w, out, False)
+        return out
+    band = (e @ w.reshape(w.shape[0], -1).to(e.dtype)).view(shape[0], w.shape[1], shape[2])
+    return torch.matmul(a, band, out=out)
+
+
+def takes_fold(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> bool:
+    """Whether :func:`matmul_fold` runs the kernel on these operands."""
+    return (
+        a.dim() == 3
+        and b.dim() == 3
+        and e.dtype == torch.complex64
+        and _eligible(a, b)
+        and _eligible(e, b)
+        and provider() == "kernel"
+    )
+
+
+def matmul_fold(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``out[t] = Re Σ_f e[f, t]·(a[f] @ b[f])``, ``[T, M, N]`` float32, for ``a`` ``[F, M, K]``,
+    ``b`` ``[F, K, N]`` and ``e`` ``[F, T]`` complex64: a band contraction folded into ``T`` real
+    outputs as it goes (the filter gradient's taps, ``e`` the adjoint's phases), its band
+    ``[F, M, N]`` never written out by the kernel; elsewhere the band is built whole and
+    folded."""
+    if takes_fold(a, b, e):
+        b = b if b.stride(-1) == 1 else b.contiguous()
+        out = torch.empty((e.shape[1], a.shape[1], b.shape[2]), dtype=torch.float32)
+        _STATE["module"].cgemm_fold(a, b, e, out)
+        return out
+    band = torch.matmul(a, b)
+    return (e.T @ band.reshape(band.shape[0], -1)).real.reshape(e.shape[1], a.shape[1], b.shape[2])
+
+
 def matmul(
     a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None, accumulate: bool = False
 ) -> torch.Tensor:

@@ -250,6 +250,23 @@ def filter_mac(
     f = a.shape[0]
     plan = filter_plan(band, tuple(weight.shape[2:]), tuple(dilation), weight.device, weight.dtype)
     taps = math.prod(weight.shape[2:])
+    if backend == "torch" and groups == 1 and _cgemm.fuses_filter(taps, weight.numel()):
+        # The CPU kernel forms the band panel by panel inside the contraction (never written).
+        o, cg = weight.shape[:2]
+        taps_major = (
+            weight.reshape(o, cg, taps).permute(2, 1, 0)
+            if mode == "fwd"
+            else weight.reshape(o, cg, taps).permute(2, 0, 1)
+        )
+        e = plan._complex_rows(0, f)
+        if _cgemm.takes_taps(a, e, taps_major):
+            width = o if mode == "fwd" else cg
+            out = (
+                None
+                if scratch is None
+                else _workspace.scratch(scratch, (f, a.shape[1], width), a.dtype, a.device)
+            )
+            return _cgemm.matmul_taps(a, e, taps_major.contiguous(), out=out)
     chunks = _chunks(f, weight.shape[0] * weight.shape[1] * a.element_size(), taps, a.device, backend)
     width = weight.shape[0] if mode == "fwd" else weight.shape[1] * groups
     shape = (f, a.shape[1], width)
@@ -299,6 +316,11 @@ def weight_grad(
     f, o = xb.shape[0], gcb.shape[2]
     cg = xb.shape[2] // groups
     plan = filter_plan(band, tuple(kernel), tuple(dilation), xb.device, xb.dtype)
+    taps = math.prod(kernel)
+    if backend == "torch" and groups == 1 and _cgemm.fuses_filter(taps, o * cg * taps):
+        a = gcb.transpose(1, 2)
+        if _cgemm.takes_fold(a, xb, plan.adj):  # folded into the taps inside the kernel
+            return _cgemm.matmul_fold(a, xb, plan.adj).permute(1, 2, 0).reshape(o, cg, *kernel).contiguous()
     chunks = _chunks(f, o * cg * xb.element_size(), math.prod(kernel), xb.device, backend)
     scratch = backend == "torch"  # the dW band and the sum are consumed here: this thread's scratch
     acc = None  # Σ over chunks of dW[chunk]ᵀ · adj[chunk] (FilterPlan.adjoint_sum)

@@ -249,6 +249,8 @@ class AlgorithmRule:
         spectral_call, spatial_call: seconds per call besides the above.
         direct_ratio: a projection is one Kronecker GEMM while its MACs are at most this multiple
             of the separable form's.
+        fused_filter: the filter band is formed and folded inside the contractions where
+            :func:`bltriton._cgemm.fuses_filter` says so (no band traffic; the CPU kernel).
     """
 
     conv: float
@@ -262,6 +264,7 @@ class AlgorithmRule:
     spectral_call: float
     spatial_call: float
     direct_ratio: float
+    fused_filter: bool = False
 
 
 # 2-core CPU (AMD EPYC, oneDNN convolutions and transform GEMMs, MKL complex bmm): a
@@ -305,6 +308,7 @@ RULES: dict[str, AlgorithmRule] = {
         spectral_call=0.257e-3,
         spatial_call=0.820e-3,
         direct_ratio=6.0,
+        fused_filter=True,
     ),
     "cuda": AlgorithmRule(
         conv=35e12,
@@ -363,6 +367,7 @@ def cost_terms(
     grid = _prod(spec.padded)
     f = spec.band.num_kept
     passes = 3 if training else 1
+    fused = rule.fused_filter and spec.groups == 1 and _cgemm.fuses_filter(taps, o * cg * taps)
     length_in = [_static(v, 32) for v in x_shape[2:]]
     # training: project the input, recompute it in the backward, project the input gradient
     method = _limiter_method(spec.band, length_in, list(spec.padded), rule)
@@ -392,9 +397,10 @@ def cost_terms(
     spectral_terms = {
         "contraction": passes * 4 * f * b * cg * o,
         "transform": transform,
-        # the filter band: built for the forward and again for dX, folded back for dW
+        # the filter band: built for the forward and again for dX, folded back for dW (inside
+        # the contractions where fused: then only the filter itself is read)
         "filter": passes * o * cg * 2 * f * taps,
-        "filter_bytes": passes * o * cg * 4 * (taps + 2 * f),
+        "filter_bytes": passes * o * cg * 4 * (taps if fused else taps + 2 * f),
         "spectral_call": 1.0,
     }
     return spectral_terms, spatial_terms

@@ -29,6 +29,7 @@ typedef int v16i __attribute__((vector_size(64)));
 constexpr int NV = 2;          // vectors per panel
 constexpr int NC = 8 * NV;     // complex columns per panel
 constexpr int MR = 6;          // output rows per micro-kernel call
+static_assert(NV % 2 == 0, "cgemm_taps packs a panel from NV / 2 vectors of real columns");
 
 inline v16 load(const float* p) { v16 v; std::memcpy(&v, p, sizeof(v)); return v; }
 inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
@@ -201,6 +202,174 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
   });
 }
 
+// out[f] (+)= a[f] @ (sum_t e[f, t] * w[t]): a [F, M, K] complex64 (any strides), e [F, T]
+// complex64, w [T, K, N] float32 with unit stride along N, out [F, M, N] complex64 with unit
+// stride along N. This is a band contraction against a filter band that is never written out:
+// the filter band of frequency f, sum_t e[f, t] w[t] (e: the DFT phases at the filter's T taps,
+// w: the real filter, tap-major), is formed panel by panel while packing (2T real
+// multiply-adds per packed complex number, reading w from cache), instead of a filter transform
+// that writes F x K x N complex numbers to memory for the contraction to read back.
+void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Tensor& w,
+                torch::Tensor& out, bool accumulate) {
+  TORCH_CHECK(a.dim() == 3 && e.dim() == 2 && w.dim() == 3 && out.dim() == 3,
+              "cgemm_taps: a [F, M, K], e [F, T], w [T, K, N], out [F, M, N] expected");
+  TORCH_CHECK(a.scalar_type() == at::kComplexFloat && e.scalar_type() == at::kComplexFloat &&
+                  w.scalar_type() == at::kFloat && out.scalar_type() == at::kComplexFloat,
+              "cgemm_taps: complex64 a, e and out, float32 w expected");
+  TORCH_CHECK(a.device().is_cpu() && e.device().is_cpu() && w.device().is_cpu() && out.device().is_cpu(),
+              "cgemm_taps: CPU only");
+  const int64_t F = a.size(0), M = a.size(1), K = a.size(2), T = e.size(1), N = w.size(2);
+  TORCH_CHECK(e.size(0) == F && w.size(0) == T && w.size(1) == K && out.size(0) == F &&
+                  out.size(1) == M && out.size(2) == N,
+              "cgemm_taps: shapes do not match");
+  TORCH_CHECK((w.stride(2) == 1 || N <= 1) && (out.stride(2) == 1 || N <= 1),
+              "cgemm_taps: w and out need unit stride along their last dimension");
+  if (F == 0 || M == 0 || N == 0) return;
+  if (K == 0 || T == 0) {
+    if (!accumulate) out.zero_();
+    return;
+  }
+  const int64_t saf = 2 * a.stride(0), sam = 2 * a.stride(1), sak = 2 * a.stride(2);
+  const int64_t sef = 2 * e.stride(0), set = 2 * e.stride(1);
+  const int64_t swt = w.stride(0), swk = w.stride(1);
+  const int64_t sof = 2 * out.stride(0), som = 2 * out.stride(1);
+  const float* pa = reinterpret_cast<const float*>(a.const_data_ptr());
+  const float* pe = reinterpret_cast<const float*>(e.const_data_ptr());
+  const float* pw = w.const_data_ptr<float>();
+  float* po = reinterpret_cast<float*>(out.data_ptr());
+  const int64_t panels = (N + NC - 1) / NC;
+  const v16i lo_idx = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
+  const v16i hi_idx = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
+  // Frequencies fastest: a thread's consecutive tasks share the panel's columns of w (T x K x NC
+  // floats), which then stay in cache while the frequencies' phases change.
+  at::parallel_for(0, F * panels, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> pack(static_cast<size_t>(K) * 2 * NC);
+    std::vector<v16> phases(static_cast<size_t>(T));  // e[f, u] as (re, im, re, im, ...)
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t f = t % F, n0 = (t / F) * NC;
+      const int nc = static_cast<int>(std::min<int64_t>(NC, N - n0));
+      const float* ef = pe + f * sef;
+      float* dst = pack.data();
+      if (nc == NC) {
+        for (int64_t u = 0; u < T; ++u)
+          for (int q = 0; q < 16; q += 2) {
+            phases[u][q] = ef[u * set];
+            phases[u][q + 1] = ef[u * set + 1];
+          }
+        for (int64_t k = 0; k < K; ++k) {
+          // NC real columns of w (NV / 2 vectors) become NC complex ones (NV vectors).
+          v16 acc[NV];
+          for (int j = 0; j < NV; ++j) acc[j] = splat(0.f);
+          for (int64_t u = 0; u < T; ++u) {
+            const v16 phase = phases[u];
+            const float* wr = pw + u * swt + k * swk + n0;
+#pragma GCC unroll 4
+            for (int j = 0; j < NV / 2; ++j) {
+              const v16 wv = load(wr + 16 * j);
+              acc[2 * j] += __builtin_shuffle(wv, lo_idx) * phase;
+              acc[2 * j + 1] += __builtin_shuffle(wv, hi_idx) * phase;
+            }
+          }
+          for (int j = 0; j < NV; ++j) store(dst + k * 2 * NC + 16 * j, acc[j]);
+        }
+      } else {  // the last, partial panel: zeros beyond its columns
+        std::fill(pack.begin(), pack.end(), 0.f);
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t u = 0; u < T; ++u) {
+            const float er = ef[u * set], ei = ef[u * set + 1];
+            const float* wr = pw + u * swt + k * swk + n0;
+            for (int q = 0; q < nc; ++q) {
+              dst[k * 2 * NC + 2 * q] += er * wr[q];
+              dst[k * 2 * NC + 2 * q + 1] += ei * wr[q];
+            }
+          }
+      }
+      const float* af = pa + f * saf;
+      float* cf = po + f * sof + n0 * 2;
+      int64_t m = 0;
+      for (; m + MR <= M; m += MR)
+        micro<MR>(af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
+      if (m < M) kTail[M - m](af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
+    }
+  });
+}
+
+// out[t] = Re(sum_f e[f, t] * (a[f] @ b[f])): a [F, M, K] complex64 (any strides), b [F, K, N]
+// complex64 with unit stride along N, e [F, T] complex64, out [T, M, N] float32 contiguous. This
+// is the filter gradient's band contraction folded into the filter's T taps as it goes (e: the
+// adjoint's phases), so the band of the gradient [F, M, N] is never written out. A task owns one
+// panel of NC columns for every row, tap and frequency, so no two tasks write the same output.
+void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& e,
+                torch::Tensor& out) {
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && e.dim() == 2 && out.dim() == 3,
+              "cgemm_fold: a [F, M, K], b [F, K, N], e [F, T], out [T, M, N] expected");
+  TORCH_CHECK(a.scalar_type() == at::kComplexFloat && b.scalar_type() == at::kComplexFloat &&
+                  e.scalar_type() == at::kComplexFloat && out.scalar_type() == at::kFloat,
+              "cgemm_fold: complex64 a, b and e, float32 out expected");
+  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && e.device().is_cpu() && out.device().is_cpu(),
+              "cgemm_fold: CPU only");
+  const int64_t F = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2), T = e.size(1);
+  TORCH_CHECK(b.size(0) == F && b.size(1) == K && e.size(0) == F && out.size(0) == T &&
+                  out.size(1) == M && out.size(2) == N,
+              "cgemm_fold: shapes do not match");
+  TORCH_CHECK(out.is_contiguous() && (b.stride(2) == 1 || N <= 1), "cgemm_fold: contiguous out and unit stride of b along N expected");
+  out.zero_();
+  if (F == 0 || M == 0 || N == 0 || K == 0 || T == 0) return;
+  const int64_t saf = 2 * a.stride(0), sam = 2 * a.stride(1), sak = 2 * a.stride(2);
+  const int64_t sbf = 2 * b.stride(0), sbk = 2 * b.stride(1);
+  const int64_t sef = 2 * e.stride(0), set = 2 * e.stride(1);
+  const float* pa = reinterpret_cast<const float*>(a.const_data_ptr());
+  const float* pb = reinterpret_cast<const float*>(b.const_data_ptr());
+  const float* pe = reinterpret_cast<const float*>(e.const_data_ptr());
+  float* po = out.data_ptr<float>();
+  const int64_t panels = (N + NC - 1) / NC;
+  const v16i even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+  const v16i odd = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+  at::parallel_for(0, panels, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> pack(static_cast<size_t>(K) * 2 * NC);
+    std::vector<float> tile(static_cast<size_t>(M) * 2 * NC);  // a[f] @ b[f] for this panel
+    for (int64_t p = lo; p < hi; ++p) {
+      const int64_t n0 = p * NC;
+      const int nc = static_cast<int>(std::min<int64_t>(NC, N - n0));
+      for (int64_t f = 0; f < F; ++f) {
+        const float* bp = pb + f * sbf + n0 * 2;
+        for (int64_t k = 0; k < K; ++k) {
+          std::memcpy(pack.data() + k * 2 * NC, bp + k * sbk, sizeof(float) * 2 * nc);
+          if (nc < NC) std::memset(pack.data() + k * 2 * NC + 2 * nc, 0, sizeof(float) * 2 * (NC - nc));
+        }
+        const float* af = pa + f * saf;
+        int64_t m = 0;
+        for (; m + MR <= M; m += MR)
+          micro<MR>(af + m * sam, sam, sak, pack.data(), K, tile.data() + m * 2 * NC, 2 * NC, NC, false);
+        if (m < M) kTail[M - m](af + m * sam, sam, sak, pack.data(), K, tile.data() + m * 2 * NC, 2 * NC, NC, false);
+        // out[t, m, n0:n0+nc] += er * re(tile) - ei * im(tile)
+        const float* ef = pe + f * sef;
+        for (int64_t r = 0; r < M; ++r) {
+          const float* tr = tile.data() + r * 2 * NC;
+#pragma GCC unroll 2
+          for (int j = 0; j < NV / 2; ++j) {  // 16 complex columns per step
+            const v16 x0 = load(tr + 32 * j), x1 = load(tr + 32 * j + 16);
+            const v16 re = __builtin_shuffle(x0, x1, even), im = __builtin_shuffle(x0, x1, odd);
+            for (int64_t u = 0; u < T; ++u) {
+              float* dst = po + (u * M + r) * N + n0 + 16 * j;
+              const v16 y = re * ef[u * set] - im * ef[u * set + 1];
+              if (nc == NC) {
+                store(dst, load(dst) + y);
+              } else {
+                for (int q = 0; q < nc - 16 * j && q < 16; ++q) dst[q] += y[q];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("cgemm_fold", &cgemm_fold,
+        "out[t] = Re(sum_f e[f, t] (a[f] @ b[f])) for complex64 a, b, e and float32 out (CPU)");
   m.def("cgemm", &cgemm, "out[f] (+)= a[f] @ b[f] for complex64 (b also float32) CPU tensors");
+  m.def("cgemm_taps", &cgemm_taps,
+        "out[f] (+)= a[f] @ (sum_t e[f, t] w[t]) for complex64 a, e, out and float32 w (CPU)");
 }
