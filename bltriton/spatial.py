@@ -292,21 +292,24 @@ RULES: dict[str, AlgorithmRule] = {
         spatial_call=0.893e-3,
         direct_ratio=6.0,
     ),
-    # The same CPU with the complex GEMMs on bltriton's own kernel (bltriton/_cgemm.py): 60 layer
-    # shapes of the same models, bench/results/2026-11-26-cpu-algorithms-cgemm.json, fitted by
-    # ``python -m bench.fit_rule ... --device cpu-kernel`` (worst configuration 4.2% over the best
-    # picks, the ResNet-18 b128 stem; the "cpu" rule on these rows: 22.3%, the FCN b16 r=0.5).
+    # The same CPU with the complex GEMMs on bltriton's own kernel (bltriton/_cgemm.py), the
+    # filter band formed and folded inside its fused contractions where _cgemm.fuses_filter: 60
+    # layer shapes of the same models, bench/results/2026-11-26-cpu-algorithms-fused.json, fitted
+    # by ``python -m bench.fit_rule ... --device cpu-kernel`` (worst configuration 14.7% over the
+    # best picks, ResNet-18 b8 r=0.75, one 4x4 layer whose spatial time read 14 ms against 6-9
+    # estimated; the previous fit on these rows: the same 14.7%, FCN b16 r=0.5 3.3% -> 0%,
+    # ResNet-18 b128 r=0.5 8.6% -> 1.5%).
     "cpu-kernel": AlgorithmRule(
-        conv=190e9,
-        contraction=183e9,
-        transform=48.1e9,
-        filter=1e15,
-        filter_bytes=8.36e9,
-        limiter=108e9,
-        limiter_separable=50.1e9,
-        grid=1.70e9,
-        spectral_call=0.257e-3,
-        spatial_call=0.820e-3,
+        conv=197e9,
+        contraction=167e9,
+        transform=50.1e9,
+        filter=177e9,
+        filter_bytes=10.2e9,
+        limiter=146e9,
+        limiter_separable=76.2e9,
+        grid=0.904e9,
+        spectral_call=0.759e-3,
+        spatial_call=1.01e-3,
         direct_ratio=6.0,
         fused_filter=True,
     ),

@@ -145,13 +145,17 @@ def test_kernel_writes_a_strided_out(monkeypatch):
         (lambda: BLConv1d(8, 12, 5, padding=2, compress_rate=0.5), (7, 8, 41)),
     ],
 )
-@pytest.mark.parametrize("chunked", [False, True])
-def test_layer_same_through_kernel_and_torch(monkeypatch, layer, shape, chunked):
+@pytest.mark.parametrize("path", ["fused", "band", "band-chunked"])
+def test_layer_same_through_kernel_and_torch(monkeypatch, layer, shape, path):
     """Forward, input and weight gradients of a spectral layer equal (fp32 tolerance) with the
-    kernel and with torch.matmul: the contractions, the row stages and the filter-gradient folds
-    (with one frequency per chunk, the folds accumulate)."""
+    kernel and with torch.matmul: the fused contractions (the filter band formed and folded
+    inside the kernel), or the contractions against a written band, the row stages and the
+    filter-gradient folds (with one frequency per chunk, the folds accumulate)."""
     monkeypatch.setenv("BLTRITON_ALGORITHM", "spectral")
-    if chunked:
+    if path != "fused":
+        monkeypatch.setattr(_cgemm, "FUSED_MAX_TAPS", 0)
+        monkeypatch.setattr(_cgemm, "FUSED_MAX_FILTER", 0)
+    if path == "band-chunked":
         monkeypatch.setattr(ops, "CHUNK_BYTES", {"cpu": 1})
         monkeypatch.setattr(ops, "CHUNK_MIN_TAPS", 0)
     mod = layer()
@@ -169,6 +173,57 @@ def test_layer_same_through_kernel_and_torch(monkeypatch, layer, shape, chunked)
     for got, ref in zip(results["kernel"], results["torch"]):
         assert torch.isfinite(got).all()
         assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("f", "m", "k", "t", "n"), [(1, 1, 1, 1, 1), (3, 5, 7, 3, 16), (4, 13, 9, 5, 37), (2, 6, 33, 9, 50)]
+)
+@pytest.mark.parametrize("strided", [False, True])
+def test_taps_kernel_matches_float64(monkeypatch, f, m, k, t, n, strided):
+    """``a[f] @ Σ_t e[f,t]·w[t]`` (the band formed while packing): row and column tails, a read
+    transposed, a filter that is not contiguous (copied once), into a NaN-poisoned output."""
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    a = _c64(f, k, m).transpose(1, 2) if strided else _c64(f, m, k)
+    e = _c64(f, t)
+    w = torch.randn(n, k, t).permute(2, 1, 0) if strided else torch.randn(t, k, n)
+    out = _poisoned(f, m, n)
+    got = _cgemm.matmul_taps(a, e, w, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    c = torch.complex128
+    ref = torch.einsum("fmk,ft,tkn->fmn", a.to(c), e.to(c), w.to(c))
+    assert _rel(got, ref) < 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("f", "m", "k", "t", "n"), [(1, 1, 1, 1, 1), (3, 5, 7, 3, 16), (4, 13, 9, 5, 37), (2, 6, 33, 9, 50)]
+)
+def test_fold_kernel_matches_float64(monkeypatch, f, m, k, t, n):
+    """``Re Σ_f e[f,t]·(a[f] @ b[f])`` (the dW band folded into the taps as it goes), ``a``
+    transposed as the filter gradient reads it, ``b`` with padded rows."""
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    a = _c64(f, k, m).transpose(1, 2)
+    b = _c64(f, k, n + 3)[:, :, :n]
+    e = _c64(f, t)
+    got = _cgemm.matmul_fold(a, b, e)
+    c = torch.complex128
+    ref = torch.einsum("fmk,fkn,ft->tmn", a.to(c), b.to(c), e.to(c)).real
+    assert got.shape == (t, m, n) and got.dtype == torch.float32
+    assert ((got.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def test_fused_products_on_torch_match(monkeypatch):
+    """Without the kernel the two fused products build the band whole: the same numbers."""
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "torch")
+    a, e, w = _c64(3, 5, 7), _c64(3, 4), torch.randn(4, 7, 6)
+    c = torch.complex128
+    ref = torch.einsum("fmk,ft,tkn->fmn", a.to(c), e.to(c), w.to(c))
+    assert _rel(_cgemm.matmul_taps(a, e, w), ref) < 1e-5
+    b = _c64(3, 7, 6)
+    fold = _cgemm.matmul_fold(a.transpose(1, 2).contiguous().transpose(1, 2), b, e)
+    ref = torch.einsum("fmk,fkn,ft->tmn", a.to(c), b.to(c), e.to(c)).real
+    assert ((fold.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 
 def test_a_failed_build_falls_back_with_a_warning(monkeypatch):

@@ -274,3 +274,21 @@ def test_energy_mode_takes_either_algorithm():
         for a in ("spectral", "spatial")
     }
     assert_close_rel(y["spatial"], y["spectral"], 1e-12)
+
+
+def test_which_filters_are_fused():
+    """Few taps, or few weights: the CPU kernel's fused contractions; 3x3 filters of many
+    channels keep the written band (their tap-major copy costs more than the band's write
+    saves). The cpu-kernel rule counts the band's bytes only for the latter."""
+    from bltriton import _cgemm
+
+    assert _cgemm.fuses_filter(3, 256 * 128 * 3) and _cgemm.fuses_filter(8, 1 << 20)
+    assert _cgemm.fuses_filter(9, 64 * 64 * 9) and not _cgemm.fuses_filter(9, 128 * 128 * 9)
+    kernel_rule, cpu_rule = spatial.RULES["cpu-kernel"], spatial.RULES["cpu"]
+    for c in (64, 256):
+        spec = _spec((8, c, 16, 16), (c, c, 3, 3), 1, 0.5)
+        f = spec.band.num_kept
+        fused = spatial.cost_terms(spec, (8, c, 16, 16), (c, c, 3, 3), True, kernel_rule)[0]
+        plain = spatial.cost_terms(spec, (8, c, 16, 16), (c, c, 3, 3), True, cpu_rule)[0]
+        assert plain["filter_bytes"] == 3 * c * c * 4 * (9 + 2 * f)
+        assert fused["filter_bytes"] == (3 * c * c * 4 * 9 if c == 64 else plain["filter_bytes"])
