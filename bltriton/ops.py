@@ -209,6 +209,10 @@ def weight_from_band(
 # Band bytes per chunk by device type; devices not listed (CUDA: one large GEMM fills the GPU
 # better) take the whole band at once.
 CHUNK_BYTES: dict[str, int] = {"cpu": 2 << 20}
+# dW's band folded into the taps inside the kernel (_cgemm.matmul_fold) where the filter fuses;
+# False writes it in chunks and folds them (the FCN b16 step, in-process: 1.04-1.15x -> 0.98-1.00x
+# nn.Conv1d fused; b64 0.87 -> 0.90x, within the spread).
+FUSED_FOLD = True
 CHUNK_MIN_TAPS = 2  # a chunk spans at least this many times the filter's taps in frequencies
 
 
@@ -317,7 +321,7 @@ def weight_grad(
     cg = xb.shape[2] // groups
     plan = filter_plan(band, tuple(kernel), tuple(dilation), xb.device, xb.dtype)
     taps = math.prod(kernel)
-    if backend == "torch" and groups == 1 and _cgemm.fuses_filter(taps, o * cg * taps):
+    if FUSED_FOLD and backend == "torch" and groups == 1 and _cgemm.fuses_filter(taps, o * cg * taps):
         a = gcb.transpose(1, 2)
         if _cgemm.takes_fold(a, xb, plan.adj):  # folded into the taps inside the kernel
             return _cgemm.matmul_fold(a, xb, plan.adj).permute(1, 2, 0).reshape(o, cg, *kernel).contiguous()

@@ -342,23 +342,36 @@ void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
         for (; m + MR <= M; m += MR)
           micro<MR>(af + m * sam, sam, sak, pack.data(), K, tile.data() + m * 2 * NC, 2 * NC, NC, false);
         if (m < M) kTail[M - m](af + m * sam, sam, sak, pack.data(), K, tile.data() + m * 2 * NC, 2 * NC, NC, false);
-        // out[t, m, n0:n0+nc] += er * re(tile) - ei * im(tile)
-        const float* ef = pe + f * sef;
+        // Each row of the tile deinterleaved in place (re | im per 16 columns), then
+        // out[u, m, n0:n0+nc] += re(e[f, u]) * re(tile) - im(e[f, u]) * im(tile), tap by tap.
         for (int64_t r = 0; r < M; ++r) {
-          const float* tr = tile.data() + r * 2 * NC;
-#pragma GCC unroll 2
-          for (int j = 0; j < NV / 2; ++j) {  // 16 complex columns per step
+          float* tr = tile.data() + r * 2 * NC;
+          for (int j = 0; j < NV / 2; ++j) {
             const v16 x0 = load(tr + 32 * j), x1 = load(tr + 32 * j + 16);
-            const v16 re = __builtin_shuffle(x0, x1, even), im = __builtin_shuffle(x0, x1, odd);
-            for (int64_t u = 0; u < T; ++u) {
-              float* dst = po + (u * M + r) * N + n0 + 16 * j;
-              const v16 y = re * ef[u * set] - im * ef[u * set + 1];
-              if (nc == NC) {
-                store(dst, load(dst) + y);
-              } else {
-                for (int q = 0; q < nc - 16 * j && q < 16; ++q) dst[q] += y[q];
+            store(tr + 32 * j, __builtin_shuffle(x0, x1, even));
+            store(tr + 32 * j + 16, __builtin_shuffle(x0, x1, odd));
+          }
+        }
+        const float* ef = pe + f * sef;
+        for (int64_t u = 0; u < T; ++u) {
+          const v16 er = splat(ef[u * set]), ei = splat(ef[u * set + 1]);
+          float* __restrict__ base = po + u * M * N + n0;
+          const float* __restrict__ tb = tile.data();
+          if (nc == NC) {
+            for (int64_t r = 0; r < M; ++r) {
+#pragma GCC unroll 2
+              for (int j = 0; j < NV / 2; ++j) {
+                const float* tr = tb + r * 2 * NC + 32 * j;
+                float* dst = base + r * N + 16 * j;
+                store(dst, load(dst) + load(tr) * er - load(tr + 16) * ei);
               }
             }
+          } else {  // the last, partial panel
+            for (int64_t r = 0; r < M; ++r)
+              for (int q = 0; q < nc; ++q) {
+                const float* tr = tb + r * 2 * NC + 32 * (q / 16);
+                base[r * N + q] += tr[q % 16] * er[0] - tr[16 + q % 16] * ei[0];
+              }
           }
         }
       }
