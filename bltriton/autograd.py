@@ -173,17 +173,15 @@ def band_conv_backward(
     if need_x or need_w:
         rdt = real_dtype(wb.dtype) if wb.is_complex() else _compute_dtype(wb.dtype)
         gcb = ops.grad_transform(dy.to(rdt), spec.band, spec.full_out, spec.stride, scratch="band.g")
-        # dW first, dX last: the autograd engine hands dX straight to the preceding layer's
-        # backward (a ReLU's, a norm's), which then reads it from cache rather than memory.
-        if need_w:
-            dw = ops.weight_grad(
-                xb, gcb, spec.band, spec.kernel, spec.dilation, spec.groups, spec.backend, spec.precision
-            )
         if need_x:
             dxcb = _filter_contraction("dx", gcb, wb if wb.is_complex() else wb.to(rdt), spec)
             ones = (1,) * spec.band.ndim
             dx = ops.inverse_transform(
                 dxcb, spec.band, spec.input_len, ones, conj_input=True, offset=spec.pad_lo
+            )
+        if need_w:
+            dw = ops.weight_grad(
+                xb, gcb, spec.band, spec.kernel, spec.dilation, spec.groups, spec.backend, spec.precision
             )
     return dx, dw
 
