@@ -249,19 +249,23 @@ def takes_fold(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> bool:
     )
 
 
-def matmul_fold(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+def matmul_fold(
+    a: torch.Tensor, b: torch.Tensor, e: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``out[t] = Re Σ_f e[f, t]·(a[f] @ b[f])``, ``[T, M, N]`` float32, for ``a`` ``[F, M, K]``,
     ``b`` ``[F, K, N]`` and ``e`` ``[F, T]`` complex64: a band contraction folded into ``T`` real
     outputs as it goes (the filter gradient's taps, ``e`` the adjoint's phases), its band
     ``[F, M, N]`` never written out by the kernel; elsewhere the band is built whole and
-    folded."""
-    if takes_fold(a, b, e):
+    folded. ``out``: a contiguous float32 tensor of the result's shape to write into."""
+    shape = (e.shape[1], a.shape[1], b.shape[2])
+    if takes_fold(a, b, e) and (out is None or out.is_contiguous()):
         b = b if b.stride(-1) == 1 else b.contiguous()
-        out = torch.empty((e.shape[1], a.shape[1], b.shape[2]), dtype=torch.float32)
+        out = torch.empty(shape, dtype=torch.float32) if out is None else out
         _STATE["module"].cgemm_fold(a, b, e, out)
         return out
     band = torch.matmul(a, b)
-    return (e.T @ band.reshape(band.shape[0], -1)).real.reshape(e.shape[1], a.shape[1], b.shape[2])
+    res = (e.T @ band.reshape(band.shape[0], -1)).real.reshape(shape)
+    return res if out is None else out.copy_(res)
 
 
 def matmul(
