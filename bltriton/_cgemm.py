@@ -206,15 +206,7 @@ def fuses_filter(taps: int, weights: int) -> bool:
 def takes_taps(a: torch.Tensor, e: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether :func:`matmul_taps` runs the kernel on these operands (else it builds the filter
     band ``e @ w`` whole and multiplies)."""
-    return (
-        a.dim() == 3
-        and w.dim() == 3
-        and w.dtype == torch.float32
-        and e.dtype == torch.complex64
-        and _eligible(a, w)
-        and _eligible(e, w)
-        and provider() == "kernel"
-    )
+    return w.dtype == torch.float32 and _takes_fused(a, w, e)
 
 
 def matmul_taps(
@@ -239,6 +231,12 @@ def matmul_taps(
 
 def takes_fold(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> bool:
     """Whether :func:`matmul_fold` runs the kernel on these operands."""
+    return b.dtype == torch.complex64 and _takes_fused(a, b, e)
+
+
+def _takes_fused(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> bool:
+    """The fused products' shared conditions: 3-D ``a`` and ``b``, complex64 ``e``, all three
+    eligible CPU operands, the kernel chosen."""
     return (
         a.dim() == 3
         and b.dim() == 3

@@ -90,6 +90,15 @@ using Micro = void (*)(const float*, int64_t, int64_t, const float*, int64_t, fl
 constexpr Micro kTail[8] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>, micro<7>};
 static_assert(MR <= 8, "kTail covers tails of up to 7 rows");
 
+// All M rows of a (row stride sam, k stride sak, in floats) times the packed panel p [K, 2*NC]
+// into c (row stride ldc floats): MR rows per micro-kernel call, then the tail.
+inline void rows_times_panel(const float* a, int64_t sam, int64_t sak, int64_t M, const float* p,
+                             int64_t K, float* c, int64_t ldc, int ncols, bool accumulate) {
+  int64_t m = 0;
+  for (; m + MR <= M; m += MR) micro<MR>(a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
+  if (m < M) kTail[M - m](a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
+}
+
 }  // namespace
 
 // a [F, M, K] complex64, b [F, K, N] complex64 or float32 (a real b, e.g. a filter, is packed as
@@ -149,10 +158,7 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
           const float* af = pa + (f0 + e) * saf;
           const float* dst = packs.data() + e * K * 2 * NC;
           float* cf = po + (f0 + e) * sof + n0 * 2;
-          int64_t m = 0;
-          for (; m + MR <= M; m += MR)
-            micro<MR>(af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
-          if (m < M) kTail[M - m](af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
+          rows_times_panel(af, sam, sak, M, dst, K, cf, som, nc, accumulate);
         }
       }
     });
@@ -194,10 +200,7 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
       }
       const float* af = pa + f * saf;
       float* cf = po + f * sof + n0 * 2;
-      int64_t m = 0;
-      for (; m + MR <= M; m += MR)
-        micro<MR>(af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
-      if (m < M) kTail[M - m](af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
+      rows_times_panel(af, sam, sak, M, dst, K, cf, som, nc, accumulate);
     }
   });
 }
@@ -286,10 +289,7 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
       }
       const float* af = pa + f * saf;
       float* cf = po + f * sof + n0 * 2;
-      int64_t m = 0;
-      for (; m + MR <= M; m += MR)
-        micro<MR>(af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
-      if (m < M) kTail[M - m](af + m * sam, sam, sak, dst, K, cf + m * som, som, nc, accumulate);
+      rows_times_panel(af, sam, sak, M, dst, K, cf, som, nc, accumulate);
     }
   });
 }
@@ -338,10 +338,7 @@ void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
           if (nc < NC) std::memset(pack.data() + k * 2 * NC + 2 * nc, 0, sizeof(float) * 2 * (NC - nc));
         }
         const float* af = pa + f * saf;
-        int64_t m = 0;
-        for (; m + MR <= M; m += MR)
-          micro<MR>(af + m * sam, sam, sak, pack.data(), K, tile.data() + m * 2 * NC, 2 * NC, NC, false);
-        if (m < M) kTail[M - m](af + m * sam, sam, sak, pack.data(), K, tile.data() + m * 2 * NC, 2 * NC, NC, false);
+        rows_times_panel(af, sam, sak, M, pack.data(), K, tile.data(), 2 * NC, NC, false);
         // Each row of the tile deinterleaved in place (re | im per 16 columns), then
         // out[u, m, n0:n0+nc] += re(e[f, u]) * re(tile) - im(e[f, u]) * im(tile), tap by tap.
         for (int64_t r = 0; r < M; ++r) {
