@@ -370,6 +370,8 @@ def cost_terms(
     grid = _prod(spec.padded)
     f = spec.band.num_kept
     passes = 3 if training else 1
+    # The per-call terms were fitted to fwd+bwd calls: a forward alone is one of three passes.
+    calls = passes / 3
     fused = rule.fused_filter and spec.groups == 1 and _cgemm.fuses_filter(taps, o * cg * taps)
     length_in = [_static(v, 32) for v in x_shape[2:]]
     # training: project the input, recompute it in the backward, project the input gradient
@@ -380,7 +382,7 @@ def cost_terms(
         "limiter": lim if method == "direct" else 0.0,
         "limiter_separable": 0.0 if method == "direct" else lim,
         "grid": passes * b * c * grid,
-        "spatial_call": 1.0,
+        "spatial_call": calls,
     }
     # transforms: the input (and its recomputation) and the input gradient on the padded grid,
     # the output and the output gradient at the output positions only (stride folded in); per
@@ -404,7 +406,7 @@ def cost_terms(
         # the contractions where fused: then only the filter itself is read)
         "filter": passes * o * cg * 2 * f * taps,
         "filter_bytes": passes * o * cg * 4 * (taps if fused else taps + 2 * f),
-        "spectral_call": 1.0,
+        "spectral_call": calls,
     }
     return spectral_terms, spatial_terms
 

@@ -292,3 +292,15 @@ def test_which_filters_are_fused():
         plain = spatial.cost_terms(spec, (8, c, 16, 16), (c, c, 3, 3), True, cpu_rule)[0]
         assert plain["filter_bytes"] == 3 * c * c * 4 * (9 + 2 * f)
         assert fused["filter_bytes"] == (3 * c * c * 4 * 9 if c == 64 else plain["filter_bytes"])
+
+
+def test_a_forward_alone_pays_a_third_of_the_per_call_cost():
+    """The per-call terms are fitted to fwd+bwd calls; an inference call is one of three passes
+    (the FCN's one-channel first layer then takes the spatial algorithm in inference, as it
+    measures: 0.2 against 0.5 ms)."""
+    spec = _spec((16, 1, 150), (128, 1, 8), 1, 0.5, padding=4)
+    rule = spatial.RULES["cpu-kernel"]
+    for training, calls in ((True, 1.0), (False, 1 / 3)):
+        spectral_terms, spatial_terms = spatial.cost_terms(spec, (16, 1, 150), (128, 1, 8), training, rule)
+        assert spectral_terms["spectral_call"] == pytest.approx(calls)
+        assert spatial_terms["spatial_call"] == pytest.approx(calls)
