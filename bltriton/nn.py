@@ -23,6 +23,13 @@ from bltriton.spectral import Band, check_energy, check_fft_size, check_rate
 __all__ = ["BLConv1d", "BLConv2d", "BLConvMixin", "convert", "is_band_limited", "set_compress_rate"]
 
 
+def _fresh_call_info() -> dict:
+    """A layer's record of its last call (``last_algorithm``), before any call. Its keys exist
+    from the start: under torch.compile, writing a new key made dynamo guard on the dict being
+    empty, and every compiled model compiled twice (the second call failed that guard)."""
+    return {"algorithm": None, "spec": None}
+
+
 class BLConvMixin:
     """What makes an ``nn.Conv1d``/``nn.Conv2d`` subclass band-limited: the keyword-only band
     arguments, the forward through :func:`bltriton.functional.bl_conv_with_band`, the measured band
@@ -69,10 +76,7 @@ class BLConvMixin:
         self.save = "input"  # what the backward keeps: see bltriton.functional.SAVE_POLICIES
         # Filter band reused across eval()-mode calls without autograd (ops.FilterBandCache).
         self._filter_cache = ops.FilterBandCache()
-        # What the last call took (last_algorithm). Its keys exist from the start: under
-        # torch.compile, writing a new key made dynamo guard on the dict being empty, and every
-        # compiled model compiled twice (the second call failed that guard).
-        self._last_call: dict = {"algorithm": None, "spec": None}
+        self._last_call = _fresh_call_info()
         self.last_band = None
 
     def _set_rate(self, rate: float) -> None:
@@ -95,7 +99,7 @@ class BLConvMixin:
         super().__setstate__(state)  # unpickled or deep-copied
         self._set_rate(self._compress_rate)  # also fills _rate_repr for pickles that lack it
         self._filter_cache = ops.FilterBandCache()
-        self._last_call = {"algorithm": None, "spec": None}
+        self._last_call = _fresh_call_info()
         if not hasattr(self, "save"):  # pickled before the save policy existed
             self.save = "input"
         if not hasattr(self, "algorithm"):  # pickled before the spatial algorithm existed
