@@ -31,7 +31,16 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_
 from bltriton import _env
 from bltriton._gemm import best_times
 
-__all__ = ["available", "matmul", "provider", "takes"]
+__all__ = [
+    "available",
+    "fuses_filter",
+    "matmul",
+    "matmul_fold",
+    "matmul_re",
+    "matmul_taps",
+    "provider",
+    "takes",
+]
 
 _SOURCE = Path(__file__).parent / "csrc" / "cgemm.cpp"
 _LOCK = threading.Lock()
@@ -292,3 +301,28 @@ def matmul(
     if accumulate:
         return out.addmm_(a, b) if a.dim() == 2 else out.baddbmm_(a, b)
     return torch.matmul(a, b, out=out)
+
+
+def matmul_re(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``Re(a @ b)`` for 2-D ``[M, K] @ [K, N]`` or batched 3-D complex64 operands, any strides,
+    float32, into ``out`` when given (the result's shape; the kernel takes any ``out`` with unit
+    stride along its last dimension) or a fresh tensor. The kernel computes only the real part
+    (two multiply-adds per output where a complex product takes four); elsewhere the complex
+    product is formed and its real part kept."""
+    shape = (*a.shape[:-1], b.shape[-1])
+    if (
+        a.dim() == b.dim()
+        and a.dim() in (2, 3)
+        and b.dtype == torch.complex64
+        and (out is None or (out.dtype == torch.float32 and out.stride(-1) == 1))
+        and _eligible(a, b)
+        and (out is None or (type(out) is torch.Tensor and out.device.type == "cpu"))
+        and provider() == "kernel"
+    ):
+        if out is None:
+            out = torch.empty(shape, dtype=torch.float32)
+        a3, b3, o3 = (t if t.dim() == 3 else t.unsqueeze(0) for t in (a, b, out))
+        _STATE["module"].cgemm_re(a3, b3, o3, False)
+        return out
+    res = torch.matmul(a, b).real
+    return res.contiguous() if out is None else out.copy_(res)

@@ -168,6 +168,33 @@ class SignalPlan:
         sin = cw * torch.sin(theta)
         return torch.stack([cw * torch.cos(theta), sin if conj else -sin], dim=1).reshape(2 * b.num_kept, -1)
 
+    def _direct_complex(self, conj: bool, inverse: bool) -> torch.Tensor:
+        """The direct operands as complex ``[F, P]`` for the CPU kernel's real-operand products:
+        forward ``band = E @ xᵀ`` (``E = cos θ ∓ i·sin θ``), inverse ``y = Re(bandᵀ @ D)``."""
+        key = ("direct_complex", conj, inverse)
+        if key not in self._ops:
+            f = self.band.num_kept
+            if inverse:  # rows (c·cos θ, ∓c·sin θ) per frequency: Re(Y·D) = Yr·Dr − Yi·Di
+                rows = self._direct_inv(conj).view(f, 2, -1)
+                op = torch.complex(rows[:, 0], -rows[:, 1])
+            else:
+                rows = self._direct_fwd(conj).view(2, f, -1)
+                op = torch.complex(rows[0], rows[1])
+            self._ops[key] = op.to(device=self.device, dtype=complex_dtype(self.dtype)).contiguous()
+        return self._ops[key]
+
+    def _kernel_operand(self, signal: torch.Tensor, conj: bool, inverse: bool) -> torch.Tensor | None:
+        """The complex operand of this transform as one real-operand product of the CPU kernel,
+        or ``None`` where the kernel does not take it. Serves the direct method, and the 1-D
+        column GEMM, which is the same product: the band is then written frequency-major, or
+        read in place, with no transposing copy (``signal``: the real signal or the band)."""
+        if self.dtype != torch.float32 or not (
+            self.method == "direct" or (self.band.ndim == 1 and self.method == "gemm")
+        ):
+            return None
+        op = self._direct_complex(conj, inverse)
+        return op if _cgemm.takes(*((signal, op) if inverse else (op, signal))) else None
+
     # ---- separable: last axis (GEMM or FFT), then rows -------------------------------------
     def _col_fwd(self, conj: bool) -> torch.Tensor:
         """Real ``[L, 2·cols]``, re/im interleaved columns: ``cos θ``, ``∓sin θ``."""
@@ -207,6 +234,11 @@ class SignalPlan:
         ``out`` (contiguous, that shape) filled."""
         b, c = x.shape[:2]
         f = self.band.num_kept
+        e = self._kernel_operand(x, conj, inverse=False)  # [F, P] complex
+        if e is not None:
+            band = x.new_empty((f, b, c), dtype=e.dtype) if out is None else out
+            _cgemm.matmul(e, x.reshape(b * c, -1).T, out=band.view(f, b * c))
+            return band
         if self.method == "direct":
             e = self._operand("direct_fwd", conj, self._direct_fwd)
             planes = matmul_nt(e, x.reshape(b * c, -1)).view(2, f, b, c)  # re plane, im plane
@@ -270,7 +302,12 @@ class SignalPlan:
     def inverse(self, yb: torch.Tensor, conj: bool = False) -> torch.Tensor:
         """Band ``[F, B, O]`` -> ``[B, O, *length]`` real, contiguous. ``conj``: ``yb`` holds the
         conjugate of the band to invert."""
-        _, b, o = yb.shape
+        f, b, o = yb.shape
+        d = self._kernel_operand(yb, conj, inverse=True)  # [F, P] complex
+        if d is not None:
+            y = yb.new_empty((b, o, *self.length), dtype=self.dtype)
+            _cgemm.matmul_re(yb.view(f, b * o).T, d, out=y.view(b * o, -1))
+            return y
         if self.method == "direct":
             e = self._operand("direct_inv", conj, self._direct_inv, True)  # [P, 2F]
             yr = torch.view_as_real(yb).permute(1, 2, 0, 3).reshape(b * o, -1)  # one copy: [BO, 2F]

@@ -74,6 +74,63 @@ def test_complex_times_real(monkeypatch, provider, m, k, n):
     assert _rel(got, a.to(torch.complex128) @ w.T.to(torch.complex128)) < 1e-5
 
 
+@needs_kernel
+@pytest.mark.parametrize(("f", "m", "k", "n"), [(1, 40, 150, 64), (3, 7, 13, 19), (2, 21, 5, 130), (1, 8, 2, 8)])
+@pytest.mark.parametrize("b_layout", ["k-contiguous", "n-contiguous"])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_complex_times_real_kernel_paths(monkeypatch, f, m, k, n, b_layout, accumulate):
+    """Both complex-times-real paths: a real ``b`` with unit stride along K (a signal read as it
+    lies: the transposed product, its 8 x 8 register transpose and its tails of fewer than 8
+    columns or panels of at most 8 rows) and one packed panel by panel; a strided ``a``; into a
+    NaN-poisoned ``out`` that is itself a strided view."""
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    a = _c64(f, k, m).transpose(1, 2)
+    b = torch.randn(f, n, k).transpose(1, 2) if b_layout == "k-contiguous" else torch.randn(f, k, n)
+    store = _poisoned(m, f, n) if not accumulate else _c64(m, f, n)
+    out = store.transpose(0, 1)  # [f, m, n], unit stride along n only
+    expect = torch.matmul(a.to(torch.complex128), b.to(torch.complex128))
+    if accumulate:
+        expect = expect + out.to(torch.complex128)
+    got = _cgemm.matmul(a, b, out=out, accumulate=accumulate)
+    assert got.data_ptr() == out.data_ptr()
+    assert _rel(got, expect) < 1e-5
+
+
+@pytest.mark.parametrize("provider", ["kernel", "torch"])
+@pytest.mark.parametrize(("f", "m", "k", "n"), [(1, 200, 40, 150), (3, 7, 13, 19), (2, 9, 1, 32), (1, 1, 3, 1)])
+@pytest.mark.parametrize("a_layout", ["row-major", "band"])
+def test_real_part_product(monkeypatch, provider, f, m, k, n, a_layout):
+    """``matmul_re`` = Re(a @ b) in float32: ``a`` as it lies or read across a band's power-of-two
+    frequency stride (the inverse transforms), row tails of the 8-row micro-kernel and of the
+    96-row blocks, partial 32-column panels; into a NaN-poisoned ``out``."""
+    if provider == "kernel" and not _cgemm.available():
+        pytest.skip("the CPU kernel could not be built")
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", provider)
+    a = _c64(f, k, m).transpose(1, 2) if a_layout == "band" else _c64(f, m, k)
+    b = _c64(f, k, n)
+    out = torch.full((f, m, n), float("nan"))
+    got = _cgemm.matmul_re(a, b, out=out)
+    assert got.data_ptr() == out.data_ptr() and got.dtype == torch.float32
+    ref = torch.matmul(a.to(torch.complex128), b.to(torch.complex128)).real
+    assert ((got.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+    fresh = _cgemm.matmul_re(a[0], b[0])  # 2-D, no out
+    assert fresh.shape == (m, n) and torch.allclose(fresh.double(), ref[0], rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
+def test_real_part_kernel_accumulates_and_handles_empty(monkeypatch):
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    assert _cgemm.provider() == "kernel"
+    a, b = _c64(2, 100, 6), _c64(2, 6, 40)
+    acc = torch.randn(2, 100, 40)
+    expect = acc.double() + torch.matmul(a.to(torch.complex128), b.to(torch.complex128)).real
+    _cgemm._STATE["module"].cgemm_re(a, b, acc, True)
+    assert ((acc.double() - expect).abs().max() / expect.abs().max()).item() < 1e-5
+    zero_k = torch.full((1, 4, 5), float("nan"))
+    _cgemm._STATE["module"].cgemm_re(_c64(1, 4, 0), _c64(1, 0, 5), zero_k, False)
+    assert torch.equal(zero_k, torch.zeros(1, 4, 5))
+
+
 def test_ineligible_operands_stay_on_torch(monkeypatch):
     """complex128, autograd-tracked and lazily conjugated operands never reach the kernel."""
 
@@ -119,6 +176,58 @@ def test_layer_same_through_kernel_and_torch_per_transform_method(monkeypatch, m
         results[name] = (y.detach(), xi.grad, mod.weight.grad.clone())
     for got, ref in zip(results["kernel"], results["torch"]):
         assert torch.isfinite(got).all()
+        assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize("method", ["gemm", "fft"])
+def test_1d_layer_same_through_kernel_and_torch(monkeypatch, method):
+    """A 1-D layer whose column GEMM runs as the kernel's real-operand products (the band
+    written frequency-major, and read in place by the inverse): same forward and gradients as
+    torch, and as the FFT method."""
+    monkeypatch.setattr(transforms, "FORCE_METHOD", method)
+    monkeypatch.setenv("BLTRITON_ALGORITHM", "spectral")
+    mod = BLConv1d(6, 9, 5, padding=2, compress_rate=0.5)
+    x, dy, results = torch.randn(3, 6, 37), torch.randn(3, 9, 37), {}
+    for name in ("torch", "kernel"):
+        monkeypatch.setenv("BLTRITON_CPU_CGEMM", name)
+        xi = x.clone().requires_grad_()
+        mod.zero_grad()
+        y = mod(xi)
+        y.backward(dy)
+        results[name] = (y.detach(), xi.grad, mod.weight.grad.clone())
+    for got, ref in zip(results["kernel"], results["torch"]):
+        assert torch.isfinite(got).all()
+        assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize(("length", "method"), [((150,), "gemm"), ((6, 5), "direct")])
+def test_kernel_transforms_make_no_layout_copy(monkeypatch, length, method):
+    """The direct transforms (and the 1-D column GEMM) on the kernel write the band
+    frequency-major and read it in place: no ``copy_`` in either direction, and the same
+    result as the torch path."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bltriton.spectral import band_for_rate
+
+    monkeypatch.setattr(transforms, "FORCE_METHOD", method)
+    band = band_for_rate(tuple(s + 2 for s in length), 0.5)
+    x = torch.randn(4, 8, *length)
+    results = {}
+    for name in ("torch", "kernel"):
+        monkeypatch.setenv("BLTRITON_CPU_CGEMM", name)
+        transforms.clear_plans()
+        xb = ops.forward_transform(x, band, offset=(1,) * len(length))
+        y = ops.inverse_transform(xb, band, length, (1,) * len(length), offset=(1,) * len(length))
+        results[name] = (xb, y)
+        if name == "kernel":
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                xb = ops.forward_transform(x, band, offset=(1,) * len(length))
+                ops.inverse_transform(xb, band, length, (1,) * len(length), offset=(1,) * len(length))
+            names = {e.key for e in prof.key_averages()}
+            assert "aten::copy_" not in names, names
+    for got, ref in zip(results["kernel"], results["torch"]):
         assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 

@@ -99,11 +99,329 @@ inline void rows_times_panel(const float* a, int64_t sam, int64_t sak, int64_t M
   if (m < M) kTail[M - m](a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
 }
 
+// The real-operand micro-kernels work on panels of NR real columns (NR / 16 vectors).
+constexpr int NR = 32;
+constexpr int NRV = NR / 16;
+
+// R rows of complex a times the packed real panel p [K, NR] into R rows of complex c: the
+// complex-times-real product, two multiply-adds per real column instead of the four of a
+// complex product with zero imaginary parts. acc_r / acc_i hold the real / imaginary parts of
+// NR columns; they are interleaved into complex numbers once, when stored.
+template <int R>
+void micro_rb(const float* a, int64_t sam, int64_t sak, const float* p, int64_t K, float* c,
+              int64_t ldc, int ncols, bool accumulate) {
+  v16 acc_r[R][NRV], acc_i[R][NRV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NRV; ++j) acc_r[r][j] = acc_i[r][j] = splat(0.f);
+  for (int64_t k = 0; k < K; ++k) {
+    v16 bv[NRV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NRV; ++j) bv[j] = load(p + k * NR + 16 * j);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float* ar = a + r * sam + k * sak;
+      const v16 re = splat(ar[0]), im = splat(ar[1]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NRV; ++j) {
+        acc_r[r][j] += re * bv[j];
+        acc_i[r][j] += im * bv[j];
+      }
+    }
+  }
+  const v16i lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  const v16i hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + r * ldc;
+    float t[2 * NR];
+    float* dst = ncols == NR && !accumulate ? cr : t;
+    for (int j = 0; j < NRV; ++j) {
+      store(dst + 32 * j, __builtin_shuffle(acc_r[r][j], acc_i[r][j], lo));
+      store(dst + 32 * j + 16, __builtin_shuffle(acc_r[r][j], acc_i[r][j], hi));
+    }
+    if (dst == t) {
+      if (accumulate) {
+        for (int q = 0; q < 2 * ncols; ++q) cr[q] += t[q];
+      } else {
+        std::memcpy(cr, t, sizeof(float) * 2 * ncols);
+      }
+    }
+  }
+}
+
+// R rows of complex a times the packed complex panel p [K, 2 * NR] (per k: NR real parts, then
+// NR negated imaginary parts) into R rows of real c: Re(a @ b), the inverse transforms' product,
+// two multiply-adds per real output instead of the four of a complex product.
+template <int R>
+void micro_re(const float* a, int64_t sam, int64_t sak, const float* p, int64_t K, float* c,
+              int64_t ldc, int ncols, bool accumulate) {
+  v16 acc[R][NRV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NRV; ++j) acc[r][j] = splat(0.f);
+  for (int64_t k = 0; k < K; ++k) {
+    v16 br[NRV], bi[NRV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NRV; ++j) {
+      br[j] = load(p + k * 2 * NR + 16 * j);
+      bi[j] = load(p + k * 2 * NR + NR + 16 * j);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float* ar = a + r * sam + k * sak;
+      const v16 re = splat(ar[0]), im = splat(ar[1]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NRV; ++j) {
+        acc[r][j] += re * br[j];  // two multiply-adds, not a product, a multiply-add and an add
+        acc[r][j] += im * bi[j];
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + r * ldc;
+    if (ncols == NR) {
+#pragma GCC unroll 4
+      for (int j = 0; j < NRV; ++j) store(cr + 16 * j, accumulate ? acc[r][j] + load(cr + 16 * j) : acc[r][j]);
+    } else {
+      float t[NR];
+      for (int j = 0; j < NRV; ++j) store(t + 16 * j, acc[r][j]);
+      for (int q = 0; q < ncols; ++q) cr[q] = accumulate ? cr[q] + t[q] : t[q];
+    }
+  }
+}
+
+constexpr Micro kTailRB[8] = {nullptr, micro_rb<1>, micro_rb<2>, micro_rb<3>,
+                              micro_rb<4>, micro_rb<5>, micro_rb<6>, micro_rb<7>};
+constexpr int MR_RE = 8;  // Re(a @ b) keeps R x NRV accumulators: 8 rows fill 16 registers
+constexpr Micro kTailRE[8] = {nullptr, micro_re<1>, micro_re<2>, micro_re<3>,
+                              micro_re<4>, micro_re<5>, micro_re<6>, micro_re<7>};
+
+// Rows m0 <= m < m1 of a times a packed real-operand panel, MR (MR_RE) rows per call, then the tail.
+template <bool kRealOut>
+inline void rows_times_real_panel(const float* a, int64_t sam, int64_t sak, int64_t M, const float* p,
+                                  int64_t K, float* c, int64_t ldc, int ncols, bool accumulate) {
+  constexpr int rows = kRealOut ? MR_RE : MR;
+  int64_t m = 0;
+  for (; m + rows <= M; m += rows) {
+    if (kRealOut)
+      micro_re<MR_RE>(a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
+    else
+      micro_rb<MR>(a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
+  }
+  if (m < M) (kRealOut ? kTailRE : kTailRB)[M - m](a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
+}
+
+// Rows per task of the real-operand products: a task packs one panel of b and multiplies this many
+// rows of a by it (the pack, K x NR numbers, is then a small part of the task's work).
+constexpr int64_t ROW_BLOCK = 96;
+
+typedef long long v8l __attribute__((vector_size(64)));
+
+// x[i][j] -> x[j][i] for an 8 x 8 block of 64-bit elements (complex64 numbers): three stages, the
+// s-th swapping bit s of the row index with bit s of the column index.
+inline void transpose8(v8l x[8]) {
+  for (int i = 0; i < 8; i += 2) {
+    const v8l a = x[i], b = x[i + 1];
+    x[i] = __builtin_shuffle(a, b, v8l{0, 8, 2, 10, 4, 12, 6, 14});
+    x[i + 1] = __builtin_shuffle(a, b, v8l{1, 9, 3, 11, 5, 13, 7, 15});
+  }
+  for (int i : {0, 1, 4, 5}) {
+    const v8l a = x[i], b = x[i + 2];
+    x[i] = __builtin_shuffle(a, b, v8l{0, 1, 8, 9, 4, 5, 12, 13});
+    x[i + 2] = __builtin_shuffle(a, b, v8l{2, 3, 10, 11, 6, 7, 14, 15});
+  }
+  for (int i = 0; i < 4; ++i) {
+    const v8l a = x[i], b = x[i + 4];
+    x[i] = __builtin_shuffle(a, b, v8l{0, 1, 2, 3, 8, 9, 10, 11});
+    x[i + 4] = __builtin_shuffle(a, b, v8l{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
+// The transposed complex-times-real product: R rows n of the real matrix bt (row stride sbn,
+// unit stride along k; bt = b^T, e.g. a signal as it lies, one row per channel) times the packed
+// complex panel p [K, 2 * NC] (p[k] holds a[m0 .. m0 + NC, k]) gives out[m0 + q, n + r], stored
+// into c (c = &out[m0, n], row stride som floats, unit stride along n) for the panel's ncols rows
+// q. V: vectors of the panel used (1 for a panel of at most 8 columns). For R = 8 the R x 8
+// complex blocks are transposed in registers and stored as whole rows.
+template <int R, int V>
+void micro_tr(const float* bt, int64_t sbn, const float* p, int64_t K, float* c, int64_t som,
+              int ncols, bool accumulate) {
+  v16 acc[R][V];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int j = 0; j < V; ++j) acc[r][j] = splat(0.f);
+  for (int64_t k = 0; k < K; ++k) {
+    v16 pv[V];
+#pragma GCC unroll 2
+    for (int j = 0; j < V; ++j) pv[j] = load(p + k * 2 * NC + 16 * j);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const v16 x = splat(bt[r * sbn + k]);
+#pragma GCC unroll 2
+      for (int j = 0; j < V; ++j) acc[r][j] += x * pv[j];
+    }
+  }
+  if constexpr (R == 8) {
+    for (int j = 0; j < V; ++j) {
+      v8l blk[8];
+      for (int r = 0; r < 8; ++r) std::memcpy(&blk[r], &acc[r][j], sizeof(v8l));
+      transpose8(blk);  // blk[q] = out[m0 + 8j + q, n .. n + 8]
+      const int rows = std::min(8, ncols - 8 * j);
+      for (int q = 0; q < rows; ++q) {
+        float* dst = c + (8 * j + q) * som;
+        v16 y;
+        std::memcpy(&y, &blk[q], sizeof(y));
+        store(dst, accumulate ? y + load(dst) : y);
+      }
+    }
+  } else {
+    float t[R][16 * V];
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < V; ++j) store(t[r] + 16 * j, acc[r][j]);
+    for (int q = 0; q < ncols; ++q)
+      for (int r = 0; r < R; ++r) {
+        float* dst = c + q * som + 2 * r;
+        dst[0] = accumulate ? dst[0] + t[r][2 * q] : t[r][2 * q];
+        dst[1] = accumulate ? dst[1] + t[r][2 * q + 1] : t[r][2 * q + 1];
+      }
+  }
+}
+
+using MicroTr = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int, bool);
+constexpr MicroTr kTr[2][9] = {
+    {nullptr, micro_tr<1, 1>, micro_tr<2, 1>, micro_tr<3, 1>, micro_tr<4, 1>, micro_tr<5, 1>,
+     micro_tr<6, 1>, micro_tr<7, 1>, micro_tr<8, 1>},
+    {nullptr, micro_tr<1, 2>, micro_tr<2, 2>, micro_tr<3, 2>, micro_tr<4, 2>, micro_tr<5, 2>,
+     micro_tr<6, 2>, micro_tr<7, 2>, micro_tr<8, 2>}};
+
+// Columns per task of the transposed product (a multiple of 8).
+constexpr int64_t COL_BLOCK = 64;
+
+// out[f] (+)= a[f] @ b[f] for a complex a [F, M, K] (any strides) and a real b [F, K, N] with unit
+// stride along K (b^T row-major: a signal read as it lies), out complex with unit stride along
+// N. Computed as out^T = b^T a^T: rows of b^T are broadcast (no pack of the large operand), a's
+// panels are packed once for all tasks, and the micro-kernel stores out's rows directly. This is
+// the forward transforms' product (a: the DFT operand [F, P], b: the signal [P, B*C]) writing the
+// frequency-major band without a transposing copy.
+void real_b_transposed(const float* pa, int64_t saf, int64_t sam, int64_t sak, const float* pb,
+                       int64_t sbf, int64_t sbn, float* po, int64_t sof, int64_t som, int64_t F,
+                       int64_t M, int64_t K, int64_t N, bool accumulate) {
+  const int64_t panels = (M + NC - 1) / NC, width = K * 2 * NC;
+  std::vector<float> packs(static_cast<size_t>(F * panels * width), 0.f);
+  at::parallel_for(0, F * panels, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t f = t / panels, m0 = (t % panels) * NC;
+      const int nc = static_cast<int>(std::min<int64_t>(NC, M - m0));
+      float* dst = packs.data() + t * width;
+      for (int q = 0; q < nc; ++q) {
+        const float* src = pa + f * saf + (m0 + q) * sam;
+        for (int64_t k = 0; k < K; ++k) {
+          dst[k * 2 * NC + 2 * q] = src[k * sak];
+          dst[k * 2 * NC + 2 * q + 1] = src[k * sak + 1];
+        }
+      }
+    }
+  });
+  const int64_t blocks = (N + COL_BLOCK - 1) / COL_BLOCK;
+  at::parallel_for(0, F * blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t f = t / blocks, n_end = std::min(N, (t % blocks + 1) * COL_BLOCK);
+      for (int64_t n = (t % blocks) * COL_BLOCK; n < n_end; n += 8) {
+        const int r = static_cast<int>(std::min<int64_t>(8, n_end - n));
+        const float* bt = pb + f * sbf + n * sbn;
+        for (int64_t q = 0; q < panels; ++q) {
+          const int nc = static_cast<int>(std::min<int64_t>(NC, M - q * NC));
+          kTr[nc > 8][r](bt, sbn, packs.data() + (f * panels + q) * width, K,
+                         po + f * sof + q * NC * som + 2 * n, som, nc, accumulate);
+        }
+      }
+    }
+  });
+}
+
+// out[f] (+)= a[f] @ b[f] for a real b with any strides (packed panel by panel), out complex.
+void real_b_packed(const float* pa, int64_t saf, int64_t sam, int64_t sak, const float* pb,
+                   int64_t sbf, int64_t sbk, int64_t sbn, float* po, int64_t sof, int64_t som,
+                   int64_t F, int64_t M, int64_t K, int64_t N, bool accumulate) {
+  const int64_t panels = (N + NR - 1) / NR, blocks = (M + ROW_BLOCK - 1) / ROW_BLOCK;
+  at::parallel_for(0, F * panels * blocks, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> pack(static_cast<size_t>(K) * NR);
+    int64_t packed = -1;  // the (f, panel) the pack holds
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t block = t % blocks, fp = t / blocks, f = fp / panels, n0 = (fp % panels) * NR;
+      const int nc = static_cast<int>(std::min<int64_t>(NR, N - n0));
+      if (fp != packed) {
+        packed = fp;
+        const float* bp = pb + f * sbf + n0 * sbn;
+        float* dst = pack.data();
+        if (nc < NR) std::fill(pack.begin(), pack.end(), 0.f);
+        if (sbn == 1) {  // columns contiguous: one run per k
+          for (int64_t k = 0; k < K; ++k) std::memcpy(dst + k * NR, bp + k * sbk, sizeof(float) * nc);
+        } else {
+          for (int q = 0; q < nc; ++q)
+            for (int64_t k = 0; k < K; ++k) dst[k * NR + q] = bp[k * sbk + q * sbn];
+        }
+      }
+      const int64_t m0 = block * ROW_BLOCK, rows = std::min<int64_t>(ROW_BLOCK, M - m0);
+      rows_times_real_panel<false>(pa + f * saf + m0 * sam, sam, sak, rows, pack.data(), K,
+                                   po + f * sof + m0 * som + n0 * 2, som, nc, accumulate);
+    }
+  });
+}
+
+// out[f] (+)= Re(a[f] @ b[f]) for complex a [F, M, K] and b [F, K, N] (any strides), real out
+// with unit stride along N: the inverse transforms (a: the band read in place, b: the inverse
+// DFT operand). b's panels (real parts, then negated imaginary parts) are packed once for all
+// tasks; a task copies its block of ROW_BLOCK rows of a k-major (so that a band read across its
+// frequency stride, often a power of two, does not thrash one cache set) and runs every panel.
+void re_gemm(const float* pa, int64_t saf, int64_t sam, int64_t sak, const float* pb, int64_t sbf,
+             int64_t sbk, int64_t sbn, float* po, int64_t sof, int64_t som, int64_t F, int64_t M,
+             int64_t K, int64_t N, bool accumulate) {
+  const int64_t panels = (N + NR - 1) / NR, width = K * 2 * NR;
+  std::vector<float> packs(static_cast<size_t>(F * panels * width), 0.f);
+  at::parallel_for(0, F * panels, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t f = t / panels, n0 = (t % panels) * NR;
+      const int nc = static_cast<int>(std::min<int64_t>(NR, N - n0));
+      const float* bp = pb + f * sbf + n0 * sbn;
+      float* dst = packs.data() + t * width;
+      for (int64_t k = 0; k < K; ++k)
+        for (int q = 0; q < nc; ++q) {
+          dst[k * 2 * NR + q] = bp[k * sbk + q * sbn];
+          dst[k * 2 * NR + NR + q] = -bp[k * sbk + q * sbn + 1];
+        }
+    }
+  });
+  const int64_t blocks = (M + ROW_BLOCK - 1) / ROW_BLOCK;
+  at::parallel_for(0, F * blocks, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> rows_k(static_cast<size_t>(K) * 2 * ROW_BLOCK);  // [K, ROW_BLOCK] complex
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t f = t / blocks, m0 = (t % blocks) * ROW_BLOCK;
+      const int64_t rows = std::min<int64_t>(ROW_BLOCK, M - m0);
+      const float* af = pa + f * saf + m0 * sam;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t r = 0; r < rows; ++r) {
+          rows_k[(k * ROW_BLOCK + r) * 2] = af[r * sam + k * sak];
+          rows_k[(k * ROW_BLOCK + r) * 2 + 1] = af[r * sam + k * sak + 1];
+        }
+      for (int64_t q = 0; q < panels; ++q) {
+        const int nc = static_cast<int>(std::min<int64_t>(NR, N - q * NR));
+        rows_times_real_panel<true>(rows_k.data(), 2, 2 * ROW_BLOCK, rows,
+                                    packs.data() + (f * panels + q) * width, K,
+                                    po + f * sof + m0 * som + q * NR, som, nc, accumulate);
+      }
+    }
+  });
+}
+
 }  // namespace
 
-// a [F, M, K] complex64, b [F, K, N] complex64 or float32 (a real b, e.g. a filter, is packed as
-// complex numbers with zero imaginary parts), any strides; out [F, M, N] complex64 with unit
-// stride along N (any batch and row strides).
+// a [F, M, K] complex64, b [F, K, N] complex64 or float32 (a real b, e.g. a filter or a signal to
+// transform, takes the complex-times-real micro-kernel), any strides; out [F, M, N] complex64
+// with unit stride along N (any batch and row strides).
 void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, bool accumulate) {
   TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, "cgemm: 3-D operands expected");
   TORCH_CHECK(a.scalar_type() == at::kComplexFloat &&
@@ -129,8 +447,15 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
     if (!accumulate) out.zero_();
     return;
   }
+  if (real_b) {
+    if (sbk == 1 && K > 1)
+      real_b_transposed(pa, saf, sam, sak, pb, sbf, sbn, po, sof, som, F, M, K, N, accumulate);
+    else
+      real_b_packed(pa, saf, sam, sak, pb, sbf, sbk, sbn, po, sof, som, F, M, K, N, accumulate);
+    return;
+  }
   const int64_t panels = (N + NC - 1) / NC;
-  if (!real_b && sbn > 2 && sbf == 2 && F > 1 && K <= 64) {
+  if (sbn > 2 && sbf == 2 && F > 1 && K <= 64) {
     // b's columns lie far apart but neighbouring batch entries are adjacent (the transforms' row
     // stages: one batch entry per kept column, or per (b, o)): one task packs GROUP batch entries
     // at once, reading each run of GROUP complex numbers (one cache line) once and spreading it
@@ -168,7 +493,7 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
   // share cache lines: take the batch index fastest then. Otherwise the panels of one batch
   // entry run in turn, so its rows of a stay in L1 (the forward contraction reads a transposed
   // filter band: batch-fastest there ran 1.37 ms against 1.02 ms on [325, 32, 64] x [64, 64]).
-  const bool batch_fastest = !real_b && sbn > 2 && sbf == 2 && F > 1;
+  const bool batch_fastest = sbn > 2 && sbf == 2 && F > 1;
   at::parallel_for(0, F * panels, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> pack(static_cast<size_t>(K) * 2 * NC);
     for (int64_t t = lo; t < hi; ++t) {
@@ -177,11 +502,7 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
       const int nc = static_cast<int>(std::min<int64_t>(NC, N - n0));
       const float* bp = pb + f * sbf + n0 * sbn;
       float* dst = pack.data();
-      if (real_b) {  // real parts from b, imaginary parts zero
-        std::fill(pack.begin(), pack.end(), 0.f);
-        for (int64_t k = 0; k < K; ++k)
-          for (int q = 0; q < nc; ++q) dst[k * 2 * NC + 2 * q] = bp[q * sbn + k * sbk];
-      } else if (sbn == 2) {  // columns contiguous: one run per k
+      if (sbn == 2) {  // columns contiguous: one run per k
         for (int64_t k = 0; k < K; ++k) {
           std::memcpy(dst + k * 2 * NC, bp + k * sbk, sizeof(float) * 2 * nc);
           if (nc < NC) std::memset(dst + k * 2 * NC + 2 * nc, 0, sizeof(float) * 2 * (NC - nc));
@@ -376,9 +697,36 @@ void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
   });
 }
 
+// out[f] (+)= Re(a[f] @ b[f]): a [F, M, K] and b [F, K, N] complex64, any strides; out [F, M, N]
+// float32 with unit stride along N. The inverse transforms: a band read in place (any layout)
+// times the inverse DFT operand, straight into the real signal.
+void cgemm_re(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, bool accumulate) {
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, "cgemm_re: 3-D operands expected");
+  TORCH_CHECK(a.scalar_type() == at::kComplexFloat && b.scalar_type() == at::kComplexFloat &&
+                  out.scalar_type() == at::kFloat,
+              "cgemm_re: complex64 a and b, float32 out expected");
+  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && out.device().is_cpu(), "cgemm_re: CPU only");
+  TORCH_CHECK(out.stride(2) == 1 || out.size(2) <= 1, "cgemm_re: out needs unit stride along its last dimension");
+  const int64_t F = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+  TORCH_CHECK(b.size(0) == F && b.size(1) == K && out.size(0) == F && out.size(1) == M &&
+                  out.size(2) == N,
+              "cgemm_re: shapes do not match");
+  if (F == 0 || M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate) out.zero_();
+    return;
+  }
+  re_gemm(reinterpret_cast<const float*>(a.const_data_ptr()), 2 * a.stride(0),
+                          2 * a.stride(1), 2 * a.stride(2),
+                          reinterpret_cast<const float*>(b.const_data_ptr()), 2 * b.stride(0),
+                          2 * b.stride(1), 2 * b.stride(2), out.data_ptr<float>(), out.stride(0),
+                          out.stride(1), F, M, K, N, accumulate);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cgemm_fold", &cgemm_fold,
         "out[t] = Re(sum_f e[f, t] (a[f] @ b[f])) for complex64 a, b, e and float32 out (CPU)");
+  m.def("cgemm_re", &cgemm_re, "out[f] (+)= Re(a[f] @ b[f]) for complex64 a, b and float32 out (CPU)");
   m.def("cgemm", &cgemm, "out[f] (+)= a[f] @ b[f] for complex64 (b also float32) CPU tensors");
   m.def("cgemm_taps", &cgemm_taps,
         "out[f] (+)= a[f] @ (sum_t e[f, t] w[t]) for complex64 a, e, out and float32 w (CPU)");
