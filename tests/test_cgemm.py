@@ -75,7 +75,9 @@ def test_complex_times_real(monkeypatch, provider, m, k, n):
 
 
 @needs_kernel
-@pytest.mark.parametrize(("f", "m", "k", "n"), [(1, 40, 150, 64), (3, 7, 13, 19), (2, 21, 5, 130), (1, 8, 2, 8)])
+@pytest.mark.parametrize(
+    ("f", "m", "k", "n"), [(1, 40, 150, 64), (3, 7, 13, 19), (2, 21, 5, 130), (1, 8, 2, 8)]
+)
 @pytest.mark.parametrize("b_layout", ["k-contiguous", "n-contiguous"])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_complex_times_real_kernel_paths(monkeypatch, f, m, k, n, b_layout, accumulate):
@@ -97,7 +99,9 @@ def test_complex_times_real_kernel_paths(monkeypatch, f, m, k, n, b_layout, accu
 
 
 @pytest.mark.parametrize("provider", ["kernel", "torch"])
-@pytest.mark.parametrize(("f", "m", "k", "n"), [(1, 200, 40, 150), (3, 7, 13, 19), (2, 9, 1, 32), (1, 1, 3, 1)])
+@pytest.mark.parametrize(
+    ("f", "m", "k", "n"), [(1, 200, 40, 150), (3, 7, 13, 19), (2, 9, 1, 32), (1, 1, 3, 1)]
+)
 @pytest.mark.parametrize("a_layout", ["row-major", "band"])
 def test_real_part_product(monkeypatch, provider, f, m, k, n, a_layout):
     """``matmul_re`` = Re(a @ b) in float32: ``a`` as it lies or read across a band's power-of-two
