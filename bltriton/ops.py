@@ -372,7 +372,13 @@ class FilterBandCache:
         if self._key == key and self._ref is not None and self._ref() is weight:
             return self._band
         self.misses += 1
-        self._band = weight_transform(weight.to(dtype), band, dilation)
+        wb = weight_transform(weight.to(dtype), band, dilation)
+        if wb.device.type == "cpu":
+            # Laid out [F, Cg, O] (a transposed view is returned): the forward contraction on the
+            # CPU reads the band transposed, and packs it row by row from this layout instead of
+            # gathering each column (ResNet-18 b32, 64-channel 32x32 layer: 2.2 -> 1.5 ms).
+            wb = wb.transpose(1, 2).contiguous().transpose(1, 2)
+        self._band = wb
         self._ref, self._key = weakref.ref(weight), key
         return self._band
 

@@ -310,11 +310,20 @@ def test_taps_kernel_matches_float64(monkeypatch, f, m, k, t, n, strided):
 
 @needs_kernel
 @pytest.mark.parametrize(
-    ("f", "m", "k", "t", "n"), [(1, 1, 1, 1, 1), (3, 5, 7, 3, 16), (4, 13, 9, 5, 37), (2, 6, 33, 9, 50)]
+    ("f", "m", "k", "t", "n"),
+    [
+        (1, 1, 1, 1, 1),
+        (3, 5, 7, 3, 16),
+        (4, 13, 9, 5, 37),
+        (2, 6, 33, 9, 50),
+        (2, 150, 5, 5, 20),
+        (1, 20, 3, 63, 17),
+    ],
 )
 def test_fold_kernel_matches_float64(monkeypatch, f, m, k, t, n):
     """``Re Σ_f e[f,t]·(a[f] @ b[f])`` (the dW band folded into the taps as it goes), ``a``
-    transposed as the filter gradient reads it, ``b`` with padded rows."""
+    transposed as the filter gradient reads it, ``b`` with padded rows; rows in several blocks
+    of the kernel's per-task tap buffer (72 rows at 5 taps, 6 at 63) with a partial last one."""
     monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
     a = _c64(f, k, m).transpose(1, 2)
     b = _c64(f, k, n + 3)[:, :, :n]
