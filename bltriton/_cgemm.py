@@ -223,13 +223,13 @@ def matmul_taps(
 ) -> torch.Tensor:
     """``out[f] = a[f] @ Σ_t e[f, t]·w[t]`` for ``a`` ``[F, M, K]`` complex64, ``e`` ``[F, T]``
     complex64 and ``w`` ``[T, K, N]`` float32: a contraction against the band of a real filter
-    (``e`` its DFT phases at the ``T`` taps, ``w`` the filter tap-major). The kernel forms each
-    frequency's band panel by panel while packing, so the band ``[F, K, N]`` is never written
-    out; elsewhere the band is built whole (``e @ w``) and multiplied. ``out``: as in
-    :func:`matmul` (unit stride along its last dimension)."""
+    (``e`` its DFT phases at the ``T`` taps, ``w`` the filter tap-major, any strides: a view of
+    the filter as it lies is read in place). The kernel forms each frequency's band panel by
+    panel while packing, so the band ``[F, K, N]`` is never written out; elsewhere the band is
+    built whole (``e @ w``) and multiplied. ``out``: as in :func:`matmul` (unit stride along its
+    last dimension)."""
     shape = (a.shape[0], a.shape[1], w.shape[2])
     if (out is None or out.stride(-1) == 1) and takes_taps(a, e, w):
-        w = w if w.stride(-1) == 1 else w.contiguous()
         if out is None:
             out = a.new_empty(shape)
         _STATE["module"].cgemm_taps(a, e, w, out, False)
@@ -263,9 +263,10 @@ def matmul_fold(
     ``b`` ``[F, K, N]`` and ``e`` ``[F, T]`` complex64: a band contraction folded into ``T`` real
     outputs as it goes (the filter gradient's taps, ``e`` the adjoint's phases), its band
     ``[F, M, N]`` never written out by the kernel; elsewhere the band is built whole and
-    folded. ``out``: a contiguous float32 tensor of the result's shape to write into."""
+    folded. ``out``: a float32 tensor of the result's shape to write into, any strides (e.g. a
+    view of the filter gradient as it lies)."""
     shape = (e.shape[1], a.shape[1], b.shape[2])
-    if takes_fold(a, b, e) and (out is None or out.is_contiguous()):
+    if takes_fold(a, b, e) and (out is None or (out.dtype == torch.float32 and out.device.type == "cpu")):
         b = b if b.stride(-1) == 1 else b.contiguous()
         out = torch.empty(shape, dtype=torch.float32) if out is None else out
         _STATE["module"].cgemm_fold(a, b, e, out)

@@ -270,11 +270,9 @@ def filter_mac(
                 if scratch is None
                 else _workspace.scratch(scratch, (f, a.shape[1], width), a.dtype, a.device)
             )
-            # The tap-major copy in this thread's scratch: fresh memory of a filter's size is
-            # mapped and faulted in afresh at every call under glibc's default thresholds.
-            buf = _workspace.scratch("filter_taps", tuple(taps_major.shape), weight.dtype, weight.device)
-            w_taps = taps_major.contiguous() if buf is None else buf.copy_(taps_major)
-            return _cgemm.matmul_taps(a, e, w_taps, out=out)
+            # The kernel reads the filter as it lies (a panel of it gathered at a time): no
+            # tap-major copy (0.05-0.14 ms per call for the FCN's filters).
+            return _cgemm.matmul_taps(a, e, taps_major, out=out)
     chunks = _chunks(f, weight.shape[0] * weight.shape[1] * a.element_size(), taps, a.device, backend)
     width = weight.shape[0] if mode == "fwd" else weight.shape[1] * groups
     shape = (f, a.shape[1], width)
@@ -328,9 +326,9 @@ def weight_grad(
     if FUSED_FOLD and backend == "torch" and groups == 1 and _cgemm.fuses_filter(taps, o * cg * taps):
         a = gcb.transpose(1, 2)
         if _cgemm.takes_fold(a, xb, plan.adj):  # folded into the taps inside the kernel
-            buf = _workspace.scratch("dw_fold", (taps, o, cg), torch.float32, xb.device)
-            folded = _cgemm.matmul_fold(a, xb, plan.adj, out=buf)  # [taps, O, Cg]
-            return folded.permute(1, 2, 0).reshape(o, cg, *kernel).contiguous()
+            dw = torch.empty((o, cg, *kernel), dtype=torch.float32, device=xb.device)
+            _cgemm.matmul_fold(a, xb, plan.adj, out=dw.view(o, cg, taps).permute(2, 0, 1))  # as it lies
+            return dw
     chunks = _chunks(f, o * cg * xb.element_size(), math.prod(kernel), xb.device, backend)
     scratch = backend == "torch"  # the dW band and the sum are consumed here: this thread's scratch
     acc = None  # Σ over chunks of dW[chunk]ᵀ · adj[chunk] (FilterPlan.adjoint_sum)

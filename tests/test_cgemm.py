@@ -292,14 +292,19 @@ def test_layer_same_through_kernel_and_torch(monkeypatch, layer, shape, path):
 @pytest.mark.parametrize(
     ("f", "m", "k", "t", "n"), [(1, 1, 1, 1, 1), (3, 5, 7, 3, 16), (4, 13, 9, 5, 37), (2, 6, 33, 9, 50)]
 )
-@pytest.mark.parametrize("strided", [False, True])
-def test_taps_kernel_matches_float64(monkeypatch, f, m, k, t, n, strided):
+@pytest.mark.parametrize("layout", ["contiguous", "filter-fwd", "filter-dx"])
+def test_taps_kernel_matches_float64(monkeypatch, f, m, k, t, n, layout):
     """``a[f] @ Σ_t e[f,t]·w[t]`` (the band formed while packing): row and column tails, a read
-    transposed, a filter that is not contiguous (copied once), into a NaN-poisoned output."""
+    transposed, the filter tap-major or read as it lies (``[O, Cg, taps]`` viewed for the forward
+    and for dX: gathered a panel at a time), into a NaN-poisoned output."""
     monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
-    a = _c64(f, k, m).transpose(1, 2) if strided else _c64(f, m, k)
+    a = _c64(f, k, m).transpose(1, 2) if layout != "contiguous" else _c64(f, m, k)
     e = _c64(f, t)
-    w = torch.randn(n, k, t).permute(2, 1, 0) if strided else torch.randn(t, k, n)
+    w = {
+        "contiguous": lambda: torch.randn(t, k, n),
+        "filter-fwd": lambda: torch.randn(n, k, t).permute(2, 1, 0),
+        "filter-dx": lambda: torch.randn(k, n, t).permute(2, 0, 1),
+    }[layout]()
     out = _poisoned(f, m, n)
     got = _cgemm.matmul_taps(a, e, w, out=out)
     assert got.data_ptr() == out.data_ptr()
@@ -320,7 +325,8 @@ def test_taps_kernel_matches_float64(monkeypatch, f, m, k, t, n, strided):
         (1, 20, 3, 63, 17),
     ],
 )
-def test_fold_kernel_matches_float64(monkeypatch, f, m, k, t, n):
+@pytest.mark.parametrize("out_layout", ["taps-major", "filter"])
+def test_fold_kernel_matches_float64(monkeypatch, f, m, k, t, n, out_layout):
     """``Re Σ_f e[f,t]·(a[f] @ b[f])`` (the dW band folded into the taps as it goes), ``a``
     transposed as the filter gradient reads it, ``b`` with padded rows; rows in several blocks
     of the kernel's per-task tap buffer (72 rows at 5 taps, 6 at 63) with a partial last one."""
@@ -328,7 +334,11 @@ def test_fold_kernel_matches_float64(monkeypatch, f, m, k, t, n):
     a = _c64(f, k, m).transpose(1, 2)
     b = _c64(f, k, n + 3)[:, :, :n]
     e = _c64(f, t)
-    out = torch.full((t, m, n), float("nan"))  # a reused buffer: the kernel overwrites it all
+    # A reused buffer the kernel overwrites whole: [t, m, n], or the filter gradient as it lies.
+    if out_layout == "filter":
+        out = torch.full((m, n, t), float("nan")).permute(2, 0, 1)
+    else:
+        out = torch.full((t, m, n), float("nan"))
     got = _cgemm.matmul_fold(a, b, e, out=out)
     assert got.data_ptr() == out.data_ptr()
     c = torch.complex128

@@ -527,8 +527,8 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
 }
 
 // out[f] (+)= a[f] @ (sum_t e[f, t] * w[t]): a [F, M, K] complex64 (any strides), e [F, T]
-// complex64, w [T, K, N] float32 with unit stride along N, out [F, M, N] complex64 with unit
-// stride along N. This is a band contraction against a filter band that is never written out:
+// complex64, w [T, K, N] float32 (any strides: the filter may be read as it lies), out [F, M, N]
+// complex64 with unit stride along N. This is a band contraction against a filter band that is never written out:
 // the filter band of frequency f, sum_t e[f, t] w[t] (e: the DFT phases at the filter's T taps,
 // w: the real filter, tap-major), is formed panel by panel while packing (2T real
 // multiply-adds per packed complex number, reading w from cache), instead of a filter transform
@@ -546,8 +546,7 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
   TORCH_CHECK(e.size(0) == F && w.size(0) == T && w.size(1) == K && out.size(0) == F &&
                   out.size(1) == M && out.size(2) == N,
               "cgemm_taps: shapes do not match");
-  TORCH_CHECK((w.stride(2) == 1 || N <= 1) && (out.stride(2) == 1 || N <= 1),
-              "cgemm_taps: w and out need unit stride along their last dimension");
+  TORCH_CHECK(out.stride(2) == 1 || N <= 1, "cgemm_taps: out needs unit stride along its last dimension");
   if (F == 0 || M == 0 || N == 0) return;
   if (K == 0 || T == 0) {
     if (!accumulate) out.zero_();
@@ -555,7 +554,8 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
   }
   const int64_t saf = 2 * a.stride(0), sam = 2 * a.stride(1), sak = 2 * a.stride(2);
   const int64_t sef = 2 * e.stride(0), set = 2 * e.stride(1);
-  const int64_t swt = w.stride(0), swk = w.stride(1);
+  const int64_t swt = w.stride(0), swk = w.stride(1), swn = w.stride(2);
+  const bool gather = swn != 1 && N > 1;  // e.g. the filter read as it lies, [O, Cg, taps]
   const int64_t sof = 2 * out.stride(0), som = 2 * out.stride(1);
   const float* pa = reinterpret_cast<const float*>(a.const_data_ptr());
   const float* pe = reinterpret_cast<const float*>(e.const_data_ptr());
@@ -569,10 +569,27 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
   // floats), which then stay in cache while the frequencies' phases change.
   at::parallel_for(0, F * panels, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> pack(static_cast<size_t>(K) * 2 * NC);
+    // A w whose columns are not adjacent is gathered panel by panel into wpanel [T, K, NC] (the
+    // filter as it lies needs no tap-major copy): once per panel, for the F tasks that share it.
+    std::vector<float> wpanel(gather ? static_cast<size_t>(T) * K * NC : 0);
+    int64_t gathered = -1;
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t f = t % F, n0 = (t / F) * NC;
       const int nc = static_cast<int>(std::min<int64_t>(NC, N - n0));
       const float* ef = pe + f * sef;
+      const float* wb = pw + n0;  // w[u, k, n0 + q] at wb[u * wst + k * wsk + q]
+      int64_t wst = swt, wsk = swk;
+      if (gather) {
+        if (gathered != n0) {
+          gathered = n0;
+          if (nc < NC) std::fill(wpanel.begin(), wpanel.end(), 0.f);
+          for (int64_t k = 0; k < K; ++k)
+            for (int q = 0; q < nc; ++q)
+              for (int64_t u = 0; u < T; ++u)
+                wpanel[(u * K + k) * NC + q] = pw[u * swt + k * swk + (n0 + q) * swn];
+        }
+        wb = wpanel.data(), wst = K * NC, wsk = NC;
+      }
       float* dst = pack.data();
       if (nc == NC) {
         // Real and imaginary parts of KB rows of the panel at once (2 * KB independent sums over
@@ -586,10 +603,10 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
           for (int i = 0; i < KB; ++i) re[i] = im[i] = splat(0.f);
           for (int64_t u = 0; u < T; ++u) {
             const v16 er = splat(ef[u * set]), ei = splat(ef[u * set + 1]);
-            const float* wr = pw + u * swt + k * swk + n0;
+            const float* wr = wb + u * wst + k * wsk;
 #pragma GCC unroll 4
             for (int i = 0; i < KB; ++i) {
-              const v16 wv = load(wr + i * swk);
+              const v16 wv = load(wr + i * wsk);
               re[i] += er * wv;
               im[i] += ei * wv;
             }
@@ -603,7 +620,7 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
         for (; k < K; ++k) {
           v16 re = splat(0.f), im = splat(0.f);
           for (int64_t u = 0; u < T; ++u) {
-            const v16 wv = load(pw + u * swt + k * swk + n0);
+            const v16 wv = load(wb + u * wst + k * wsk);
             re += splat(ef[u * set]) * wv;
             im += splat(ef[u * set + 1]) * wv;
           }
@@ -615,7 +632,7 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
         for (int64_t k = 0; k < K; ++k)
           for (int64_t u = 0; u < T; ++u) {
             const float er = ef[u * set], ei = ef[u * set + 1];
-            const float* wr = pw + u * swt + k * swk + n0;
+            const float* wr = wb + u * wst + k * wsk;
             for (int q = 0; q < nc; ++q) {
               dst[k * 2 * NC + 2 * q] += er * wr[q];
               dst[k * 2 * NC + 2 * q + 1] += ei * wr[q];
@@ -630,7 +647,7 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
 }
 
 // out[t] = Re(sum_f e[f, t] * (a[f] @ b[f])): a [F, M, K] complex64 (any strides), b [F, K, N]
-// complex64 with unit stride along N, e [F, T] complex64, out [T, M, N] float32 contiguous. This
+// complex64 with unit stride along N, e [F, T] complex64, out [T, M, N] float32 (any strides). This
 // is the filter gradient's band contraction folded into the filter's T taps as it goes (e: the
 // adjoint's phases), so the band of the gradient [F, M, N] is never written out. A task owns one
 // panel of NC columns for every row, tap and frequency, so no two tasks write the same output.
@@ -647,7 +664,7 @@ void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
   TORCH_CHECK(b.size(0) == F && b.size(1) == K && e.size(0) == F && out.size(0) == T &&
                   out.size(1) == M && out.size(2) == N,
               "cgemm_fold: shapes do not match");
-  TORCH_CHECK(out.is_contiguous() && (b.stride(2) == 1 || N <= 1), "cgemm_fold: contiguous out and unit stride of b along N expected");
+  TORCH_CHECK(b.stride(2) == 1 || N <= 1, "cgemm_fold: b needs unit stride along N");
   if (F == 0 || M == 0 || N == 0 || K == 0 || T == 0) {
     out.zero_();
     return;
@@ -659,6 +676,7 @@ void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
   const float* pb = reinterpret_cast<const float*>(b.const_data_ptr());
   const float* pe = reinterpret_cast<const float*>(e.const_data_ptr());
   float* po = out.data_ptr<float>();
+  const int64_t sot = out.stride(0), som = out.stride(1), son = out.stride(2);
   const int64_t panels = (N + NC - 1) / NC;
   const v16i even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
   const v16i odd = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
@@ -700,8 +718,15 @@ void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
         }
       }
       for (int64_t u = 0; u < T; ++u)
-        for (int64_t r = 0; r < rows; ++r)
-          std::memcpy(po + (u * M + m0 + r) * N + n0, taps.data() + (u * rb + r) * NC, sizeof(float) * nc);
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* src = taps.data() + (u * rb + r) * NC;
+          float* dst = po + u * sot + (m0 + r) * som + n0 * son;
+          if (son == 1) {
+            std::memcpy(dst, src, sizeof(float) * nc);
+          } else {  // e.g. the filter gradient written as it lies, [O, Cg, taps]
+            for (int q = 0; q < nc; ++q) dst[q * son] = src[q];
+          }
+        }
     }
   });
 }
