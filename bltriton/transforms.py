@@ -237,7 +237,7 @@ class SignalPlan:
         e = self._kernel_operand(x, conj, inverse=False)  # [F, P] complex
         if e is not None:
             band = x.new_empty((f, b, c), dtype=e.dtype) if out is None else out
-            _cgemm.matmul(e, x.reshape(b * c, -1).T, out=band.view(f, b * c))
+            _cgemm.matmul(e, x.reshape(b * c, -1).T, out=band.view(f, b * c))  # x read as it lies
             return band
         if self.method == "direct":
             e = self._operand("direct_fwd", conj, self._direct_fwd)
@@ -306,7 +306,7 @@ class SignalPlan:
         d = self._kernel_operand(yb, conj, inverse=True)  # [F, P] complex
         if d is not None:
             y = yb.new_empty((b, o, *self.length), dtype=self.dtype)
-            _cgemm.matmul_re(yb.view(f, b * o).T, d, out=y.view(b * o, -1))
+            _cgemm.matmul_re(yb.reshape(f, b * o).T, d, out=y.view(b * o, -1))  # any layout of yb
             return y
         if self.method == "direct":
             e = self._operand("direct_inv", conj, self._direct_inv, True)  # [P, 2F]
