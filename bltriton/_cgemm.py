@@ -205,10 +205,11 @@ def takes(*tensors: torch.Tensor) -> bool:
 
 # Filters of at most this many taps, or of at most this many weights, go to the fused
 # contractions (matmul_taps, matmul_fold), which form and fold the filter band inside the kernel
-# instead of writing it out. matmul_taps takes the filter tap-major, a transposing copy per call:
-# for 3x3 filters of 128+ channels that copy (0.15-1.7 ms) costs more than the band's write saves
+# instead of writing it out. Set when matmul_taps still took a tap-major copy of the filter per
+# call, which for 3x3 filters of 128+ channels cost more (0.15-1.7 ms) than the band's write saved
 # (ResNet-18 b32: all 3x3 layers fused 0.96 -> 1.00x nn; only the 64-channel ones 0.97 -> 0.97x,
-# b8 1.37 -> 1.25x; bench/NOTES.md).
+# b8 1.37 -> 1.25x; bench/NOTES.md). The kernel now reads the filter as it lies; see NOTES for
+# whether the limit still holds.
 FUSED_MAX_TAPS = 8
 FUSED_MAX_FILTER = 1 << 16
 
@@ -251,16 +252,9 @@ def takes_fold(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> bool:
 
 
 def _takes_fused(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> bool:
-    """The fused products' shared conditions: 3-D ``a`` and ``b``, complex64 ``e``, all three
-    eligible CPU operands, the kernel chosen."""
-    return (
-        a.dim() == 3
-        and b.dim() == 3
-        and e.dtype == torch.complex64
-        and _eligible(a, b)
-        and _eligible(e, b)
-        and provider() == "kernel"
-    )
+    """The fused products' shared conditions: 3-D ``a`` and ``b``, all three eligible CPU
+    operands (``e`` complex64), the kernel chosen."""
+    return a.dim() == 3 and b.dim() == 3 and _eligible(a, b, e) and provider() == "kernel"
 
 
 def matmul_fold(

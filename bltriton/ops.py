@@ -262,7 +262,7 @@ def filter_mac(
             if mode == "fwd"
             else weight.reshape(o, cg, taps).permute(2, 0, 1)
         )
-        e = plan._complex_rows(0, f)
+        e = plan.complex_rows(0, f)
         if _cgemm.takes_taps(a, e, taps_major):
             width = o if mode == "fwd" else cg
             out = (

@@ -446,7 +446,7 @@ class FilterPlan:
             self._chunk_rows[(start, stop)] = rows
         return rows
 
-    def _complex_rows(self, start: int, stop: int) -> torch.Tensor:
+    def complex_rows(self, start: int, stop: int) -> torch.Tensor:
         """``[F', taps]`` complex: ``cos + i·sin`` of frequencies ``start:stop`` (the kernel's
         operand; :meth:`_rows` holds the same numbers as two real blocks)."""
         rows = self._chunk_crows.get((start, stop))
@@ -472,7 +472,7 @@ class FilterPlan:
         o, cg = weight.shape[:2]
         stop = self.band.num_kept if stop is None else stop
         w2 = weight.reshape(o * cg, -1)
-        crows = self._complex_rows(start, stop)
+        crows = self.complex_rows(start, stop)
         if _cgemm.takes(crows, w2, *(() if out is None else (out,))):
             # The CPU kernel multiplies the complex rows by the real filter and writes the band
             # itself: no planes buffer, no interleaving pass.

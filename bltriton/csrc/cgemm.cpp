@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 namespace {
@@ -183,7 +184,8 @@ void micro_re(const float* a, int64_t sam, int64_t sak, const float* p, int64_t 
     float* cr = c + r * ldc;
     if (ncols == NR) {
 #pragma GCC unroll 4
-      for (int j = 0; j < NRV; ++j) store(cr + 16 * j, accumulate ? acc[r][j] + load(cr + 16 * j) : acc[r][j]);
+      for (int j = 0; j < NRV; ++j)
+        store(cr + 16 * j, accumulate ? acc[r][j] + load(cr + 16 * j) : acc[r][j]);
     } else {
       float t[NR];
       for (int j = 0; j < NRV; ++j) store(t + 16 * j, acc[r][j]);
@@ -210,7 +212,8 @@ inline void rows_times_real_panel(const float* a, int64_t sam, int64_t sak, int6
     else
       micro_rb<MR>(a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
   }
-  if (m < M) (kRealOut ? kTailRE : kTailRB)[M - m](a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
+  if (m < M)
+    (kRealOut ? kTailRE : kTailRB)[M - m](a + m * sam, sam, sak, p, K, c + m * ldc, ldc, ncols, accumulate);
 }
 
 // Rows per task of the real-operand products: a task packs one panel of b and multiplies this many
@@ -417,6 +420,11 @@ void re_gemm(const float* pa, int64_t saf, int64_t sam, int64_t sak, const float
   });
 }
 
+// Every operand on the CPU, or an error naming the entry point.
+inline void check_cpu(const char* name, std::initializer_list<const torch::Tensor*> ts) {
+  for (const torch::Tensor* t : ts) TORCH_CHECK(t->device().is_cpu(), name, ": CPU only");
+}
+
 }  // namespace
 
 // a [F, M, K] complex64, b [F, K, N] complex64 or float32 (a real b, e.g. a filter or a signal to
@@ -429,7 +437,7 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
                   out.scalar_type() == at::kComplexFloat,
               "cgemm: complex64 a and out, complex64 or float32 b expected");
   const bool real_b = b.scalar_type() == at::kFloat;
-  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && out.device().is_cpu(), "cgemm: CPU only");
+  check_cpu("cgemm", {&a, &b, &out});
   TORCH_CHECK(out.stride(2) == 1 || out.size(2) <= 1, "cgemm: out needs unit stride along its last dimension");
   const int64_t F = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   TORCH_CHECK(b.size(0) == F && b.size(1) == K && out.size(0) == F && out.size(1) == M &&
@@ -528,11 +536,11 @@ void cgemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out, b
 
 // out[f] (+)= a[f] @ (sum_t e[f, t] * w[t]): a [F, M, K] complex64 (any strides), e [F, T]
 // complex64, w [T, K, N] float32 (any strides: the filter may be read as it lies), out [F, M, N]
-// complex64 with unit stride along N. This is a band contraction against a filter band that is never written out:
-// the filter band of frequency f, sum_t e[f, t] w[t] (e: the DFT phases at the filter's T taps,
-// w: the real filter, tap-major), is formed panel by panel while packing (2T real
-// multiply-adds per packed complex number, reading w from cache), instead of a filter transform
-// that writes F x K x N complex numbers to memory for the contraction to read back.
+// complex64 with unit stride along N. This is a band contraction against a filter band that is
+// never written out: the filter band of frequency f, sum_t e[f, t] w[t] (e: the DFT phases at the
+// filter's T taps, w: the real filter viewed tap-major), is formed panel by panel while packing
+// (2T real multiply-adds per packed complex number, reading w from cache), instead of a filter
+// transform that writes F x K x N complex numbers to memory for the contraction to read back.
 void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Tensor& w,
                 torch::Tensor& out, bool accumulate) {
   TORCH_CHECK(a.dim() == 3 && e.dim() == 2 && w.dim() == 3 && out.dim() == 3,
@@ -540,8 +548,7 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
   TORCH_CHECK(a.scalar_type() == at::kComplexFloat && e.scalar_type() == at::kComplexFloat &&
                   w.scalar_type() == at::kFloat && out.scalar_type() == at::kComplexFloat,
               "cgemm_taps: complex64 a, e and out, float32 w expected");
-  TORCH_CHECK(a.device().is_cpu() && e.device().is_cpu() && w.device().is_cpu() && out.device().is_cpu(),
-              "cgemm_taps: CPU only");
+  check_cpu("cgemm_taps", {&a, &e, &w, &out});
   const int64_t F = a.size(0), M = a.size(1), K = a.size(2), T = e.size(1), N = w.size(2);
   TORCH_CHECK(e.size(0) == F && w.size(0) == T && w.size(1) == K && out.size(0) == F &&
                   out.size(1) == M && out.size(2) == N,
@@ -649,8 +656,9 @@ void cgemm_taps(const torch::Tensor& a, const torch::Tensor& e, const torch::Ten
 // out[t] = Re(sum_f e[f, t] * (a[f] @ b[f])): a [F, M, K] complex64 (any strides), b [F, K, N]
 // complex64 with unit stride along N, e [F, T] complex64, out [T, M, N] float32 (any strides). This
 // is the filter gradient's band contraction folded into the filter's T taps as it goes (e: the
-// adjoint's phases), so the band of the gradient [F, M, N] is never written out. A task owns one
-// panel of NC columns for every row, tap and frequency, so no two tasks write the same output.
+// adjoint's phases), so the band of the gradient [F, M, N] is never written out. A task owns a
+// block of rows of one panel of NC columns, for every tap and frequency, so no two tasks write
+// the same output.
 void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& e,
                 torch::Tensor& out) {
   TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && e.dim() == 2 && out.dim() == 3,
@@ -658,8 +666,7 @@ void cgemm_fold(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
   TORCH_CHECK(a.scalar_type() == at::kComplexFloat && b.scalar_type() == at::kComplexFloat &&
                   e.scalar_type() == at::kComplexFloat && out.scalar_type() == at::kFloat,
               "cgemm_fold: complex64 a, b and e, float32 out expected");
-  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && e.device().is_cpu() && out.device().is_cpu(),
-              "cgemm_fold: CPU only");
+  check_cpu("cgemm_fold", {&a, &b, &e, &out});
   const int64_t F = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2), T = e.size(1);
   TORCH_CHECK(b.size(0) == F && b.size(1) == K && e.size(0) == F && out.size(0) == T &&
                   out.size(1) == M && out.size(2) == N,
@@ -739,8 +746,9 @@ void cgemm_re(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out
   TORCH_CHECK(a.scalar_type() == at::kComplexFloat && b.scalar_type() == at::kComplexFloat &&
                   out.scalar_type() == at::kFloat,
               "cgemm_re: complex64 a and b, float32 out expected");
-  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && out.device().is_cpu(), "cgemm_re: CPU only");
-  TORCH_CHECK(out.stride(2) == 1 || out.size(2) <= 1, "cgemm_re: out needs unit stride along its last dimension");
+  check_cpu("cgemm_re", {&a, &b, &out});
+  TORCH_CHECK(out.stride(2) == 1 || out.size(2) <= 1,
+              "cgemm_re: out needs unit stride along its last dimension");
   const int64_t F = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   TORCH_CHECK(b.size(0) == F && b.size(1) == K && out.size(0) == F && out.size(1) == M &&
                   out.size(2) == N,
