@@ -205,12 +205,12 @@ def takes(*tensors: torch.Tensor) -> bool:
 
 # Filters of at most this many taps, or of at most this many weights, go to the fused
 # contractions (matmul_taps, matmul_fold), which form and fold the filter band inside the kernel
-# instead of writing it out. Set when matmul_taps still took a tap-major copy of the filter per
-# call, which for 3x3 filters of 128+ channels cost more (0.15-1.7 ms) than the band's write saved
-# (ResNet-18 b32: all 3x3 layers fused 0.96 -> 1.00x nn; only the 64-channel ones 0.97 -> 0.97x,
-# b8 1.37 -> 1.25x; bench/NOTES.md). The kernel now reads the filter as it lies; see NOTES for
-# whether the limit still holds.
-FUSED_MAX_TAPS = 8
+# instead of writing it out. Every 3x3 filter: once the kernel read the filter as it lies (no
+# tap-major copy per call) and formed the band four rows at a time, fusing the 128-512-channel
+# 3x3 layers too took ResNet-18 r=0.5 training from 0.89 to 0.77-0.79x nn at b32, 1.30 to 1.02x
+# at b8 and 0.70 to 0.66x at b128 (in-process, interleaved; bench/NOTES.md). With the tap-major
+# copy the limit had been 8 taps (those layers then lost: 0.96 -> 1.00x at b32).
+FUSED_MAX_TAPS = 9
 FUSED_MAX_FILTER = 1 << 16
 
 
