@@ -48,3 +48,17 @@ def test_gpu_report_dry_run(tmp_path):
     md = report_json.with_suffix(".md").read_text()
     for section in ("## Measured ceilings", "## Autotune cache reuse", "## Tuned vs default", "## fwd+bwd"):
         assert section in md
+
+
+def test_gpu_report_shards_run_every_test_file_once():
+    """The CUDA test step runs each test file in a process of its own (the kernel tests in two
+    halves), so no file is left out and none runs twice."""
+    from bench.gpu_report import LONG_TEST_FILES, _test_shards
+
+    shards = _test_shards(dry=False)
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py"))
+    firsts = [shard[0] for shard in shards]
+    assert sorted(set(firsts)) == files
+    assert firsts.count("tests/test_kernels.py") == 2 and len(firsts) == len(files) + 1
+    assert all(len(shard) == 1 for shard in shards if shard[0] != "tests/test_kernels.py")
+    assert firsts[: len(LONG_TEST_FILES)] == list(LONG_TEST_FILES)  # the longest start first
