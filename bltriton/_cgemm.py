@@ -210,6 +210,8 @@ def takes(*tensors: torch.Tensor) -> bool:
 # 3x3 layers too took ResNet-18 r=0.5 training from 0.89 to 0.77-0.79x nn at b32, 1.30 to 1.02x
 # at b8 and 0.70 to 0.66x at b128 (in-process, interleaved; bench/NOTES.md). With the tap-major
 # copy the limit had been 8 taps (those layers then lost: 0.96 -> 1.00x at b32).
+# Larger filters lose when fused (5x5 and 7x7 at 32x32 and 16x16, 1-D k15: 0.95-1.21x the
+# unfused time): forming the band costs 2*taps multiply-adds per element for every task.
 FUSED_MAX_TAPS = 9
 FUSED_MAX_FILTER = 1 << 16
 
