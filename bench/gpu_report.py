@@ -144,8 +144,8 @@ LONG_TEST_FILES = ("tests/test_demo.py", "tests/test_functional.py")
 def _test_shards(dry: bool) -> list[list[str]]:
     """pytest argument lists run side by side: the kernel tests in two halves, every other file
     in its own process. Files dealt six to a shard ran past the step's cap on an H200 (the
-    compile, spatial and benchmark-tool files take 110-135 s each alone); one process per file
-    finished every file in 134 s on its 16 cores."""
+    compile, spatial and benchmark-tool files take 110-135 s each alone); the 19 files of those
+    shards, one process each, finished in 134 s on its 16 cores."""
     if dry:
         return [DRY_TESTS]
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py"))
