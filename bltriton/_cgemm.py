@@ -39,7 +39,10 @@ __all__ = [
     "matmul_re",
     "matmul_taps",
     "provider",
+    "separable_forward",
+    "separable_inverse",
     "takes",
+    "takes_separable",
 ]
 
 _SOURCE = Path(__file__).parent / "csrc" / "cgemm.cpp"
@@ -330,3 +333,50 @@ def matmul_re(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None)
         return out
     res = torch.matmul(a, b).real
     return res.contiguous() if out is None else out.copy_(res)
+
+
+# The separable 2-D transforms with both stages per block of maps (sep2_fwd / sep2_inv in the
+# kernel): at most this many kept columns (4 vectors per intermediate row) and output columns.
+SEPARABLE_MAX_COLS = 32
+SEPARABLE_MAX_WIDTH = 64
+
+
+def takes_separable(signal: torch.Tensor, cols: int, width: int) -> bool:
+    """Whether :func:`separable_forward` / :func:`separable_inverse` run for this signal (the
+    real maps, or the band for the inverse) with ``cols`` kept columns and maps ``width`` wide."""
+    return (
+        cols <= SEPARABLE_MAX_COLS
+        and width <= SEPARABLE_MAX_WIDTH
+        and signal.dtype in (torch.float32, _C64)
+        and type(signal) is torch.Tensor
+        and signal.device.type == "cpu"
+        and not (torch.is_grad_enabled() and signal.requires_grad)
+        and not signal.is_conj()
+        and _current_dispatch_mode() is None
+        and not _functorch_active()
+        and provider() == "kernel"
+    )
+
+
+def separable_forward(
+    x: torch.Tensor, ecol: torch.Tensor, erow: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """``out[r, c, m] = Σ_h erow[r, h] Σ_w x[m, h, w]·ecol[w, c]`` for real maps ``x`` ``[M, H,
+    W]`` (unit stride along ``W``), ``ecol`` ``[W, 2·cols]`` float32 (re/im interleaved columns),
+    ``erow`` ``[R, H]`` complex64, into ``out`` ``[R, cols, M]`` complex64 (unit stride along
+    ``M``): a 2-D transform to a frequency-major band, both stages per block of maps in the
+    kernel, the intermediate never written to memory. Callers check :func:`takes_separable`."""
+    _STATE["module"].sep2_fwd(x, ecol, erow, out)
+    return out
+
+
+def separable_inverse(
+    band: torch.Tensor, drow: torch.Tensor, dcol: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """``out[m, h, w] = Σ_c Re(S[h, c])·dcol[2c, w] + Im(S[h, c])·dcol[2c + 1, w]`` with ``S[h, c] =
+    Σ_r drow[h, r]·band[r, c, m]``, for ``band`` ``[R, cols, M]`` complex64 (unit stride along
+    ``M``), ``drow`` ``[H, R]`` complex64, ``dcol`` ``[2·cols, W]`` float32, into ``out`` ``[M, H,
+    W]`` float32 (unit stride along ``W``): the inverse of :func:`separable_forward`'s layout.
+    Callers check :func:`takes_separable`."""
+    _STATE["module"].sep2_inv(band, drow, dcol, out)
+    return out

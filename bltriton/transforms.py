@@ -52,10 +52,15 @@ class Rule:
             path's (it saves two layout copies and a complex GEMM).
         column_gemm_ratio: in the separable path, transform the last axis by a DFT GEMM while
             ``2·L·cols <= column_gemm_ratio · n·log2(n)``, else by an FFT.
+        blocked_ratio: where ``direct`` would be chosen for 2-D maps, use ``blocked`` (both
+            separable stages per block of maps in the CPU kernel) while its vector work
+            ``16·(P + 2·rows·H)`` times this is at most the direct GEMM's ``2·F·P`` multiply-adds
+            (0: never).
     """
 
     direct_ratio: float
     column_gemm_ratio: float
+    blocked_ratio: float = 0.0
 
 
 # 2-core CPU (2026-11-25). column_gemm_ratio: the k7 layer's input (N32 C64 38x38 -> n=40, 14
@@ -66,12 +71,18 @@ class Rule:
 # forward + inverse of a 16x16 map (B32 C128, n=18) took 3.7 ms direct against 5.1 ms separable
 # at r=0.5 (flop ratio 4.95) and 1.5 against 2.4 ms at r=0.75 (4.2); a 32x32 map (n=36) 14.9
 # against 7.6 ms (9.75) and 7.1 against 4.9 ms (8.2).
+# blocked_ratio: the direct GEMM runs near the vector units' peak, the blocked kernel at ~0.44 of
+# it (per-map loops, a gather of each band row), so blocked pays where it does 2.3x fewer vector
+# multiply-adds: measured on 1024-4096 maps, forward / inverse against direct, 14x14 r=0.5 0.67
+# / 0.74, 16x16 r=0.5 0.53 / 0.43, r=0.75 0.77 / 0.60, 20x20 r=0.5 0.38 / 0.38; 12x12 r=0.5 a
+# tie (0.97), 14x14 r=0.75 1.06 / 1.16 and 8x8 1.6-2.8 (direct kept); bench/NOTES.md.
 RULES: dict[str, Rule] = {
-    "cpu": Rule(direct_ratio=4.0, column_gemm_ratio=16.0),
-    "cpu-onednn": Rule(direct_ratio=6.0, column_gemm_ratio=16.0),
+    "cpu": Rule(direct_ratio=4.0, column_gemm_ratio=16.0, blocked_ratio=2.3),
+    "cpu-onednn": Rule(direct_ratio=6.0, column_gemm_ratio=16.0, blocked_ratio=2.3),
     "cuda": Rule(direct_ratio=4.0, column_gemm_ratio=16.0),
 }
-# Tests force one method: None (the rule), "direct", "gemm" (separable, column GEMM) or "fft".
+# Tests force one method: None (the rule), "direct", "gemm" (separable, column GEMM), "fft" or
+# "blocked" (2-D: both separable stages per block of maps in the CPU kernel; elsewhere direct).
 FORCE_METHOD: str | None = None
 
 _PLANS: OrderedDict[tuple, object] = OrderedDict()
@@ -189,7 +200,7 @@ class SignalPlan:
         column GEMM, which is the same product: the band is then written frequency-major, or
         read in place, with no transposing copy (``signal``: the real signal or the band)."""
         if self.dtype != torch.float32 or not (
-            self.method == "direct" or (self.band.ndim == 1 and self.method == "gemm")
+            self.method in ("direct", "blocked") or (self.band.ndim == 1 and self.method == "gemm")
         ):
             return None
         op = self._direct_complex(conj, inverse)
@@ -234,12 +245,26 @@ class SignalPlan:
         ``out`` (contiguous, that shape) filled."""
         b, c = x.shape[:2]
         f = self.band.num_kept
+        if (
+            self.method == "blocked"
+            and x.stride(-1) == 1
+            and _cgemm.takes_separable(x, self.band.cols, x.shape[-1])
+        ):
+            band = x.new_empty((f, b, c), dtype=complex_dtype(x.dtype)) if out is None else out
+            _cgemm.separable_forward(
+                x.reshape(b * c, *x.shape[2:]),
+                self._operand("col_fwd", conj, self._col_fwd),
+                self._row_operand(conj, False),
+                band.view(self.band.kept_rows, self.band.cols, b * c),
+            )
+            return band
+        # "blocked" where the kernel does not take the call: the direct transform.
         e = self._kernel_operand(x, conj, inverse=False)  # [F, P] complex
         if e is not None:
             band = x.new_empty((f, b, c), dtype=e.dtype) if out is None else out
             _cgemm.matmul(e, x.reshape(b * c, -1).T, out=band.view(f, b * c))  # x read as it lies
             return band
-        if self.method == "direct":
+        if self.method in ("direct", "blocked"):
             e = self._operand("direct_fwd", conj, self._direct_fwd)
             planes = matmul_nt(e, x.reshape(b * c, -1)).view(2, f, b, c)  # re plane, im plane
             return torch.complex(planes[0], planes[1], out=out)
@@ -303,12 +328,25 @@ class SignalPlan:
         """Band ``[F, B, O]`` -> ``[B, O, *length]`` real, contiguous. ``conj``: ``yb`` holds the
         conjugate of the band to invert."""
         f, b, o = yb.shape
+        if (
+            self.method == "blocked"
+            and yb.is_contiguous()
+            and _cgemm.takes_separable(yb, self.band.cols, self.length[-1])
+        ):
+            y = yb.new_empty((b, o, *self.length), dtype=self.dtype)
+            _cgemm.separable_inverse(
+                yb.view(self.band.kept_rows, self.band.cols, b * o),
+                self._row_operand(conj, True),
+                self._operand("col_inv", conj, self._col_inv),
+                y.view(b * o, *self.length),
+            )
+            return y
         d = self._kernel_operand(yb, conj, inverse=True)  # [F, P] complex
         if d is not None:
             y = yb.new_empty((b, o, *self.length), dtype=self.dtype)
             _cgemm.matmul_re(yb.reshape(f, b * o).T, d, out=y.view(b * o, -1))  # any layout of yb
             return y
-        if self.method == "direct":
+        if self.method in ("direct", "blocked"):
             e = self._operand("direct_inv", conj, self._direct_inv, True)  # [P, 2F]
             yr = torch.view_as_real(yb).permute(1, 2, 0, 3).reshape(b * o, -1)  # one copy: [BO, 2F]
             return matmul_nt(yr, e).view(b, o, *self.length)
@@ -367,7 +405,7 @@ def _mm(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _cgemm.matmul(a, b, out=buf)
 
 
-def _choose_method(band: Band, length: tuple[int, ...], device: torch.device) -> str:
+def _choose_method(band: Band, length: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> str:
     if FORCE_METHOD is not None:
         return FORCE_METHOD
     kind = device.type
@@ -383,8 +421,22 @@ def _choose_method(band: Band, length: tuple[int, ...], device: torch.device) ->
     column = 2 * positions * band.cols if column_gemm else 2.5 * length[0] * n * math.log2(n)
     separable = column + 4 * band.kept_rows * length[0] * band.cols
     if direct <= rule.direct_ratio * separable:
-        return "direct"
+        return "blocked" if _blocked_pays(band, length, device, dtype, rule, direct) else "direct"
     return "gemm" if column_gemm else "fft"
+
+
+def _blocked_pays(
+    band: Band, length: tuple[int, ...], device: torch.device, dtype: torch.dtype, rule: Rule, direct: int
+) -> bool:
+    """Whether the CPU kernel's blocked separable transform beats the direct GEMM for these
+    2-D maps (``direct``: the direct method's multiply-adds per map). Only where an intermediate
+    row fits one vector (at most 8 kept columns), the regime measured."""
+    if not rule.blocked_ratio or device.type != "cpu" or dtype != torch.float32:
+        return False
+    if 2 * band.cols > 16 or length[-1] > _cgemm.SEPARABLE_MAX_WIDTH:
+        return False
+    work = 16 * (math.prod(length) + 2 * band.kept_rows * length[0])
+    return rule.blocked_ratio * work <= direct and _cgemm.provider() == "kernel"
 
 
 def signal_plan(
@@ -401,7 +453,10 @@ def signal_plan(
     offset = tuple(offset) if offset is not None else (0,) * len(length)
     key = ("signal", band, length, step, offset, device, rdt, FORCE_METHOD)
     return cached_plan(
-        key, lambda: SignalPlan(band, length, step, offset, device, rdt, _choose_method(band, length, device))
+        key,
+        lambda: SignalPlan(
+            band, length, step, offset, device, rdt, _choose_method(band, length, device, rdt)
+        ),
     )
 
 

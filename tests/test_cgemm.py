@@ -162,7 +162,7 @@ def test_env_value_is_checked(monkeypatch):
 
 
 @needs_kernel
-@pytest.mark.parametrize("method", ["gemm", "fft", "direct"])
+@pytest.mark.parametrize("method", ["gemm", "fft", "direct", "blocked"])
 def test_layer_same_through_kernel_and_torch_per_transform_method(monkeypatch, method):
     """With the separable GEMM transform the kernel reads the column spectrum in place and writes
     the band's rows straight (no transposing copy): same forward and gradients as torch."""
@@ -397,3 +397,91 @@ def test_kernel_filter_transform_takes_no_planes_scratch(monkeypatch):
         layer(x).sum().backward()
         names = {key[0] for key in _workspace._WORKSPACE.buffers}
         assert ("filter_planes" in names) is expected, (provider, names)
+
+
+def _grid_positions(offset, length, step):
+    return [torch.arange(n) * s + o for o, n, s in zip(offset, length, step)]
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("length", "step", "offset", "rate"),
+    [((13, 11), (1, 1), (1, 1), 0.5), ((8, 7), (2, 2), (1, 0), 0.5), ((16, 16), (1, 1), (1, 1), 0.75),
+     ((21, 37), (1, 1), (2, 3), 0.3), ((5, 64), (1, 1), (0, 0), 0.9)],
+)  # fmt: skip
+@pytest.mark.parametrize("conj", [False, True])
+def test_blocked_transforms_match_float64_reference(monkeypatch, length, step, offset, rate, conj):
+    """The blocked separable transforms (both stages per block of maps in the kernel) against
+    rfftn / irfftn in float64: signals placed at ``offset + t·step`` on the grid, the band's kept
+    rows and columns, the conjugate band; 3 x 7 maps (a partial block of 16)."""
+    from bltriton.spectral import band_for_rate
+
+    monkeypatch.setattr(transforms, "FORCE_METHOD", "blocked")
+    monkeypatch.setenv("BLTRITON_CPU_CGEMM", "kernel")
+    calls = []
+    for name in ("separable_forward", "separable_inverse"):
+        real = getattr(_cgemm, name)
+        monkeypatch.setattr(_cgemm, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    transforms.clear_plans()
+    n = tuple(o + (s * (k - 1) + 1) + 2 for o, k, s in zip(offset, length, step))
+    band = band_for_rate(n, rate)
+    plan = transforms.signal_plan(band, length, step, torch.device("cpu"), torch.float32, offset)
+    rows, cols = band.kept_row_indices(), band.cols
+    pos = _grid_positions(offset, length, step)
+    x = torch.randn(3, 7, *length)
+    grid = torch.zeros(3, 7, *n, dtype=torch.float64)
+    grid[:, :, pos[0][:, None], pos[1][None, :]] = x.double()
+    spec = torch.fft.rfftn(grid, s=n)[:, :, rows, :cols]  # [3, 7, R, cols]
+    ref = spec.permute(2, 3, 0, 1).reshape(-1, 3, 7)
+    ref = ref.conj() if conj else ref
+    got = plan.forward(x, conj)
+    assert ((got.to(torch.complex128) - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+    yb = torch.randn(band.num_kept, 3, 7, dtype=torch.complex64)
+    z = torch.zeros(3, 7, n[0], n[1] // 2 + 1, dtype=torch.complex128)
+    zb = yb.to(torch.complex128)
+    z[:, :, rows, :cols] = (zb.conj() if conj else zb).reshape(len(rows), cols, 3, 7).permute(2, 3, 0, 1)
+    yref = torch.fft.irfftn(z, s=n)[:, :, pos[0][:, None], pos[1][None, :]]
+    y = plan.inverse(yb, conj)
+    assert ((y.double() - yref).abs().max() / yref.abs().max()).item() < 1e-5
+    assert calls == ["separable_forward", "separable_inverse"]  # the kernel ran, no fallback
+    transforms.clear_plans()
+
+
+@needs_kernel
+def test_separable_kernel_writes_every_output_through_strided_views():
+    """The kernel's two entries write every element of outputs with non-unit outer strides (views
+    of larger poisoned tensors), for 37 maps (two full blocks of 16 and a partial one), and read
+    operands of any strides; against the same products through torch in float64."""
+    g = torch.Generator().manual_seed(0)
+    m, h, w, r, cols = 37, 9, 20, 5, 6
+    x = torch.randn(m, h, w + 3, generator=g)[:, :, :w]  # row stride w + 3
+    ecol = torch.randn(2 * cols, w, generator=g).T  # [W, 2cols], transposed strides
+    erow = torch.randn(h, r, dtype=torch.complex64, generator=g).T  # [R, H]
+    big = torch.full((r, cols + 2, m), complex(float("nan"), float("nan")), dtype=torch.complex64)
+    out = big[:, 1 : cols + 1]
+    _cgemm.separable_forward(x, ecol, erow, out)
+    ec = torch.complex(ecol[:, 0::2], ecol[:, 1::2]).to(torch.complex128)
+    t = x.to(torch.complex128) @ ec  # [M, H, cols]
+    ref = torch.einsum("rh,mhc->rcm", erow.to(torch.complex128), t)
+    assert torch.isfinite(torch.view_as_real(out)).all()
+    assert ((out.to(torch.complex128) - ref).abs().max() / ref.abs().max()).item() < 1e-5
+    assert (
+        torch.isnan(torch.view_as_real(big[:, 0])).all() and torch.isnan(torch.view_as_real(big[:, -1])).all()
+    )
+
+    drow = torch.randn(h, r, dtype=torch.complex64, generator=g)
+    dcol = torch.randn(2 * cols, w, generator=g)
+    band = torch.randn(r, cols, m, dtype=torch.complex64, generator=g)
+    ybig = torch.full((m, h + 1, w + 5), float("nan"))
+    y = ybig[:, 1:, 2 : w + 2]
+    _cgemm.separable_inverse(band, drow, dcol, y)
+    s = torch.einsum("hr,rcm->mhc", drow.to(torch.complex128), band.to(torch.complex128))
+    yref = s.real @ dcol[0::2].double() + s.imag @ dcol[1::2].double()
+    assert torch.isfinite(y).all()
+    assert ((y.double() - yref).abs().max() / yref.abs().max()).item() < 1e-5
+    assert (
+        torch.isnan(ybig[:, 0]).all()
+        and torch.isnan(ybig[:, :, :2]).all()
+        and torch.isnan(ybig[:, :, w + 2 :]).all()
+    )

@@ -50,7 +50,7 @@ def test_kept_scratch_changes_no_result_and_never_escapes(monkeypatch, make):
     _check_scratch_invariance(monkeypatch, layer, shape)
 
 
-@pytest.mark.parametrize("method", ["direct", "gemm", "fft"])
+@pytest.mark.parametrize("method", ["direct", "gemm", "fft", "blocked"])
 @pytest.mark.parametrize("save", ["input", "band"])
 @pytest.mark.parametrize("stride,groups", [(1, 1), (2, 2)])
 def test_transforms_scratch_changes_no_result(monkeypatch, method, save, stride, groups):

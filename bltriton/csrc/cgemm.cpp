@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -765,11 +766,275 @@ void cgemm_re(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& out
                           out.stride(1), F, M, K, N, accumulate);
 }
 
+// ---- Separable 2-D transforms, both stages per block of maps -------------------------------
+//
+// The forward transform of real maps x [M, H, W] to their band [R, cols, M] (frequency-major,
+// maps fastest): T[h, c] = sum_w x[h, w] ecol[w, c] (the column stage, complex ecol), then
+// band[r, c] = sum_h erow[r, h] T[h, c] (the row stage). The inverse takes the band back to real
+// maps y [M, Hout, Wout]: S[h, c] = sum_r drow[h, r] band[r, c], y[h, w] = sum_c re(S[h, c])
+// dcol[2c, w] + im(S[h, c]) dcol[2c + 1, w]. Positions, offsets, strides, conjugation and the
+// inverse's weights live in the operands. A task takes a block of MB maps; each map's
+// intermediate (H x cols complex) stays in L1, where the separate GEMMs wrote and read it
+// through memory. The block's band rows are gathered in a buffer and written MB maps at a time.
+namespace {
+
+constexpr int MB = 16;  // maps per task
+
+inline v16 neg_re() {  // (-1, +1, -1, +1, ...): swap_re_im(t) * neg_re() = i * t
+  v16 s;
+  for (int j = 0; j < 16; ++j) s[j] = (j % 2 == 0) ? -1.f : 1.f;
+  return s;
+}
+
+// rows of a complex matrix [n, 2*cp floats] times complex scalars: out[h] = sum_k (er[h, k] z[k]
+// + ei[h, k] zs[k]) for h in [0, nh), z/zs the rows and their i-multiples, nv vectors per row.
+template <int NVC>
+void complex_rows(const float* er, const float* ei, int64_t ldk, int64_t nh, const float* z,
+                  const float* zs, int64_t nk, int64_t ld, float* out) {
+  // Separate sums for the real and the imaginary scalar (no two dependent multiply-adds per
+  // step), HB rows at once: 2 * HB * NVC independent sums.
+  constexpr int HB = NVC == 1 ? 6 : 4;
+  int64_t h = 0;
+  for (; h + HB <= nh; h += HB) {
+    v16 acc[HB][NVC], acc2[HB][NVC];
+    for (int i = 0; i < HB; ++i)
+      for (int v = 0; v < NVC; ++v) acc[i][v] = acc2[i][v] = splat(0.f);
+    for (int64_t k = 0; k < nk; ++k) {
+      v16 t[NVC], ts[NVC];
+      for (int v = 0; v < NVC; ++v) t[v] = load(z + k * ld + 16 * v), ts[v] = load(zs + k * ld + 16 * v);
+#pragma GCC unroll 6
+      for (int i = 0; i < HB; ++i) {
+        const v16 a = splat(er[(h + i) * ldk + k]), b = splat(ei[(h + i) * ldk + k]);
+        for (int v = 0; v < NVC; ++v) acc[i][v] += a * t[v], acc2[i][v] += b * ts[v];
+      }
+    }
+    for (int i = 0; i < HB; ++i)
+      for (int v = 0; v < NVC; ++v) store(out + (h + i) * ld + 16 * v, acc[i][v] + acc2[i][v]);
+  }
+  for (; h < nh; ++h) {
+    v16 acc[NVC];
+    for (int v = 0; v < NVC; ++v) acc[v] = splat(0.f);
+    for (int64_t k = 0; k < nk; ++k) {
+      const v16 a = splat(er[h * ldk + k]), b = splat(ei[h * ldk + k]);
+      for (int v = 0; v < NVC; ++v) acc[v] += a * load(z + k * ld + 16 * v) + b * load(zs + k * ld + 16 * v);
+    }
+    for (int v = 0; v < NVC; ++v) store(out + h * ld + 16 * v, acc[v]);
+  }
+}
+
+// out[h] = sum_k s[h, k] d[k] for real scalars s [nh, nk] (row stride lds) and real vector rows
+// d [nk, NWV * 16]: the column stages (forward: s = x, d = ecol; inverse: s = S, d = dcol).
+template <int NWV>
+void real_rows(const float* s, int64_t lds, int64_t nh, const float* d, int64_t nk, float* out,
+               int64_t ldo) {
+  constexpr int HB = NWV == 1 ? 8 : NWV == 2 ? 6 : 4;  // HB * NWV independent sums
+  int64_t h = 0;
+  for (; h + HB <= nh; h += HB) {
+    v16 acc[HB][NWV];
+    for (int i = 0; i < HB; ++i)
+      for (int v = 0; v < NWV; ++v) acc[i][v] = splat(0.f);
+    for (int64_t k = 0; k < nk; ++k) {
+      v16 dv[NWV];
+      for (int v = 0; v < NWV; ++v) dv[v] = load(d + k * NWV * 16 + 16 * v);
+#pragma GCC unroll 8
+      for (int i = 0; i < HB; ++i) {
+        const v16 a = splat(s[(h + i) * lds + k]);
+        for (int v = 0; v < NWV; ++v) acc[i][v] += a * dv[v];
+      }
+    }
+    for (int i = 0; i < HB; ++i)
+      for (int v = 0; v < NWV; ++v) store(out + (h + i) * ldo + 16 * v, acc[i][v]);
+  }
+  for (; h < nh; ++h) {
+    v16 acc[NWV];
+    for (int v = 0; v < NWV; ++v) acc[v] = splat(0.f);
+    for (int64_t k = 0; k < nk; ++k) {
+      const v16 a = splat(s[h * lds + k]);
+      for (int v = 0; v < NWV; ++v) acc[v] += a * load(d + k * NWV * 16 + 16 * v);
+    }
+    for (int v = 0; v < NWV; ++v) store(out + h * ldo + 16 * v, acc[v]);
+  }
+}
+
+// i * each complex number of rows [n, ld floats] (ld a multiple of 16), into out.
+inline void times_i(const float* z, int64_t n, int64_t ld, float* out) {
+  const v16 s = neg_re();
+  for (int64_t j = 0; j < n * ld; j += 16) store(out + j, swap_re_im(load(z + j)) * s);
+}
+
+// The complex operand [nh, nk] as separate real and imaginary planes (row stride nk).
+void split_complex(const torch::Tensor& e, std::vector<float>& re, std::vector<float>& im) {
+  const int64_t n0 = e.size(0), n1 = e.size(1);
+  re.resize(n0 * n1), im.resize(n0 * n1);
+  const float* p = reinterpret_cast<const float*>(e.const_data_ptr());
+  const int64_t s0 = 2 * e.stride(0), s1 = 2 * e.stride(1);
+  for (int64_t i = 0; i < n0; ++i)
+    for (int64_t j = 0; j < n1; ++j) re[i * n1 + j] = p[i * s0 + j * s1], im[i * n1 + j] = p[i * s0 + j * s1 + 1];
+}
+
+template <int NVC>
+void sep2_fwd_impl(const float* px, int64_t sxm, int64_t sxh, int64_t M, int64_t H, int64_t W,
+                   const float* ecol, const float* er, const float* ei, int64_t R, int64_t cols,
+                   float* po, int64_t sor, int64_t soc) {
+  constexpr int64_t ld = 16 * NVC;  // floats per row of the column spectrum
+  at::parallel_for(0, (M + MB - 1) / MB, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> t(H * ld), ts(H * ld), rows(R * ld), blk(R * cols * 2 * MB);
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t m0 = task * MB, nm = std::min<int64_t>(MB, M - m0);
+      for (int64_t i = 0; i < nm; ++i) {
+        real_rows<NVC>(px + (m0 + i) * sxm, sxh, H, ecol, W, t.data(), ld);
+        times_i(t.data(), H, ld, ts.data());
+        complex_rows<NVC>(er, ei, H, R, t.data(), ts.data(), H, ld, rows.data());
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t c = 0; c < cols; ++c) {
+            float* b = blk.data() + (r * cols + c) * 2 * MB + 2 * i;
+            b[0] = rows[r * ld + 2 * c], b[1] = rows[r * ld + 2 * c + 1];
+          }
+      }
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          std::memcpy(po + r * sor + c * soc + 2 * m0, blk.data() + (r * cols + c) * 2 * MB,
+                      sizeof(float) * 2 * nm);
+    }
+  });
+}
+
+template <int NVC, int NWV>
+void sep2_inv_impl(const float* pb, int64_t sbr, int64_t sbc, int64_t M, int64_t R, int64_t cols,
+                   const float* dr, const float* di, int64_t Hout, const float* dcol, int64_t Wout,
+                   float* po, int64_t som, int64_t soh) {
+  constexpr int64_t ld = 16 * NVC;
+  constexpr int64_t wp = 16 * NWV;
+  at::parallel_for(0, (M + MB - 1) / MB, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> blk(R * cols * 2 * MB), z(R * ld, 0.f), zs(R * ld), s(Hout * ld),
+        y(Wout == wp ? 0 : Hout * wp);
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t m0 = task * MB, nm = std::min<int64_t>(MB, M - m0);
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          std::memcpy(blk.data() + (r * cols + c) * 2 * MB, pb + r * sbr + c * sbc + 2 * m0,
+                      sizeof(float) * 2 * nm);
+      for (int64_t i = 0; i < nm; ++i) {
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t c = 0; c < cols; ++c) {
+            const float* b = blk.data() + (r * cols + c) * 2 * MB + 2 * i;
+            z[r * ld + 2 * c] = b[0], z[r * ld + 2 * c + 1] = b[1];
+          }
+        times_i(z.data(), R, ld, zs.data());
+        complex_rows<NVC>(dr, di, R, Hout, z.data(), zs.data(), R, ld, s.data());
+        float* out = po + (m0 + i) * som;
+        if (Wout == wp) {
+          real_rows<NWV>(s.data(), ld, Hout, dcol, 2 * cols, out, soh);
+        } else {
+          real_rows<NWV>(s.data(), ld, Hout, dcol, 2 * cols, y.data(), wp);
+          for (int64_t h = 0; h < Hout; ++h) std::memcpy(out + h * soh, y.data() + h * wp, sizeof(float) * Wout);
+        }
+      }
+    }
+  });
+}
+
+// Pads the real [rows, n] operand to [rows, nv * 16] floats (zeros beyond n).
+std::vector<float> pad_rows(const float* p, int64_t s0, int64_t s1, int64_t rows, int64_t n, int64_t nv) {
+  std::vector<float> out(rows * nv * 16, 0.f);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < n; ++j) out[i * nv * 16 + j] = p[i * s0 + j * s1];
+  return out;
+}
+
+// NVC: vectors per row of the complex intermediate (at most 32 kept columns); NWV: per row of
+// the inverse's real output (at most 64 columns).
+template <typename F>
+void dispatch_nvc(int64_t nvc, F&& f) {
+  switch (nvc) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+  }
+  TORCH_CHECK(false, "sep2: at most 32 kept columns");
+}
+
+template <typename F>
+void dispatch_nvc_nwv(int64_t nvc, int64_t nwv, F&& f) {
+  TORCH_CHECK(nwv >= 1 && nwv <= 4, "sep2_inv: at most 64 output columns");
+  dispatch_nvc(nvc, [&](auto a) {
+    switch (nwv) {
+      case 1: return f(a, std::integral_constant<int, 1>{});
+      case 2: return f(a, std::integral_constant<int, 2>{});
+      case 3: return f(a, std::integral_constant<int, 3>{});
+      default: return f(a, std::integral_constant<int, 4>{});
+    }
+  });
+}
+
+}  // namespace
+
+// x [M, H, W] float32 (unit stride along W), ecol [W, 2*cols] float32 (re/im interleaved
+// columns, as SignalPlan's column operand), erow [R, H] complex64, out [R, cols, M] complex64
+// (unit stride along M): out[r, c, m] = sum_h erow[r, h] sum_w x[m, h, w] ecol[w, c].
+void sep2_fwd(const torch::Tensor& x, const torch::Tensor& ecol, const torch::Tensor& erow, torch::Tensor& out) {
+  check_cpu("sep2_fwd", {&x, &ecol, &erow, &out});
+  TORCH_CHECK(x.dim() == 3 && ecol.dim() == 2 && erow.dim() == 2 && out.dim() == 3, "sep2_fwd: ranks");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && ecol.scalar_type() == at::kFloat &&
+                  erow.scalar_type() == at::kComplexFloat && out.scalar_type() == at::kComplexFloat,
+              "sep2_fwd: float32 x and ecol, complex64 erow and out expected");
+  const int64_t M = x.size(0), H = x.size(1), W = x.size(2), R = erow.size(0), cols = ecol.size(1) / 2;
+  TORCH_CHECK(ecol.size(0) == W && ecol.size(1) == 2 * cols && erow.size(1) == H && out.size(0) == R &&
+                  out.size(1) == cols && out.size(2) == M,
+              "sep2_fwd: shapes do not match");
+  TORCH_CHECK(x.stride(2) == 1 || W <= 1, "sep2_fwd: x needs unit stride along W");
+  TORCH_CHECK(out.stride(2) == 1 || M <= 1, "sep2_fwd: out needs unit stride along M");
+  if (M == 0 || R == 0 || cols == 0) return;
+  const int64_t nvc = (2 * cols + 15) / 16;
+  std::vector<float> ec = pad_rows(ecol.const_data_ptr<float>(), ecol.stride(0), ecol.stride(1), W, 2 * cols, nvc);
+  std::vector<float> er, ei;
+  split_complex(erow, er, ei);
+  dispatch_nvc(nvc, [&](auto a) {
+    sep2_fwd_impl<decltype(a)::value>(
+        x.const_data_ptr<float>(), x.stride(0), x.stride(1), M, H, W, ec.data(), er.data(), ei.data(), R,
+        cols, reinterpret_cast<float*>(out.data_ptr()), 2 * out.stride(0), 2 * out.stride(1));
+  });
+}
+
+// band [R, cols, M] complex64 (unit stride along M), drow [Hout, R] complex64, dcol [2*cols,
+// Wout] float32, out [M, Hout, Wout] float32 (unit stride along Wout): out[m, h, w] =
+// sum_c re(S[h, c]) dcol[2c, w] + im(S[h, c]) dcol[2c + 1, w], S[h, c] = sum_r drow[h, r] band[r, c, m].
+void sep2_inv(const torch::Tensor& band, const torch::Tensor& drow, const torch::Tensor& dcol, torch::Tensor& out) {
+  check_cpu("sep2_inv", {&band, &drow, &dcol, &out});
+  TORCH_CHECK(band.dim() == 3 && drow.dim() == 2 && dcol.dim() == 2 && out.dim() == 3, "sep2_inv: ranks");
+  TORCH_CHECK(band.scalar_type() == at::kComplexFloat && drow.scalar_type() == at::kComplexFloat &&
+                  dcol.scalar_type() == at::kFloat && out.scalar_type() == at::kFloat,
+              "sep2_inv: complex64 band and drow, float32 dcol and out expected");
+  const int64_t R = band.size(0), cols = band.size(1), M = band.size(2), Hout = drow.size(0), Wout = dcol.size(1);
+  TORCH_CHECK(drow.size(1) == R && dcol.size(0) == 2 * cols && out.size(0) == M && out.size(1) == Hout &&
+                  out.size(2) == Wout,
+              "sep2_inv: shapes do not match");
+  TORCH_CHECK(band.stride(2) == 1 || M <= 1, "sep2_inv: band needs unit stride along M");
+  TORCH_CHECK(out.stride(2) == 1 || Wout <= 1, "sep2_inv: out needs unit stride along Wout");
+  if (M == 0 || Hout == 0 || Wout == 0) return;
+  if (R == 0 || cols == 0) {
+    out.zero_();
+    return;
+  }
+  const int64_t nvc = (2 * cols + 15) / 16, nwv = (Wout + 15) / 16;
+  std::vector<float> dc = pad_rows(dcol.const_data_ptr<float>(), dcol.stride(0), dcol.stride(1), 2 * cols, Wout, nwv);
+  std::vector<float> dr, di;
+  split_complex(drow, dr, di);
+  dispatch_nvc_nwv(nvc, nwv, [&](auto a, auto b) {
+    sep2_inv_impl<decltype(a)::value, decltype(b)::value>(
+        reinterpret_cast<const float*>(band.const_data_ptr()), 2 * band.stride(0), 2 * band.stride(1), M, R,
+        cols, dr.data(), di.data(), Hout, dc.data(), Wout, out.data_ptr<float>(), out.stride(0), out.stride(1));
+  });
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cgemm_fold", &cgemm_fold,
         "out[t] = Re(sum_f e[f, t] (a[f] @ b[f])) for complex64 a, b, e and float32 out (CPU)");
   m.def("cgemm_re", &cgemm_re, "out[f] (+)= Re(a[f] @ b[f]) for complex64 a, b and float32 out (CPU)");
   m.def("cgemm", &cgemm, "out[f] (+)= a[f] @ b[f] for complex64 (b also float32) CPU tensors");
+  m.def("sep2_fwd", &sep2_fwd, "the separable 2-D forward transform, both stages per block of maps (CPU)");
+  m.def("sep2_inv", &sep2_inv, "the separable 2-D inverse transform, both stages per block of maps (CPU)");
   m.def("cgemm_taps", &cgemm_taps,
         "out[f] (+)= a[f] @ (sum_t e[f, t] w[t]) for complex64 a, e, out and float32 w (CPU)");
 }
