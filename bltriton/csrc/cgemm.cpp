@@ -786,73 +786,87 @@ inline v16 neg_re() {  // (-1, +1, -1, +1, ...): swap_re_im(t) * neg_re() = i * 
   return s;
 }
 
-// rows of a complex matrix [n, 2*cp floats] times complex scalars: out[h] = sum_k (er[h, k] z[k]
-// + ei[h, k] zs[k]) for h in [0, nh), z/zs the rows and their i-multiples, nv vectors per row.
+// HB rows of out = sum_k (er[h, k] z[k] + ei[h, k] zs[k]): z/zs rows of a complex matrix and
+// their i-multiples, NVC vectors per row. Separate sums for the real and the imaginary scalar
+// (no two dependent multiply-adds per step): 2 * HB * NVC independent sums.
+template <int NVC, int HB>
+inline void complex_block(const float* er, const float* ei, int64_t ldk, const float* z, const float* zs,
+                          int64_t nk, int64_t ld, float* out) {
+  v16 acc[HB][NVC], acc2[HB][NVC];
+  for (int i = 0; i < HB; ++i)
+    for (int v = 0; v < NVC; ++v) acc[i][v] = acc2[i][v] = splat(0.f);
+  for (int64_t k = 0; k < nk; ++k) {
+    v16 t[NVC], ts[NVC];
+    for (int v = 0; v < NVC; ++v) t[v] = load(z + k * ld + 16 * v), ts[v] = load(zs + k * ld + 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < HB; ++i) {
+      const v16 a = splat(er[i * ldk + k]), b = splat(ei[i * ldk + k]);
+      for (int v = 0; v < NVC; ++v) acc[i][v] += a * t[v], acc2[i][v] += b * ts[v];
+    }
+  }
+  for (int i = 0; i < HB; ++i)
+    for (int v = 0; v < NVC; ++v) store(out + i * ld + 16 * v, acc[i][v] + acc2[i][v]);
+}
+
+// out[h] = sum_k (er[h, k] z[k] + ei[h, k] zs[k]) for h in [0, nh): the row stages. The rows
+// left after the full blocks take a block of their own size (a row at a time waited on the
+// multiply-add latency: the 23 kept rows of a 32x32 map at r=0.5 cost as many as 32).
 template <int NVC>
 void complex_rows(const float* er, const float* ei, int64_t ldk, int64_t nh, const float* z,
                   const float* zs, int64_t nk, int64_t ld, float* out) {
-  // Separate sums for the real and the imaginary scalar (no two dependent multiply-adds per
-  // step), HB rows at once: 2 * HB * NVC independent sums.
   constexpr int HB = NVC == 1 ? 6 : 4;
   int64_t h = 0;
-  for (; h + HB <= nh; h += HB) {
-    v16 acc[HB][NVC], acc2[HB][NVC];
-    for (int i = 0; i < HB; ++i)
-      for (int v = 0; v < NVC; ++v) acc[i][v] = acc2[i][v] = splat(0.f);
-    for (int64_t k = 0; k < nk; ++k) {
-      v16 t[NVC], ts[NVC];
-      for (int v = 0; v < NVC; ++v) t[v] = load(z + k * ld + 16 * v), ts[v] = load(zs + k * ld + 16 * v);
-#pragma GCC unroll 6
-      for (int i = 0; i < HB; ++i) {
-        const v16 a = splat(er[(h + i) * ldk + k]), b = splat(ei[(h + i) * ldk + k]);
-        for (int v = 0; v < NVC; ++v) acc[i][v] += a * t[v], acc2[i][v] += b * ts[v];
-      }
-    }
-    for (int i = 0; i < HB; ++i)
-      for (int v = 0; v < NVC; ++v) store(out + (h + i) * ld + 16 * v, acc[i][v] + acc2[i][v]);
-  }
-  for (; h < nh; ++h) {
-    v16 acc[NVC];
-    for (int v = 0; v < NVC; ++v) acc[v] = splat(0.f);
-    for (int64_t k = 0; k < nk; ++k) {
-      const v16 a = splat(er[h * ldk + k]), b = splat(ei[h * ldk + k]);
-      for (int v = 0; v < NVC; ++v) acc[v] += a * load(z + k * ld + 16 * v) + b * load(zs + k * ld + 16 * v);
-    }
-    for (int v = 0; v < NVC; ++v) store(out + h * ld + 16 * v, acc[v]);
+  for (; h + HB <= nh; h += HB)
+    complex_block<NVC, HB>(er + h * ldk, ei + h * ldk, ldk, z, zs, nk, ld, out + h * ld);
+  const float *r = er + h * ldk, *i = ei + h * ldk;
+  switch (nh - h) {
+    case 5: return complex_block<NVC, 5>(r, i, ldk, z, zs, nk, ld, out + h * ld);
+    case 4: return complex_block<NVC, 4>(r, i, ldk, z, zs, nk, ld, out + h * ld);
+    case 3: return complex_block<NVC, 3>(r, i, ldk, z, zs, nk, ld, out + h * ld);
+    case 2: return complex_block<NVC, 2>(r, i, ldk, z, zs, nk, ld, out + h * ld);
+    case 1: return complex_block<NVC, 1>(r, i, ldk, z, zs, nk, ld, out + h * ld);
+    default: return;
   }
 }
 
-// out[h] = sum_k s[h, k] d[k] for real scalars s [nh, nk] (row stride lds) and real vector rows
-// d [nk, NWV * 16]: the column stages (forward: s = x, d = ecol; inverse: s = S, d = dcol).
+// HB rows of out = sum_k s[h, k] d[k]: real scalars times real vector rows d [nk, NWV * 16].
+template <int NWV, int HB>
+inline void real_block(const float* s, int64_t lds, const float* d, int64_t nk, float* out, int64_t ldo) {
+  v16 acc[HB][NWV];
+  for (int i = 0; i < HB; ++i)
+    for (int v = 0; v < NWV; ++v) acc[i][v] = splat(0.f);
+  for (int64_t k = 0; k < nk; ++k) {
+    v16 dv[NWV];
+    for (int v = 0; v < NWV; ++v) dv[v] = load(d + k * NWV * 16 + 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < HB; ++i) {
+      const v16 a = splat(s[i * lds + k]);
+      for (int v = 0; v < NWV; ++v) acc[i][v] += a * dv[v];
+    }
+  }
+  for (int i = 0; i < HB; ++i)
+    for (int v = 0; v < NWV; ++v) store(out + i * ldo + 16 * v, acc[i][v]);
+}
+
+// out[h] = sum_k s[h, k] d[k] for h in [0, nh) (row stride lds): the column stages (forward:
+// s = x, d = ecol; inverse: s = S, d = dcol). Leftover rows as in complex_rows.
 template <int NWV>
 void real_rows(const float* s, int64_t lds, int64_t nh, const float* d, int64_t nk, float* out,
                int64_t ldo) {
   constexpr int HB = NWV == 1 ? 8 : NWV == 2 ? 6 : 4;  // HB * NWV independent sums
   int64_t h = 0;
-  for (; h + HB <= nh; h += HB) {
-    v16 acc[HB][NWV];
-    for (int i = 0; i < HB; ++i)
-      for (int v = 0; v < NWV; ++v) acc[i][v] = splat(0.f);
-    for (int64_t k = 0; k < nk; ++k) {
-      v16 dv[NWV];
-      for (int v = 0; v < NWV; ++v) dv[v] = load(d + k * NWV * 16 + 16 * v);
-#pragma GCC unroll 8
-      for (int i = 0; i < HB; ++i) {
-        const v16 a = splat(s[(h + i) * lds + k]);
-        for (int v = 0; v < NWV; ++v) acc[i][v] += a * dv[v];
-      }
-    }
-    for (int i = 0; i < HB; ++i)
-      for (int v = 0; v < NWV; ++v) store(out + (h + i) * ldo + 16 * v, acc[i][v]);
-  }
-  for (; h < nh; ++h) {
-    v16 acc[NWV];
-    for (int v = 0; v < NWV; ++v) acc[v] = splat(0.f);
-    for (int64_t k = 0; k < nk; ++k) {
-      const v16 a = splat(s[h * lds + k]);
-      for (int v = 0; v < NWV; ++v) acc[v] += a * load(d + k * NWV * 16 + 16 * v);
-    }
-    for (int v = 0; v < NWV; ++v) store(out + h * ldo + 16 * v, acc[v]);
+  for (; h + HB <= nh; h += HB) real_block<NWV, HB>(s + h * lds, lds, d, nk, out + h * ldo, ldo);
+  const float* sh = s + h * lds;
+  float* oh = out + h * ldo;
+  switch (nh - h) {
+    case 7: return real_block<NWV, 7>(sh, lds, d, nk, oh, ldo);
+    case 6: return real_block<NWV, 6>(sh, lds, d, nk, oh, ldo);
+    case 5: return real_block<NWV, 5>(sh, lds, d, nk, oh, ldo);
+    case 4: return real_block<NWV, 4>(sh, lds, d, nk, oh, ldo);
+    case 3: return real_block<NWV, 3>(sh, lds, d, nk, oh, ldo);
+    case 2: return real_block<NWV, 2>(sh, lds, d, nk, oh, ldo);
+    case 1: return real_block<NWV, 1>(sh, lds, d, nk, oh, ldo);
+    default: return;
   }
 }
 
