@@ -53,9 +53,9 @@ class Rule:
         column_gemm_ratio: in the separable path, transform the last axis by a DFT GEMM while
             ``2·L·cols <= column_gemm_ratio · n·log2(n)``, else by an FFT.
         blocked_ratio: where ``direct`` would be chosen for 2-D maps, use ``blocked`` (both
-            separable stages per block of maps in the CPU kernel) while its vector work
-            ``16·(P + 2·rows·H)`` times this is at most the direct GEMM's ``2·F·P`` multiply-adds
-            (0: never).
+            separable stages per block of maps in the CPU kernel) while its work
+            ``16·v·(P + 2·rows·H) + BLOCKED_MAP_COST`` (``v`` vectors per intermediate row)
+            times this is at most the direct GEMM's ``2·F·P`` multiply-adds (0: never).
     """
 
     direct_ratio: float
@@ -76,6 +76,11 @@ class Rule:
 # multiply-adds: measured on 1024-4096 maps, forward / inverse against direct, 14x14 r=0.5 0.67
 # / 0.74, 16x16 r=0.5 0.53 / 0.43, r=0.75 0.77 / 0.60, 20x20 r=0.5 0.38 / 0.38; 12x12 r=0.5 a
 # tie (0.97), 14x14 r=0.75 1.06 / 1.16 and 8x8 1.6-2.8 (direct kept); bench/NOTES.md.
+# The blocked transform's fixed work per map, in the same multiply-add units (~75 vector
+# multiply-adds: loops, the band rows' gather): the 8x8 outputs of a stride-2 layer (18x18 grid,
+# r=0.5, 13 kept rows) took 0.69 / 0.71 ms blocked against 0.52 / 0.51 ms direct for 8192 maps,
+# where the vector work alone said blocked.
+BLOCKED_MAP_COST = 1200
 RULES: dict[str, Rule] = {
     "cpu": Rule(direct_ratio=4.0, column_gemm_ratio=16.0, blocked_ratio=2.3),
     "cpu-onednn": Rule(direct_ratio=6.0, column_gemm_ratio=16.0, blocked_ratio=2.3),
@@ -429,13 +434,14 @@ def _blocked_pays(
     band: Band, length: tuple[int, ...], device: torch.device, dtype: torch.dtype, rule: Rule, direct: int
 ) -> bool:
     """Whether the CPU kernel's blocked separable transform beats the direct GEMM for these
-    2-D maps (``direct``: the direct method's multiply-adds per map). Only where an intermediate
-    row fits one vector (at most 8 kept columns), the regime measured."""
+    2-D maps (``direct``: the direct method's multiply-adds per map): its vector work, 16 lanes
+    per vector of an intermediate row, plus a fixed cost per map."""
     if not rule.blocked_ratio or device.type != "cpu" or dtype != torch.float32:
         return False
-    if 2 * band.cols > 16 or length[-1] > _cgemm.SEPARABLE_MAX_WIDTH:
+    vectors = -(-2 * band.cols // 16)  # per intermediate row
+    if 2 * band.cols > 2 * _cgemm.SEPARABLE_MAX_COLS or length[-1] > _cgemm.SEPARABLE_MAX_WIDTH:
         return False
-    work = 16 * (math.prod(length) + 2 * band.kept_rows * length[0])
+    work = 16 * vectors * (math.prod(length) + 2 * band.kept_rows * length[0]) + BLOCKED_MAP_COST
     return rule.blocked_ratio * work <= direct and _cgemm.provider() == "kernel"
 
 
