@@ -73,9 +73,9 @@ class Rule:
 # against 7.6 ms (9.75) and 7.1 against 4.9 ms (8.2).
 # blocked_ratio: the direct GEMM runs near the vector units' peak, the blocked kernel at ~0.44 of
 # it (per-map loops, a gather of each band row), so blocked pays where it does 2.3x fewer vector
-# multiply-adds: measured on 1024-4096 maps, forward / inverse against direct, 14x14 r=0.5 0.67
-# / 0.74, 16x16 r=0.5 0.53 / 0.43, r=0.75 0.77 / 0.60, 20x20 r=0.5 0.38 / 0.38; 12x12 r=0.5 a
-# tie (0.97), 14x14 r=0.75 1.06 / 1.16 and 8x8 1.6-2.8 (direct kept); bench/NOTES.md.
+# multiply-adds: measured on 1024-4096 maps, forward / inverse against direct, 14x14 r=0.5 0.55
+# / 0.70, 16x16 r=0.5 0.56 / 0.57, r=0.75 0.83 / 0.76, 20x20 r=0.5 0.38 / 0.50; 12x12 r=0.5 a
+# tie (0.86 / 0.96), 14x14 r=0.75 0.85 / 1.01 and 8x8 1.8-2.6 (direct kept); bench/NOTES.md.
 # The blocked transform's fixed work per map, in the same multiply-add units (~75 vector
 # multiply-adds: loops, the band rows' gather): the 8x8 outputs of a stride-2 layer (18x18 grid,
 # r=0.5, 13 kept rows) took 0.69 / 0.71 ms blocked against 0.52 / 0.51 ms direct for 8192 maps,
@@ -439,7 +439,7 @@ def _blocked_pays(
     if not rule.blocked_ratio or device.type != "cpu" or dtype != torch.float32:
         return False
     vectors = -(-2 * band.cols // 16)  # per intermediate row
-    if 2 * band.cols > 2 * _cgemm.SEPARABLE_MAX_COLS or length[-1] > _cgemm.SEPARABLE_MAX_WIDTH:
+    if band.cols > _cgemm.SEPARABLE_MAX_COLS or length[-1] > _cgemm.SEPARABLE_MAX_WIDTH:
         return False
     work = 16 * vectors * (math.prod(length) + 2 * band.kept_rows * length[0]) + BLOCKED_MAP_COST
     return rule.blocked_ratio * work <= direct and _cgemm.provider() == "kernel"
