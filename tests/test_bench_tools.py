@@ -150,3 +150,19 @@ def test_cgemm_bench_rows(monkeypatch):
     rows = cgemm.run(rounds=1)
     assert len(rows) == 3 and rows[2].startswith("| tiny |") and rows[2].endswith("× |")
     assert "BLTRITON_CPU_CGEMM" not in os.environ
+
+
+def test_transforms_bench_rows():
+    """bench.transforms times every method on each geometry, names the rule's pick, and leaves
+    no forced method behind."""
+    from bench import transforms as bench_transforms
+    from bltriton import _cgemm, transforms
+
+    if not _cgemm.available():
+        pytest.skip("the CPU kernel could not be built")
+    rows = bench_transforms.run(
+        rounds=1, geometries=[((6, 5), (8, 7), 1, 0.5, 21), ((4, 4), (10, 10), 2, 0.5, 3)]
+    )
+    assert len(rows) == 4 and all(r.count(" / ") == 3 for r in rows[2:])
+    assert rows[2].rstrip(" |").split("| ")[-1] in ("direct", "blocked", "gemm", "fft")
+    assert transforms.FORCE_METHOD is None
