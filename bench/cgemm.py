@@ -9,11 +9,12 @@ kernel, ...) and real GMAC/s (one complex multiply-add = 4 real ones).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
+
+from bench import print_rows_main
 
 # (id, a's storage shape, b's storage shape, a transposed, b transposed): the three
 # contractions of a 64->64 32² layer (F=325 kept frequencies, B=32), the 512->512 4² layer's
@@ -78,13 +79,7 @@ def run(rounds: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print("\n".join(run(args.rounds)))
-    return 0
+    return print_rows_main(__doc__, run, 21, argv)
 
 
 if __name__ == "__main__":

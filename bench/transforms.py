@@ -10,11 +10,12 @@ interleaved over the methods) and the rule's pick, so a pick that is not the fas
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
+
+from bench import print_rows_main
 
 # (map size, grid, stride, rate, maps): stride-1 maps on their padded grid (the inputs and
 # output gradients of 3x3 layers), and the outputs of stride-2 layers on their input's grid.
@@ -83,13 +84,7 @@ def run(rounds: int, geometries=GEOMETRIES) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print("\n".join(run(args.rounds)))
-    return 0
+    return print_rows_main(__doc__, run, 15, argv)
 
 
 if __name__ == "__main__":
