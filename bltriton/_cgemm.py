@@ -177,6 +177,9 @@ def available() -> bool:
         return _module(strict=False) is not None
 
 
+_C64 = torch.complex64
+
+
 def _eligible(*ts: torch.Tensor) -> bool:
     """``ts`` = ``(a, b[, out])``: complex64 CPU tensors, ``b`` also float32. (Plain loops: this
     runs a few times per layer call, where generator expressions cost microseconds.)"""
@@ -194,9 +197,6 @@ def _eligible(*ts: torch.Tensor) -> bool:
         ):
             return False
     return _current_dispatch_mode() is None and not _functorch_active()
-
-
-_C64 = torch.complex64
 
 
 def takes(*tensors: torch.Tensor) -> bool:
@@ -341,19 +341,14 @@ SEPARABLE_MAX_COLS = 32
 SEPARABLE_MAX_WIDTH = 64
 
 
-def takes_separable(signal: torch.Tensor, cols: int, width: int) -> bool:
-    """Whether :func:`separable_forward` / :func:`separable_inverse` run for this signal (the
-    real maps, or the band for the inverse) with ``cols`` kept columns and maps ``width`` wide."""
+def takes_separable(a: torch.Tensor, b: torch.Tensor, cols: int, width: int) -> bool:
+    """Whether :func:`separable_forward` / :func:`separable_inverse` run on these operands (``a``
+    complex64, ``b`` complex64 or float32, as :func:`matmul`'s: the row operand and the real maps,
+    or the band and the column operand) with ``cols`` kept columns and maps ``width`` wide."""
     return (
         cols <= SEPARABLE_MAX_COLS
         and width <= SEPARABLE_MAX_WIDTH
-        and signal.dtype in (torch.float32, _C64)
-        and type(signal) is torch.Tensor
-        and signal.device.type == "cpu"
-        and not (torch.is_grad_enabled() and signal.requires_grad)
-        and not signal.is_conj()
-        and _current_dispatch_mode() is None
-        and not _functorch_active()
+        and _eligible(a, b)
         and provider() == "kernel"
     )
 

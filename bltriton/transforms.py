@@ -250,19 +250,17 @@ class SignalPlan:
         ``out`` (contiguous, that shape) filled."""
         b, c = x.shape[:2]
         f = self.band.num_kept
-        if (
-            self.method == "blocked"
-            and x.stride(-1) == 1
-            and _cgemm.takes_separable(x, self.band.cols, x.shape[-1])
-        ):
-            band = x.new_empty((f, b, c), dtype=complex_dtype(x.dtype)) if out is None else out
-            _cgemm.separable_forward(
-                x.reshape(b * c, *x.shape[2:]),
-                self._operand("col_fwd", conj, self._col_fwd),
-                self._row_operand(conj, False),
-                band.view(self.band.kept_rows, self.band.cols, b * c),
-            )
-            return band
+        if self.method == "blocked" and x.stride(-1) == 1:
+            rows = self._row_operand(conj, False)
+            if _cgemm.takes_separable(rows, x, self.band.cols, x.shape[-1]):
+                band = x.new_empty((f, b, c), dtype=rows.dtype) if out is None else out
+                _cgemm.separable_forward(
+                    x.reshape(b * c, *x.shape[2:]),
+                    self._operand("col_fwd", conj, self._col_fwd),
+                    rows,
+                    band.view(self.band.kept_rows, self.band.cols, b * c),
+                )
+                return band
         # "blocked" where the kernel does not take the call: the direct transform.
         e = self._kernel_operand(x, conj, inverse=False)  # [F, P] complex
         if e is not None:
@@ -333,19 +331,17 @@ class SignalPlan:
         """Band ``[F, B, O]`` -> ``[B, O, *length]`` real, contiguous. ``conj``: ``yb`` holds the
         conjugate of the band to invert."""
         f, b, o = yb.shape
-        if (
-            self.method == "blocked"
-            and yb.is_contiguous()
-            and _cgemm.takes_separable(yb, self.band.cols, self.length[-1])
-        ):
-            y = yb.new_empty((b, o, *self.length), dtype=self.dtype)
-            _cgemm.separable_inverse(
-                yb.view(self.band.kept_rows, self.band.cols, b * o),
-                self._row_operand(conj, True),
-                self._operand("col_inv", conj, self._col_inv),
-                y.view(b * o, *self.length),
-            )
-            return y
+        if self.method == "blocked" and yb.is_contiguous():
+            cols_op = self._operand("col_inv", conj, self._col_inv)
+            if _cgemm.takes_separable(yb, cols_op, self.band.cols, self.length[-1]):
+                y = yb.new_empty((b, o, *self.length), dtype=self.dtype)
+                _cgemm.separable_inverse(
+                    yb.view(self.band.kept_rows, self.band.cols, b * o),
+                    self._row_operand(conj, True),
+                    cols_op,
+                    y.view(b * o, *self.length),
+                )
+                return y
         d = self._kernel_operand(yb, conj, inverse=True)  # [F, P] complex
         if d is not None:
             y = yb.new_empty((b, o, *self.length), dtype=self.dtype)

@@ -809,8 +809,8 @@ inline void complex_block(const float* er, const float* ei, int64_t ldk, const f
 }
 
 // out[h] = sum_k (er[h, k] z[k] + ei[h, k] zs[k]) for h in [0, nh): the row stages. The rows
-// left after the full blocks take a block of their own size (a row at a time waited on the
-// multiply-add latency: the 23 kept rows of a 32x32 map at r=0.5 cost as many as 32).
+// left after the full blocks take a block of their own size (a row at a time would wait on the
+// multiply-add latency at every step).
 template <int NVC>
 void complex_rows(const float* er, const float* ei, int64_t ldk, int64_t nh, const float* z,
                   const float* zs, int64_t nk, int64_t ld, float* out) {
