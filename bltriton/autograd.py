@@ -20,6 +20,7 @@ recomputing it would cost more than one contraction."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,7 +29,8 @@ from functools import lru_cache
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
-from bltriton import _workspace, ops, spatial
+from bltriton import _workspace, ops, pipeline, spatial
+from bltriton import plan as _plan
 from bltriton.spectral import Band
 from bltriton.transforms import complex_dtype, real_dtype
 
@@ -337,14 +339,34 @@ def _band_conv_op(
     return _forward_impl(x_pad, weight, bias, spec)
 
 
+def _autocast_off(device_type: str):
+    """``torch.autocast(device_type, enabled=False)`` where autocast exists for the device type;
+    elsewhere (``meta``, where ``torch.autocast`` raises ``unsupported scalarType``) nothing."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _forward_impl(x_pad, weight, bias, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The forward op's body (also called directly in plain eager mode, see :func:`_eager`)."""
     # Precision is the spec's (fp32 transforms, spec.precision for the contractions): autocast
     # must not recast the transforms' matmuls inside the op (bf16 complex ops do not exist).
-    with torch.autocast(x_pad.device.type, enabled=False):
+    with _autocast_off(x_pad.device.type):
         if spec.algorithm == "spatial":
             return _spatial_forward(x_pad, weight, bias, spec)
+        if _plan.takes(spec, x_pad, weight):
+            return _plan_forward(x_pad, weight, bias, spec)
         return band_conv_forward(x_pad, weight, bias, spec)
+
+
+def _plan_forward(x_pad, weight, bias, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward op's outputs by the layer's plan (:mod:`bltriton.plan`): the filter band is
+    never returned (the plan forms it inside the contractions or again in the backward)."""
+    y, xb = _plan.plan_for(spec, x_pad, weight).forward(x_pad, weight, bias, spec.out_dtype or x_pad.dtype)
+    cdt = complex_dtype(x_pad.dtype)
+    if xb is None:
+        xb = x_pad.new_empty((0, x_pad.shape[0], x_pad.shape[1]), dtype=cdt)
+    return y, xb, x_pad.new_empty(0, dtype=cdt)
 
 
 def _spatial_forward(x_pad, weight, bias, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -419,11 +441,15 @@ def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool, nee
     """The backward op's body (also called directly in plain eager mode, see :func:`_eager`):
     ``(dx, dw, db)``; ``db`` is ``None`` unless ``need_b`` and the gradient's band gave it (the
     op returns only ``(dx, dw)``)."""
-    with torch.autocast(dy.device.type, enabled=False):  # as in the forward op
+    with _autocast_off(dy.device.type):  # as in the forward op
         if spec.algorithm == "spatial":  # ``xb`` is the input, ``filt`` the weight
             cdt = _compute_dtype(xb.dtype)
             dx, dw = spatial.backward(dy.to(cdt), xb.to(cdt), filt.to(cdt), spec, need_x, need_w)
             db = None
+        elif _plan.takes(spec, xb if spec.save_input else dy, filt):  # ``filt`` is the weight
+            cdt = _compute_dtype(xb.dtype) if spec.save_input else real_dtype(xb.dtype)
+            plan = _plan.plan_for(spec, _PlanInput(xb, spec), filt)
+            dx, dw, db = plan.backward(dy, xb, filt, need_x, need_w, need_b, cdt, cdt)
         else:
             if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
                 cdt = _compute_dtype(xb.dtype)
@@ -627,7 +653,12 @@ def band_conv(
             "bltriton: torch.jit.trace cannot record a band-limited convolution (TorchScript does "
             "not support it); use torch.compile, or torch.export.export for a saved graph"
         )
-    if (
+    if _plan.takes(spec, x_pad, weight):
+        if spec.save_filter_band is not False:
+            spec = _with_save_filter_band(spec, False)  # the plan never keeps the filter band
+        if _eager() and not (_wrapped(x_pad) or _wrapped(weight)):
+            return pipeline.apply(x_pad, weight, bias, spec)
+    elif (
         filter_cache is not None
         and not torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
@@ -639,8 +670,7 @@ def band_conv(
         return band_conv_forward(x_pad, weight, bias, spec, filter_band=wb, keep_input_band=False)[0]
     if spec.save_filter_band is None:
         spec = _with_save_filter_band(spec, _filter_band_worth_saving(spec.kernel, x_pad.shape[0]))
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    if _eager() and not (wrapped(x_pad) or wrapped(weight)):
+    if _eager() and not (_wrapped(x_pad) or _wrapped(weight)):
         # Function.apply binds the arguments with inspect.signature on every call when a Function
         # has a separate setup_context (~20 us, a tenth of a small layer's fwd+bwd); outside
         # functorch transforms (and their leftover wrappers) it then calls the base class's
@@ -650,6 +680,21 @@ def band_conv(
     function = _BandConv if torch.compiler.is_compiling() else _BandConvWithJvp
     y, _, _ = function.apply(x_pad, weight, bias, spec)
     return y
+
+
+def _wrapped(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+class _PlanInput:
+    """What :func:`bltriton.plan.plan_for` reads of the forward's input (channels, dtype,
+    device), rebuilt in the backward op from the kept input or, under ``save='band'``, from the
+    input band ``[F, B, C]`` (then the dtype is the band's real dtype)."""
+
+    def __init__(self, kept: torch.Tensor, spec: ConvSpec) -> None:
+        self.shape = kept.shape if spec.save_input else (kept.shape[1], kept.shape[2])
+        self.dtype = kept.dtype if spec.save_input else real_dtype(kept.dtype)
+        self.device = kept.device
 
 
 @lru_cache(maxsize=256)

@@ -1,0 +1,158 @@
+"""Layer plans (bltriton.plan): the triton backend's launch sequence against the float64 torch
+path and F.conv*d, plan reuse, what a warmed-up call does on the host, the pinned launch counts.
+
+The plan's operands and bookkeeping are checked with the pure-torch kernels
+(``plan.KERNELS = "naive"``, exact in float64, any size); the Triton kernels themselves under the
+interpreter on tiny layers (their own tests are tests/test_transform_kernels.py and
+tests/test_tap_mac.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench import launches
+from bltriton import BLConv2d, bl_conv1d, bl_conv2d
+from bltriton import plan as plan_mod
+
+# (ndim, B, C, O, L, k, padding, stride, dilation, groups, rate, save, padding_mode)
+CASES = [
+    pytest.param((2, 2, 3, 5, 9, 3, 1, 1, 1, 1, 0.5, "input", "zeros"), id="2d-3x3-pad1"),
+    pytest.param((2, 2, 4, 6, 9, 3, 1, 2, 1, 2, 0.5, "band", "zeros"), id="2d-stride2-groups2-band"),
+    pytest.param((2, 3, 3, 4, 11, 7, 2, 1, 1, 1, 0.3, "input", "zeros"), id="2d-7x7-unfused-filter"),
+    pytest.param((2, 1, 3, 3, 12, 2, 0, 1, 1, 3, 0.5, "input", "zeros"), id="2d-2x2-depthwise"),
+    pytest.param((2, 2, 3, 4, 10, 3, 2, 1, 2, 1, 0.75, "input", "reflect"), id="2d-dilated-reflect"),
+    pytest.param((1, 2, 3, 5, 17, 5, 2, 1, 2, 1, 0.5, "input", "zeros"), id="1d-k5-dilated"),
+    pytest.param((1, 2, 3, 5, 17, 5, 0, 3, 1, 1, 0.0, "band", "zeros"), id="1d-stride3-rate0-band"),
+    pytest.param((1, 3, 2, 4, 33, 31, 15, 1, 1, 1, 0.5, "input", "circular"), id="1d-k31-circular"),
+]
+
+
+def _conv(ndim, x, w, b, stride, pad, dil, groups, **kw):
+    fn = bl_conv2d if ndim == 2 else bl_conv1d
+    return fn(x, w, b, stride, pad, dil, groups, algorithm="spectral", **kw)
+
+
+def _inputs(ndim, bsz, c, o, length, k, groups, dtype, bias=True):
+    x = torch.randn((bsz, c, *(length,) * ndim), dtype=dtype, requires_grad=True)
+    w = torch.randn((o, c // groups, *(k,) * ndim), dtype=dtype, requires_grad=True)
+    b = torch.randn(o, dtype=dtype, requires_grad=True) if bias else None
+    return x, w, b
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+@pytest.fixture
+def naive(monkeypatch):
+    monkeypatch.setattr(plan_mod, "KERNELS", "naive")
+    plan_mod.clear_plans()
+    yield
+    plan_mod.clear_plans()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_plan_matches_torch_path_float64(naive, case, bias):
+    ndim, bsz, c, o, length, k, pad, stride, dil, groups, rate, save, mode = case
+    x, w, b = _inputs(ndim, bsz, c, o, length, k, groups, torch.float64, bias)
+    params = [x, w] + ([b] if bias else [])
+    kw = dict(compress_rate=rate, save=save, padding_mode=mode)
+    y = _conv(ndim, x, w, b, stride, pad, dil, groups, backend="triton", **kw)
+    assert len(plan_mod._PLANS) == 1  # the plan path ran
+    ref = _conv(ndim, x, w, b, stride, pad, dil, groups, backend="torch", **kw)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(y, params, g)
+    want = torch.autograd.grad(ref, params, g)
+    assert y.shape == ref.shape and y.dtype == ref.dtype
+    assert _rel(y, ref) < 1e-12
+    for name, a, r in zip(("dx", "dw", "db"), got, want):
+        assert a.shape == r.shape and a.dtype == r.dtype, name
+        assert _rel(a, r) < 1e-12, name
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_plan_rate0_equals_conv(naive, ndim):
+    x, w, b = _inputs(ndim, 2, 3, 4, 9, 3, 1, torch.float64)
+    y = _conv(ndim, x, w, b, 2, 1, 1, 1, backend="triton")
+    conv = F.conv2d if ndim == 2 else F.conv1d
+    ref = conv(x, w, b, 2, 1)
+    g = torch.randn_like(ref)
+    for a, r in zip(torch.autograd.grad(y, [x, w, b], g), torch.autograd.grad(ref, [x, w, b], g)):
+        assert _rel(a, r) < 1e-12
+    assert _rel(y, ref) < 1e-12
+
+
+def test_plan_gradcheck(naive):
+    x, w, b = _inputs(2, 2, 2, 3, 7, 3, 1, torch.float64)
+    fn = lambda x, w, b: _conv(2, x, w, b, 1, 1, 1, 1, backend="triton", compress_rate=0.5)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_plan_built_once_per_shape_not_per_batch(naive):
+    layer = BLConv2d(3, 4, 3, padding=1, compress_rate=0.5, backend="triton", algorithm="spectral").double()
+    for batch in (2, 5, 2):
+        layer(torch.randn(batch, 3, 8, 8, dtype=torch.float64)).sum().backward()
+    assert len(plan_mod._PLANS) == 1
+    layer.compress_rate = 0.25
+    layer(torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    assert len(plan_mod._PLANS) == 2
+
+
+@pytest.mark.parametrize(
+    "ndim,k,rate,save",
+    [
+        pytest.param((2, 3, 0.5, "input"), id="2d-3x3-fused-filter"),
+        pytest.param((2, 7, 0.5, "band"), id="2d-7x7-filter-band"),
+        pytest.param((1, 5, 0.5, "input"), id="1d-k5"),
+    ],
+)
+def test_plan_triton_kernels_fp32(poison_empty, ndim, k, rate, save):
+    """The whole sequence on the Triton kernels (interpreter: ieee fp32) against the float64
+    torch path; outputs allocated NaN-filled, so an element no kernel writes fails."""
+    plan_mod.clear_plans()
+    x, w, b = _inputs(ndim, 2, 3, 5, 11, k, 1, torch.float32)
+    y = _conv(ndim, x, w, b, 1, k // 2, 1, 1, backend="triton", compress_rate=rate, save=save)
+    assert len(plan_mod._PLANS) == 1
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = _conv(ndim, x64, w64, b64, 1, k // 2, 1, 1, backend="torch", compress_rate=rate, save=save)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(y, [x, w, b], g.float())
+    want = torch.autograd.grad(ref, [x64, w64, b64], g)
+    assert _rel(y.double(), ref) < 1e-5
+    for name, a, r in zip(("dx", "dw", "db"), got, want):
+        assert a.dtype == torch.float32
+        assert _rel(a.double(), r) < 1e-5, name
+
+
+def _warm_layer(save="input"):
+    layer = BLConv2d(8, 8, 3, padding=1, compress_rate=0.5, backend="triton", algorithm="spectral")
+    layer.save = save
+    x = torch.randn(4, 8, 12, 12, requires_grad=True)
+    return layer, x
+
+
+@pytest.mark.parametrize("save", ["input", "band"])
+def test_warm_call_only_allocates_and_launches(save):
+    """After a warm-up call a fwd+bwd makes no tensor other than its outputs' allocations (no
+    operand built, no host tensor, no copy): every aten op is an allocation or a view."""
+    plan_mod.clear_plans()
+    layer, x = _warm_layer(save=save)
+    counts = launches.count_cpu(layer, x, stub=True)
+    assert counts["aten_fwd"] == [] and counts["aten_bwd"] == []
+    assert counts["triton_fwd"] and counts["triton_bwd"]
+
+
+def test_launch_counts_pinned():
+    """The 3x3 C=O=8 layer at r=0.5 (the issue's CIFAR layer, smaller: the counts do not depend
+    on the channel count) on the CUDA path: 3 launches forward, 4 backward (bench.launches)."""
+    plan_mod.clear_plans()
+    layer, x = _warm_layer()
+    counts = launches.count_cpu(layer, x, stub=True)
+    assert (counts["fwd"], counts["bwd"]) == (3, 4), counts
+    assert counts["triton_fwd"] == ["to_band_kernel", "tap_cmac_kernel", "from_band_kernel"]
+    mac = "tap_cmac_kernel"
+    assert counts["triton_bwd"] == ["to_band_kernel", mac, mac, "from_band_kernel"]
