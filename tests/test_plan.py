@@ -105,9 +105,9 @@ def test_plan_built_once_per_shape_not_per_batch(naive):
 @pytest.mark.parametrize(
     "ndim,k,rate,save",
     [
-        pytest.param((2, 3, 0.5, "input"), id="2d-3x3-fused-filter"),
-        pytest.param((2, 7, 0.5, "band"), id="2d-7x7-filter-band"),
-        pytest.param((1, 5, 0.5, "input"), id="1d-k5"),
+        pytest.param(2, 3, 0.5, "input", id="2d-3x3-fused-filter"),
+        pytest.param(2, 7, 0.5, "band", id="2d-7x7-filter-band"),
+        pytest.param(1, 5, 0.5, "input", id="1d-k5"),
     ],
 )
 def test_plan_triton_kernels_fp32(poison_empty, ndim, k, rate, save):
