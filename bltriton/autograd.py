@@ -448,7 +448,7 @@ def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool, nee
             db = None
         elif _plan.takes(spec, xb if spec.save_input else dy, filt):  # ``filt`` is the weight
             cdt = _compute_dtype(xb.dtype) if spec.save_input else real_dtype(xb.dtype)
-            plan = _plan.plan_for(spec, _PlanInput(xb, spec), filt)
+            plan = _plan.plan_for(spec, _plan.Described.input_of(xb, spec), filt)
             dx, dw, db = plan.backward(dy, xb, filt, need_x, need_w, need_b, cdt, cdt)
         else:
             if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
@@ -519,6 +519,20 @@ def _eager() -> bool:
     )
 
 
+def _traced_plan(spec: ConvSpec, x, weight) -> bool:
+    """Under ``torch.compile`` (no functorch transform), a CUDA call a plan takes runs as the
+    plan's ``triton_op`` (:mod:`bltriton.pipeline`), whose Triton launches inductor sees;
+    elsewhere the general ops (whose vmap rules :mod:`bltriton.batching` registers) call the
+    plan inside. The interpreter's kernels cannot be traced (``wrap_triton`` hands them back
+    unwrapped), so CPU tensors keep the general ops."""
+    return (
+        torch.compiler.is_compiling()
+        and x.device.type == "cuda"
+        and not torch._C._are_functorch_transforms_active()
+        and _plan.takes(spec, x, weight)
+    )
+
+
 class _NoDoubleBackward(torch.autograd.Function):
     """Identity on a first-order gradient whose own backward raises: the backward op is not
     differentiable (it would need its own adjoint paths), and without this marker a second
@@ -554,6 +568,8 @@ class _BandConv(torch.autograd.Function):
     def forward(x_pad, weight, bias, spec: ConvSpec):
         if _eager():
             return _forward_impl(x_pad, weight, bias, spec)
+        if _traced_plan(spec, x_pad, weight):
+            return pipeline.plan_conv_op(x_pad, weight, bias, **_op_kwargs(spec))
         return _band_conv_op(x_pad, weight, bias, **_op_kwargs(spec))
 
     @staticmethod
@@ -586,7 +602,9 @@ class _BandConv(torch.autograd.Function):
             if _eager():
                 dx, dw, db = _backward_impl(dy, xb, filt, ctx.spec, bool(need_x), bool(need_w), band_db)
             else:
-                dx, dw = _band_conv_backward_op(
+                traced = _traced_plan(ctx.spec, _plan.Described.input_of(xb, ctx.spec), filt)
+                op = pipeline.plan_conv_backward_op if traced else _band_conv_backward_op
+                dx, dw = op(
                     dy,
                     xb,
                     filt,
@@ -684,17 +702,6 @@ def band_conv(
 
 def _wrapped(t: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
-
-
-class _PlanInput:
-    """What :func:`bltriton.plan.plan_for` reads of the forward's input (channels, dtype,
-    device), rebuilt in the backward op from the kept input or, under ``save='band'``, from the
-    input band ``[F, B, C]`` (then the dtype is the band's real dtype)."""
-
-    def __init__(self, kept: torch.Tensor, spec: ConvSpec) -> None:
-        self.shape = kept.shape if spec.save_input else (kept.shape[1], kept.shape[2])
-        self.dtype = kept.dtype if spec.save_input else real_dtype(kept.dtype)
-        self.device = kept.device
 
 
 @lru_cache(maxsize=256)

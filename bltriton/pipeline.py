@@ -45,3 +45,98 @@ def apply(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec
     """The band-limited convolution of one call by its plan (see :func:`bltriton.plan.plan_for`)."""
     plan = _plan.plan_for(spec, x, weight)
     return _PlanConv.apply(x, weight, bias, plan, spec.out_dtype or x.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# torch.compile: the plan's launches as torch.library.triton_ops, whose bodies inductor traces
+# (every Triton launch through wrap_triton), so it sees the kernels, can capture them in CUDA
+# graphs and fuse around them. Same schemas as the general path's custom ops
+# (bltriton.autograd._band_conv_op / _band_conv_backward_op), which stay for everything a plan
+# does not take (the CPU torch path, the spatial algorithm) and for vmap (their batching rules).
+# --------------------------------------------------------------------------------------------
+
+
+def _build_plan(spec, x, weight):
+    """The plan, built outside any fake-tensor mode: its DFT operands are real device tensors,
+    cached for later eager and traced calls alike (a plan built from fake tensors would keep
+    fake operands)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():
+        return _plan.plan_for(spec, _plan.Described(x), _plan.Described(weight))
+
+
+@torch.library.triton_op("bltriton::plan_conv", mutates_args=())
+def plan_conv_op(
+    x_pad: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    n: list[int],
+    band: list[int],
+    stride: list[int],
+    dilation: list[int],
+    groups: int,
+    backend: str,
+    precision: str | None,
+    out_dtype: torch.dtype | None,
+    save_filter_band: bool,
+    pad: list[int],
+    save_input: bool,
+    algorithm: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, xb, wb)`` as ``bltriton::band_conv`` (``wb`` always empty: plans keep no filter
+    band), by the layer's plan."""
+    from bltriton.autograd import _spec_from_op
+
+    spec = _spec_from_op(
+        x_pad.shape, weight.shape, n=n, band=band, stride=stride, dilation=dilation, groups=groups,
+        backend=backend, precision=precision, out_dtype=out_dtype, save_filter_band=save_filter_band,
+        pad=pad, save_input=save_input, algorithm=algorithm,
+    )  # fmt: skip
+    plan = _build_plan(spec, x_pad, weight)
+    y, xb = plan.forward(x_pad, weight, bias, out_dtype or x_pad.dtype, wrap=torch.library.wrap_triton)
+    cdt = plan.ccdt
+    if xb is None:
+        xb = x_pad.new_empty((0, x_pad.shape[0], x_pad.shape[1]), dtype=cdt)
+    return y, xb, x_pad.new_empty(0, dtype=cdt)
+
+
+@torch.library.triton_op("bltriton::plan_conv_backward", mutates_args=())
+def plan_conv_backward_op(
+    dy: torch.Tensor,
+    xb: torch.Tensor,
+    filt: torch.Tensor,
+    *,
+    x_shape: list[int],
+    w_shape: list[int],
+    need_x: bool,
+    need_w: bool,
+    n: list[int],
+    band: list[int],
+    stride: list[int],
+    dilation: list[int],
+    groups: int,
+    backend: str,
+    precision: str | None,
+    out_dtype: torch.dtype | None,
+    save_filter_band: bool,
+    pad: list[int],
+    save_input: bool,
+    algorithm: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dx, dw)`` as ``bltriton::band_conv_backward`` (compute dtype; empty where not asked
+    for), by the layer's plan; ``filt`` is the weight."""
+    from bltriton.autograd import _spec_from_op
+
+    spec = _spec_from_op(
+        x_shape, w_shape, n=n, band=band, stride=stride, dilation=dilation, groups=groups,
+        backend=backend, precision=precision, out_dtype=out_dtype, save_filter_band=save_filter_band,
+        pad=pad, save_input=save_input, algorithm=algorithm,
+    )  # fmt: skip
+    plan = _build_plan(spec, _plan.Described.input_of(xb, spec), filt)
+    cdt = plan.cdt
+    dx, dw, _ = plan.backward(dy, xb, filt, need_x, need_w, False, cdt, cdt, wrap=torch.library.wrap_triton)
+    dx = dy.new_empty(0, dtype=cdt) if dx is None else dx
+    dw = dy.new_empty(0, dtype=cdt) if dw is None else dw
+    return dx, dw

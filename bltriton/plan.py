@@ -34,7 +34,7 @@ import torch
 from bltriton.spectral import Band, column_weights
 from bltriton.transforms import _phase
 
-__all__ = ["FUSED_MAX_TAPS", "KERNELS", "LayerPlan", "clear_plans", "plan_for", "takes"]
+__all__ = ["FUSED_MAX_TAPS", "KERNELS", "Described", "LayerPlan", "clear_plans", "plan_for", "takes"]
 
 #: Filters of at most this many taps have their band formed inside the contractions (no filter
 #: band in memory); larger ones are transformed by ``to_band`` in the launch that transforms the
@@ -80,6 +80,27 @@ def takes(spec, x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+class Described:
+    """What :func:`plan_for` reads of a tensor (shape, dtype, device), apart from the tensor: a
+    fake tensor's description builds the same plan as the real one's."""
+
+    __slots__ = ("device", "dtype", "shape")
+
+    def __init__(self, t, shape=None, dtype=None) -> None:
+        self.shape = tuple(t.shape) if shape is None else shape
+        self.dtype = t.dtype if dtype is None else dtype
+        self.device = t.device
+
+    @classmethod
+    def input_of(cls, kept: torch.Tensor, spec) -> Described:
+        """The forward's input as the backward sees it: the kept input itself, or (under
+        ``save='band'``) its band ``[F, B, C]``, whose real dtype stands for the input's."""
+        if spec.save_input:
+            return cls(kept)
+        real = torch.float64 if kept.dtype == torch.complex128 else torch.float32
+        return cls(kept, shape=(kept.shape[1], kept.shape[2]), dtype=real)
 
 
 def plan_for(spec, x: torch.Tensor, weight: torch.Tensor) -> LayerPlan:
@@ -202,7 +223,12 @@ class LayerPlan:
         return w if w.dtype == self.cdt and w.is_contiguous() else w.to(self.cdt).contiguous()
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        bias: torch.Tensor | None,
+        out_dtype: torch.dtype,
+        wrap=None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(y, X)``: the output ``[B, O, *out]`` in ``out_dtype`` and, unless the plan's
         backward keeps the input, the input band ``[F, B, C]`` (else ``None``).
@@ -211,6 +237,8 @@ class LayerPlan:
             x: ``[B, C, *in_len]`` (unpadded where zero padding is folded), any strides.
             w: ``[O, C/groups, *k]``.
             bias: ``[O]`` or ``None``.
+            wrap: ``torch.library.wrap_triton`` inside a ``triton_op`` (every launch through
+                it), else ``None``.
         """
         tr, f = self.transform, self.f
         batch, o = x.shape[0], self.out_channels
@@ -220,19 +248,19 @@ class LayerPlan:
         if not self.fused_filter:
             filt = self._band(o, self.cg)
             jobs.append(tr.ToBand(_as_4d(w), self.taps_op, filt.view(f, -1)))
-        tr.to_band(jobs, precision=self.transform_precision)
+        tr.to_band(jobs, precision=self.transform_precision, wrap=wrap)
         yb = self._band(batch, o)
-        self._filter_mac("fwd", xb, w if self.fused_filter else filt, yb)
+        self._filter_mac("fwd", xb, w if self.fused_filter else filt, yb, wrap)
         y = torch.empty((batch, o, *self.out_len), dtype=out_dtype, device=self.device)
         job = tr.FromBand(yb.view(f, -1), self.d_out, _as_4d(y), bias)
-        tr.from_band([job], precision=self.transform_precision)
+        tr.from_band([job], precision=self.transform_precision, wrap=wrap)
         return y, (None if self.save_input else xb)
 
-    def _filter_mac(self, mode: str, a: torch.Tensor, filt: torch.Tensor, out: torch.Tensor) -> None:
+    def _filter_mac(self, mode: str, a: torch.Tensor, filt: torch.Tensor, out: torch.Tensor, wrap) -> None:
         """``mac(mode)`` against the weight (its band formed from the taps) or the filter band."""
         taps_op = self.taps_op if self.fused_filter else None
         groups, prec = self.spec.groups, self.mac_precision
-        self.tap_mac.mac(mode, a, filt, out, taps_op=taps_op, groups=groups, precision=prec)
+        self.tap_mac.mac(mode, a, filt, out, taps_op=taps_op, groups=groups, precision=prec, wrap=wrap)
 
     def backward(
         self,
@@ -244,6 +272,7 @@ class LayerPlan:
         need_b: bool,
         dx_dtype: torch.dtype,
         dw_dtype: torch.dtype,
+        wrap=None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(dx, dw, db)`` (``None`` where not asked for) in ``dx_dtype``/``dw_dtype`` (``db`` in
         the compute dtype).
@@ -252,6 +281,7 @@ class LayerPlan:
             dy: ``[B, O, *out]``, any strides.
             kept: the input ``[B, C, *in_len]`` (``save='input'``) or its band ``[F, B, C]``.
             w: ``[O, C/groups, *k]``.
+            wrap: as in :meth:`forward`.
         """
         tr, tm, f = self.transform, self.tap_mac, self.f
         g_op, dx_op, dw_op = self._backward_operands()
@@ -269,22 +299,22 @@ class LayerPlan:
         if need_x and not self.fused_filter:
             filt = self._band(o, self.cg)
             jobs.append(tr.ToBand(_as_4d(w), self.taps_op, filt.view(f, -1)))
-        tr.to_band(jobs, precision=self.transform_precision)
+        tr.to_band(jobs, precision=self.transform_precision, wrap=wrap)
         inverse = []
         if need_x:
             dxb = self._band(batch, self.channels)
-            self._filter_mac("dx", gb, w if self.fused_filter else filt, dxb)
+            self._filter_mac("dx", gb, w if self.fused_filter else filt, dxb, wrap)
             dx = torch.empty((batch, self.channels, *self.in_len), dtype=dx_dtype, device=self.device)
             inverse.append(tr.FromBand(dxb.view(f, -1), dx_op, _as_4d(dx), None))
         if need_w:
             dwb = self._band(o, self.cg)
             db = torch.empty(o, dtype=self.cdt, device=self.device) if need_b else None
-            tm.mac("dw", xb, gb, dwb, groups=groups, precision=prec, db=db)
+            tm.mac("dw", xb, gb, dwb, groups=groups, precision=prec, db=db, wrap=wrap)
             dw = torch.empty((o, self.cg, *self.kernel), dtype=dw_dtype, device=self.device)
             inverse.append(tr.FromBand(dwb.view(f, -1), dw_op, _as_4d(dw), None))
         elif need_b:
             db = self._bias_grad(dy)
-        tr.from_band(inverse, precision=self.transform_precision)
+        tr.from_band(inverse, precision=self.transform_precision, wrap=wrap)
         return dx, dw, db
 
     def _bias_grad(self, dy: torch.Tensor) -> torch.Tensor:

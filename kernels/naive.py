@@ -47,15 +47,15 @@ class FromBand(NamedTuple):
     bias: torch.Tensor | None
 
 
-def to_band(jobs, *, precision: str = "ieee", config=None) -> None:
-    """Every job of ``jobs`` (see :class:`ToBand`); ``precision`` and ``config`` are ignored."""
+def to_band(jobs, *, precision: str = "ieee", config=None, wrap=None) -> None:
+    """Every job of ``jobs`` (see :class:`ToBand`); ``precision``, ``config``, ``wrap`` are ignored."""
     for job in jobs:
         b, c = job.signal.shape[:2]
         s = job.signal.reshape(b * c, -1).to(job.op.dtype)
         job.out.copy_(torch.complex(job.op[0] @ s.T, job.op[1] @ s.T))
 
 
-def from_band(jobs, *, precision: str = "ieee", config=None) -> None:
+def from_band(jobs, *, precision: str = "ieee", config=None, wrap=None) -> None:
     """Every job of ``jobs`` (see :class:`FromBand`)."""
     for job in jobs:
         f, m = job.band.shape
@@ -73,7 +73,19 @@ def filter_band(w: torch.Tensor, taps_op: torch.Tensor) -> torch.Tensor:
     return torch.complex(taps_op[0] @ w2.T, taps_op[1] @ w2.T).view(-1, o, cg)
 
 
-def mac(mode, a, b, out, *, taps_op=None, groups: int = 1, precision: str = "ieee", db=None, config=None):
+def mac(
+    mode,
+    a,
+    b,
+    out,
+    *,
+    taps_op=None,
+    groups: int = 1,
+    precision: str = "ieee",
+    db=None,
+    config=None,
+    wrap=None,
+):
     """The three band contractions (``bltriton.ops`` conventions) written into ``out``; ``db``
     (``mode="dw"``) gets ``Σ_b Re b[0, b, o]``."""
     f = a.shape[0]

@@ -430,6 +430,7 @@ def mac(
     precision: str = "ieee",
     db: torch.Tensor | None = None,
     config: triton.Config | None = None,
+    wrap=None,
 ) -> None:
     """One band contraction on Triton, written into ``out`` (every element written, none read).
 
@@ -457,6 +458,8 @@ def mac(
             Gc[0, b, o]`` (the bias gradient).
         config: a ``triton.Config`` with kwargs ``BLOCK_M``, ``BLOCK_N``, ``BLOCK_K`` (each >= 16),
             ``FREQS``; ``None`` takes :func:`default_config`.
+        wrap: ``torch.library.wrap_triton`` inside a ``triton_op`` (torch.compile traces the
+            launch), else ``None``.
 
     Raises:
         ValueError: naming the argument whose shape, dtype, device, layout or value is wrong.
@@ -471,7 +474,8 @@ def mac(
         return
     grid, args, constexprs, config = planned
     with _INTERPRETER_LOCK if interpret else contextlib.nullcontext():
-        tap_cmac_kernel[grid](*args, **constexprs, num_warps=config.num_warps, num_stages=config.num_stages)
+        kernel = tap_cmac_kernel if wrap is None else wrap(tap_cmac_kernel)
+        kernel[grid](*args, **constexprs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def launch_args(

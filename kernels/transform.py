@@ -563,13 +563,15 @@ def from_band_args(jobs: Sequence[FromBand], cfg: triton.Config, precision: str 
     return (ends[-1],), args
 
 
-def _launch(kernel, grid, args: dict, cfg: triton.Config, device: torch.device) -> None:
+def _launch(kernel, grid, args: dict, cfg: triton.Config, device: torch.device, wrap=None) -> None:
+    # ``wrap``: torch.library.wrap_triton inside a triton_op (torch.compile traces the launch).
+    launcher = kernel if wrap is None else wrap(kernel)
     if device.type == "cuda":
         with torch.cuda.device(device):
-            kernel[grid](**args, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            launcher[grid](**args, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     else:
         with _INTERPRETER_LOCK:
-            kernel[grid](**args, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            launcher[grid](**args, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def to_band(
@@ -577,6 +579,7 @@ def to_band(
     *,
     precision: str | None,
     config: triton.Config | Mapping[str, int] | None = None,
+    wrap=None,
 ) -> None:
     """Real signals -> complex bands, every job in one launch.
 
@@ -589,6 +592,8 @@ def to_band(
             fp64 ``"ieee"``.
         config: a ``triton.Config`` (or its flat dict) with kwargs ``BLOCK_F``, ``BLOCK_M``,
             ``BLOCK_P``; ``None``: :func:`default_config` of the largest job.
+        wrap: ``torch.library.wrap_triton`` inside a ``triton_op`` (torch.compile traces the
+            launch), else ``None``.
     """
     dtype, device = _check_to_band(jobs)
     if config is None:
@@ -598,7 +603,7 @@ def to_band(
         config = as_config("to_band", config)
     grid, args = to_band_args(jobs, config, precision, device.type != "cuda")
     if grid is not None:
-        _launch(to_band_kernel, grid, args, config, device)
+        _launch(to_band_kernel, grid, args, config, device, wrap)
 
 
 def from_band(
@@ -606,6 +611,7 @@ def from_band(
     *,
     precision: str | None,
     config: triton.Config | Mapping[str, int] | None = None,
+    wrap=None,
 ) -> None:
     """Complex bands -> real signals (bias in the epilogue), every job in one launch.
 
@@ -616,6 +622,8 @@ def from_band(
         precision: as for :func:`to_band`.
         config: a ``triton.Config`` (or its flat dict) with kwargs ``BLOCK_M``, ``BLOCK_P``,
             ``BLOCK_F``; ``None``: :func:`default_config` of the largest job.
+        wrap: ``torch.library.wrap_triton`` inside a ``triton_op`` (torch.compile traces the
+            launch), else ``None``.
     """
     dtype, device = _check_from_band(jobs)
     if config is None:
@@ -625,7 +633,7 @@ def from_band(
         config = as_config("from_band", config)
     grid, args = from_band_args(jobs, config, precision, device.type != "cuda")
     if grid is not None:
-        _launch(from_band_kernel, grid, args, config, device)
+        _launch(from_band_kernel, grid, args, config, device, wrap)
 
 
 def _work(fmp: tuple[int, int, int]) -> int:
