@@ -1,7 +1,10 @@
 """Every ``BLTRITON_*`` environment variable is read here, and only here.
 
-The README lists the same table. Values are read at call time (not import time) so that tests and
-users can change them within a process.
+docs/environment.md lists the same table. Values are read at call time (not import time) so that
+tests and users can change them within a process. The first read of any of them checks them all
+(:func:`check_all`), and so does every band-limited call whose arguments and shapes are new, so a
+typo in a variable the current code path never reads (``BLTRITON_AUTOTUNE`` on the CPU torch path)
+is reported too, naming the variable.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ _FLAGS = tuple(name for name, (default, _) in VARIABLES.items() if default in ("
 
 
 def _flag(name: str) -> bool:
+    _check_all_once()
     # Strict: a typo such as ``BLTRITON_AUTOTUNE=maybe`` must not silently mean "on".
     raw = os.environ.get(name, "")
     value = raw.strip().lower() or VARIABLES[name][0]
@@ -86,6 +90,7 @@ def check_flags() -> None:
 
 
 def backend() -> str:
+    _check_all_once()
     value = os.environ.get("BLTRITON_BACKEND", "auto").strip().lower() or "auto"
     if value not in BACKENDS:
         raise EnvVarError(f"BLTRITON_BACKEND must be one of {BACKENDS}; got {value!r}")
@@ -93,6 +98,7 @@ def backend() -> str:
 
 
 def algorithm() -> str:
+    _check_all_once()
     value = os.environ.get("BLTRITON_ALGORITHM", "auto").strip().lower() or "auto"
     if value not in ALGORITHM_NAMES:
         raise EnvVarError(f"BLTRITON_ALGORITHM must be one of {ALGORITHM_NAMES}; got {value!r}")
@@ -106,6 +112,9 @@ def backend_raw() -> tuple[str | None, str | None]:
 
 
 def cache_dir() -> Path:
+    """The tuner's folder. Every path is a value: a folder that cannot be created or written is
+    the tuner's warning (it then keeps its choices in memory), not an error here."""
+    _check_all_once()
     raw = os.environ.get("BLTRITON_CACHE_DIR") or VARIABLES["BLTRITON_CACHE_DIR"][0]
     return Path(raw).expanduser()
 
@@ -133,6 +142,7 @@ CPU_CGEMMS: tuple[str, ...] = ("auto", "kernel", "torch")
 
 
 def _choice(name: str, choices: tuple[str, ...]) -> str:
+    _check_all_once()
     value = os.environ.get(name, "auto").strip().lower() or "auto"
     if value not in choices:
         raise EnvVarError(f"{name} must be one of {choices}; got {value!r}")
@@ -150,3 +160,49 @@ def cpu_cgemm() -> str:
 def triton_interpret() -> bool:
     """True when Triton kernels run on the CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0").strip() not in ("", "0")
+
+
+#: The parser of each variable of :data:`VARIABLES` (each raises :class:`EnvVarError` on a value
+#: it does not accept).
+PARSERS = {
+    "BLTRITON_BACKEND": backend,
+    "BLTRITON_CACHE_DIR": cache_dir,
+    "BLTRITON_AUTOTUNE": autotune_enabled,
+    "BLTRITON_FORCE_RETUNE": force_retune,
+    "BLTRITON_PRINT_AUTOTUNING": print_autotuning,
+    "BLTRITON_ALGORITHM": algorithm,
+    "BLTRITON_CPU_GEMM": cpu_gemm,
+    "BLTRITON_CPU_CGEMM": cpu_cgemm,
+    "BLTRITON_CHECK_FINITE": check_finite,
+}
+
+
+def check_all() -> None:
+    """Parse every ``BLTRITON_*`` variable, in the table's order, whatever the caller reads.
+
+    Called on the first read of any variable in a process and by each band-limited call whose
+    static part is new (:func:`bltriton.functional.bl_conv_with_band`; a repeated call is served
+    from its memo, where reading ten variables would cost more than the rest of the lookup).
+
+    Raises:
+        EnvVarError: the first variable with a value it does not accept (the message names it).
+    """
+    global _all_checked
+    outer = not _all_checked
+    _all_checked = True  # the parsers below must not start this check again
+    try:
+        for name in VARIABLES:
+            PARSERS[name]()
+    except BaseException:
+        if outer:
+            _all_checked = False  # not checked yet: the next read checks again
+        raise
+
+
+#: Whether :func:`check_all` has passed once in this process.
+_all_checked = False
+
+
+def _check_all_once() -> None:
+    if not _all_checked:
+        check_all()

@@ -100,6 +100,7 @@ def bl_conv_with_band(
         geo, band, spec = hit
         x_pad = x if fold else pad_input(x, geo.pads, padding_mode)
     else:
+        _env.check_all()  # every BLTRITON_* value, also those this call's path never reads
         geo = conv_geometry(conv, x, weight, bias, stride, padding, dilation, groups, padding_mode)
         rate = check_rate(compress_rate)
         energy = check_energy(energy, compress_rate)
@@ -153,7 +154,12 @@ _MAX_CALLS = 256
 
 
 def _freeze(value: object) -> object:
-    return tuple(value) if isinstance(value, list) else value
+    """A hashable form of an argument that also holds its type (and its items' types): values
+    that compare equal in Python but not to the checks (``1`` and ``1.0``, ``True`` and ``1``,
+    ``(1, 2)`` and ``(1, 2.0)``) must not share a checked call."""
+    if isinstance(value, (list, tuple)):
+        return type(value), tuple(_freeze(v) for v in value)
+    return type(value), value
 
 
 def _call_key(x, weight, bias, out_dtype, args: tuple) -> tuple | None:
@@ -280,7 +286,9 @@ def _int_tuple(value: IntOrTuple, ndim: int, name: str, minimum: int) -> tuple[i
         out = (int(value),) * ndim
     elif isinstance(value, Sequence) and not isinstance(value, str):
         items = [_as_int(v) for v in value]
-        if len(items) != ndim or any(v is None for v in items):
+        if any(v is None for v in items):  # a float or bool item: a TypeError, as F.conv*d's
+            raise TypeError(f"{form}; got {value!r}")
+        if len(items) != ndim:
             raise ValueError(f"{form}; got {value!r}")
         out = tuple(items)
     else:
@@ -350,7 +358,9 @@ def conv_geometry(
     return the normalised geometry."""
     ndim = weight.dim() - 2
     g = _as_int(groups)
-    if g is None or g < 1:
+    if g is None:  # a float or bool: a TypeError, as F.conv*d's
+        raise TypeError(f"{conv}: groups must be a positive int; got {groups!r}")
+    if g < 1:
         raise ValueError(f"{conv}: groups must be a positive int; got {groups!r}")
     out_channels, cg = weight.shape[:2]
     if out_channels % g:
@@ -373,6 +383,7 @@ def conv_geometry(
     dilation_t = _int_tuple(dilation, ndim, "dilation", 1)
     pads = _padding_pairs(padding, ndim, kernel, dilation_t, stride_t)
     geo = ConvGeometry(_static_sizes(x.shape[2:]), kernel, stride_t, dilation_t, pads, g)
+    _check_zero_size(conv, x, geo, padding_mode)
     _check_padding_mode_limits(conv, padding_mode, geo)
     for axis, (lp, ke) in enumerate(zip(geo.padded, geo.effective_kernel)):
         if ke > lp:
@@ -381,6 +392,32 @@ def conv_geometry(
                 f"input {geo.padded} on axis {axis}"
             )
     return geo
+
+
+def _check_zero_size(conv: str, x: torch.Tensor, geo: ConvGeometry, padding_mode: str) -> None:
+    """``nn.Conv*d``'s rule for an input with an empty spatial axis, with its error type: only a
+    zero batch or zero channels may have one (the output is then empty too), ``F.pad`` cannot
+    pad it in the other padding modes, and the padded input must still hold the kernel. An empty
+    axis has no values to transform; without this check zero padding turned it into a non-empty
+    output of the bias alone."""
+    if all(x.shape[2:]):
+        return
+    if x.shape[0] and x.shape[1]:
+        raise RuntimeError(
+            f"{conv}: only zero batch or zero channel inputs are supported (as F.conv{len(geo.kernel)}d), "
+            f"but got input shape {list(x.shape)}"
+        )
+    if padding_mode != "zeros" and any(map(any, geo.pads)):
+        raise RuntimeError(
+            f"{conv}: padding_mode={padding_mode!r} cannot pad an input with an empty spatial axis "
+            f"(as F.pad); got input shape {list(x.shape)} and padding {geo.pads}"
+        )
+    for axis, (lp, ke) in enumerate(zip(geo.padded, geo.effective_kernel)):
+        if ke > lp:
+            raise RuntimeError(
+                f"{conv}: kernel size (dilated: {geo.effective_kernel}) is larger than the padded "
+                f"input {geo.padded} on axis {axis}"
+            )
 
 
 def _padding_pairs(
@@ -442,6 +479,8 @@ def _choose_band(x_pad: torch.Tensor, n: tuple[int, ...], rate: float, energy: f
     input's spectrum: one extra fp32 transform and one host sync per call."""
     if energy is None:
         return band_for_rate(n, rate)
+    if x_pad.device.type == "meta":  # no values to search: the full band gives the same shapes
+        return band_for_rate(n, 0.0)
     ndim = len(n)
     with torch.no_grad():
         x32 = x_pad.detach().to(torch.float32 if x_pad.dtype != torch.float64 else x_pad.dtype)

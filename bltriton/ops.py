@@ -23,6 +23,7 @@ long as the contraction itself (16.8 ms vs 16.1 ms).
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from functools import lru_cache
 
@@ -80,9 +81,33 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
                 f"backend='triton' needs a CUDA tensor (got device {device}); on the CPU set "
                 "TRITON_INTERPRET=1 before importing triton, or use backend='torch'"
             )
+        if device.type != "cuda" and _kernels_imported_without_interpreter():
+            raise ValueError(
+                f"backend='triton' on a {device.type} tensor runs the kernels on Triton's CPU "
+                "interpreter, but TRITON_INTERPRET=1 was set after bltriton's kernels were imported "
+                "(Triton reads it when a kernel is defined, at that import): set it before the "
+                "first import of bltriton.kernels or triton, e.g. in the shell "
+                "(TRITON_INTERPRET=1 python ...), or use backend='torch'"
+            )
         if not _triton_importable():
             raise RuntimeError("backend='triton' was asked for but triton does not import here")
     return choice
+
+
+def _kernels_imported_without_interpreter() -> bool:
+    """Whether a module of bltriton's kernels holds a ``@triton.jit`` kernel made for a GPU
+    (a ``JITFunction``; under ``TRITON_INTERPRET=1`` Triton makes ``InterpretedFunction`` objects,
+    which are no subclass of it)."""
+    try:
+        from triton.runtime.jit import JITFunction
+    except Exception:
+        return False
+    return any(
+        name.startswith("bltriton.kernels.")
+        and module is not None
+        and any(type(v) is JITFunction for v in vars(module).values())
+        for name, module in list(sys.modules.items())
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
@@ -60,6 +61,16 @@ def cli(*argv: str) -> Callable[[], object]:
         raise AssertionError(f"exit status {code}, stderr {err.getvalue()!r}")
 
     return run
+
+
+_TMP = tempfile.TemporaryDirectory(prefix="bltriton-test-errors-")  # removed at exit
+
+
+def a_file() -> str:
+    """A fresh existing regular file (for ``--out``, which must be a folder)."""
+    fd, path = tempfile.mkstemp(prefix="not-a-folder-", dir=_TMP.name)
+    os.close(fd)
+    return path
 
 
 def _tune_stub() -> object:
@@ -246,13 +257,17 @@ BAD_CALLS = [
     ("conv1d-weight-rank", lambda: bl_conv1d(torch.randn(1, 3, 8), W()), ValueError, "weight must"),
     # -- geometry -----------------------------------------------------------------------------
     ("stride-float", lambda: bl_conv2d(X(), W(), stride=2.0), TypeError, "stride"),
-    ("stride-tuple-float", lambda: bl_conv2d(X(), W(), stride=(1, 2.0)), ValueError, "stride"),
+    ("stride-tuple-float", lambda: bl_conv2d(X(), W(), stride=(1, 2.0)), TypeError, "stride"),
+    ("stride-tuple-bool", lambda: bl_conv2d(X(), W(), stride=(1, True)), TypeError, "stride"),
+    ("dilation-float", lambda: bl_conv2d(X(), W(), dilation=1.0), TypeError, "dilation"),
+    ("padding-tuple-float", lambda: bl_conv2d(X(), W(), padding=(1, 1.0)), TypeError, "padding"),
     ("stride-str", lambda: bl_conv2d(X(), W(), stride="2"), TypeError, "stride"),
     ("dilation-zero", lambda: bl_conv2d(X(), W(), dilation=0), ValueError, "dilation"),
     ("padding-tuple-len", lambda: bl_conv2d(X(), W(), padding=(1, 1, 1)), ValueError, "padding"),
     ("padding-float", lambda: bl_conv2d(X(), W(), padding=1.5), TypeError, "padding"),
-    ("groups-float", lambda: bl_conv2d(X(), W(), groups=1.5), ValueError, "groups"),
-    ("groups-bool", lambda: bl_conv2d(X(), W(), groups=True), ValueError, "groups"),
+    ("groups-float", lambda: bl_conv2d(X(), W(), groups=1.5), TypeError, "groups"),
+    ("groups-float-whole", lambda: bl_conv2d(X(), W(), groups=1.0), TypeError, "groups"),
+    ("groups-bool", lambda: bl_conv2d(X(), W(), groups=True), TypeError, "groups"),
     ("groups-channels", lambda: bl_conv2d(X(), W(), groups=3), ValueError, "channels"),
     (
         "circular-too-wide",
@@ -439,11 +454,30 @@ BAD_CALLS = [
             ("demo-width-zero", ["demo", "--quick", "--width", "0"], NO_ENV, "--width"),
             ("demo-batch-size-zero", ["demo", "--quick", "--batch-size", "0"], NO_ENV, "--batch-size"),
             ("demo-calibrated-range", ["demo", "--quick", "--calibrated", "1.5"], NO_ENV, "--calibrated"),
+            (
+                "tune-shape-shorter-than-kernel",
+                ["tune", "--demo", "fcn", "--input-shape", "2,1,3", "--no-progress"],
+                NO_ENV,
+                "smaller than its kernel (8,)",
+            ),
+            (
+                "tune-shape-2d-shorter-than-kernel",
+                ["tune", "--demo", "resnet", "--input-shape", "2,1,2,9", "--no-progress"],
+                NO_ENV,
+                "--input-shape 2,1,2,9",
+            ),
             ("calibrate-energy-range", ["calibrate", "--energy", "0"], NO_ENV, "energy"),
             ("calibrate-batches-zero", ["calibrate", "--batches", "0"], NO_ENV, "--batches"),
             ("calibrate-model-no-colon", ["calibrate", "--model", "os.path"], NO_ENV, "--model"),
         ]
     ],
+    ("cli-demo-out-file", lambda: cli("demo", "--quick", "--out", a_file())(), CommandLineError, "--out"),
+    (
+        "cli-demo-out-under-file",
+        lambda: cli("demo", "--quick", "--out", os.path.join(a_file(), "run"))(),
+        CommandLineError,
+        "is a file",
+    ),
 ]
 
 
@@ -498,3 +532,76 @@ def test_env_backend_invalid(monkeypatch):
     monkeypatch.setenv("BLTRITON_BACKEND", "fast")
     with pytest.raises(ValueError, match="BLTRITON_BACKEND"):
         bl_conv2d(x4(1, 3, 8, 8), W())
+
+
+# -- float int-arguments: F.conv*d's TypeError on every call ------------------------------------
+# (argument, the accepted value, a value equal to it in Python that F.conv*d rejects)
+EQUAL_BUT_REJECTED = [
+    pytest.param("stride", 1, 1.0, id="stride-1.0"),
+    pytest.param("stride", (1, 1), (1, 1.0), id="stride-tuple-1.0"),
+    pytest.param("stride", 1, True, id="stride-True"),
+    pytest.param("padding", 1, 1.0, id="padding-1.0"),
+    pytest.param("padding", [1, 1], [1, 1.0], id="padding-list-1.0"),
+    pytest.param("dilation", 1, 1.0, id="dilation-1.0"),
+    pytest.param("groups", 1, 1.0, id="groups-1.0"),
+    pytest.param("groups", 1, True, id="groups-True"),
+]
+
+
+@pytest.mark.parametrize("conv", ["conv1d", "conv2d"])
+@pytest.mark.parametrize("algorithm", ["spectral", "spatial"])
+@pytest.mark.parametrize("name,good,bad", EQUAL_BUT_REJECTED)
+def test_float_int_argument_raises_after_the_int_ran(name, good, bad, algorithm, conv):
+    """What a call accepts does not depend on what ran before it: ``stride=1.0`` is a
+    ``TypeError`` as in ``F.conv*d`` even after the same call with ``stride=1`` was checked and
+    remembered (``1.0 == 1`` and both hash alike)."""
+    x, w = (torch.randn(2, 3, 9), torch.randn(4, 3, 3)) if conv == "conv1d" else (X(), W())
+    if conv == "conv1d" and isinstance(good, (tuple, list)):
+        good, bad = type(good)(good[-1:]), type(bad)(bad[-1:])  # keeps the float item
+    f_conv, bl_conv = getattr(torch.nn.functional, conv), {"conv1d": bl_conv1d, "conv2d": bl_conv2d}[conv]
+    with pytest.raises(TypeError):
+        f_conv(x, w, **{name: bad})
+    for _ in range(2):  # checked on the first call, served from the memo on the second
+        bl_conv(x, w, **{name: good}, compress_rate=0.5, algorithm=algorithm)
+    for _ in range(2):
+        with pytest.raises(TypeError, match=name):
+            bl_conv(x, w, **{name: bad}, compress_rate=0.5, algorithm=algorithm)
+
+
+# -- zero-size spatial inputs: F.conv*d's result, or its error type -------------------------------
+ZERO_SIZE = [
+    # (input shape, weight shape, padding)
+    pytest.param((2, 4, 0, 12), (6, 4, 3, 3), 2, id="B2-C4-0x12-p2"),
+    pytest.param((2, 4, 0, 12), (6, 4, 3, 3), 1, id="B2-C4-0x12-p1"),
+    pytest.param((2, 4, 0, 12), (6, 4, 3, 3), (2, 0), id="B2-C4-0x12-p2x0"),
+    pytest.param((2, 4, 5, 0), (6, 4, 3, 3), 2, id="B2-C4-5x0-p2"),
+    pytest.param((4, 0, 7), (6, 4, 3, 3), 2, id="unbatched-C4-0x7-p2"),
+    pytest.param((0, 4, 0, 12), (6, 4, 3, 3), 2, id="B0-C4-0x12-p2"),
+    pytest.param((0, 4, 0, 12), (6, 4, 3, 3), 0, id="B0-C4-0x12-p0"),
+    pytest.param((2, 0, 0, 12), (6, 0, 3, 3), 2, id="B2-C0-0x12-p2"),
+    pytest.param((2, 4, 0), (6, 4, 3), 2, id="1d-B2-C4-L0-p2"),
+    pytest.param((0, 4, 0), (6, 4, 3), 2, id="1d-B0-C4-L0-p2"),
+    pytest.param((4, 0), (6, 4, 3), 1, id="1d-unbatched-C4-L0-p1"),
+]
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular", "replicate"])
+@pytest.mark.parametrize("x_shape,w_shape,padding", ZERO_SIZE)
+def test_zero_size_spatial_input_follows_torch(x_shape, w_shape, padding, padding_mode):
+    """An empty spatial axis gives ``nn.Conv*d``'s output (shape and the bias' values) or an
+    error of the type it raises; padding must not make an empty input non-empty."""
+    ndim = len(w_shape) - 2
+    plain = (nn.Conv1d if ndim == 1 else nn.Conv2d)(
+        w_shape[1], w_shape[0], w_shape[2:], padding=padding, padding_mode=padding_mode
+    )
+    band = (BLConv1d if ndim == 1 else BLConv2d).from_conv(plain, compress_rate=0.5)
+    x = torch.randn(x_shape)
+    try:
+        expected = plain(x)
+    except Exception as error:  # the type is what is compared
+        with pytest.raises(type(error)):
+            band(x)
+        return
+    y = band(x)
+    assert y.shape == expected.shape and y.dtype == expected.dtype
+    torch.testing.assert_close(y, expected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import math
@@ -292,6 +293,31 @@ def _progress_hooks(layers: list[tuple[str, Any]], bar: Any) -> list[Any]:
     return [module.register_forward_hook(after_forward) for _, module in layers]
 
 
+def _shape_checks(layers: list[tuple[str, Any]], shape: tuple[int, ...]) -> list[Any]:
+    """Forward pre-hooks raising :class:`UsageError` where a layer's input is smaller than its
+    dilated kernel on some axis: a padded call still runs, but its band and tuned configs are
+    those of a problem no real input of the model makes, so the run would tune nothing useful
+    (the first layer's check runs before anything was tuned)."""
+    import torch
+
+    flag = f"--input-shape {','.join(map(str, shape))}"
+
+    def before_forward(name: str, module: Any, inputs: Any) -> None:
+        x = inputs[0] if inputs else None
+        sizes = tuple(x.shape[2:]) if isinstance(x, torch.Tensor) and x.dim() > 2 else ()
+        taps, dilation = getattr(module, "kernel_size", ()), getattr(module, "dilation", ())
+        kernel = tuple(d * (k - 1) + 1 for k, d in zip(taps, dilation))
+        if len(sizes) == len(kernel) and any(n < k for n, k in zip(sizes, kernel)):
+            raise UsageError(
+                f"{flag}: layer {name!r} gets spatial size {sizes}, smaller than its kernel "
+                f"{kernel}; tune with the input shape the model is used at"
+            )
+
+    return [
+        module.register_forward_pre_hook(functools.partial(before_forward, name)) for name, module in layers
+    ]
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """Run ``tune``: one forward+backward of the model with tuning on; prints the stats."""
     import torch
@@ -314,14 +340,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     old_settings = _tuner.configure(tune_on_cpu=True) if args.tune_on_cpu else None
-    if device.type != "cuda" and not _tuner.settings().tune_on_cpu:
-        print(
-            f"note: on {device.type} configs are not timed (defaults are used); pass "
-            f"--tune-on-cpu to time them anyway",
-            file=sys.stderr,
-        )
+    timed_here = device.type == "cuda" or _tuner.settings().tune_on_cpu
     bar = tqdm(total=2 * len(layers), desc="tuning layers", unit="pass", disable=args.no_progress)
-    handles = _progress_hooks(layers, bar)
+    handles = _shape_checks(layers, shape) + _progress_hooks(layers, bar)
     _tuner.reset_stats()
     try:
         with _backend(args.backend):
@@ -337,6 +358,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         bar.close()
         if old_settings is not None:
             _tuner.configure(**old_settings)
+    if not timed_here:  # after the run, so that a mistake the run finds is the only line
+        print(
+            f"note: on {device.type} configs are not timed (defaults are used); pass "
+            f"--tune-on-cpu to time them anyway",
+            file=sys.stderr,
+        )
     stats = _tuner.stats()
     print(json.dumps(stats, sort_keys=True))
     print(_cache_file_line(stats, device))

@@ -260,6 +260,22 @@ def _check_run(run: dict[str, Any]) -> str | None:
     return None
 
 
+def _check_out(out: Path | None) -> str | None:
+    """``--out`` must be a folder or a path one can become: the nearest existing path on it is a
+    folder (an existing file there made the run fail at its first write, or with exit 0 and
+    nothing written where the user looks)."""
+    if out is None:
+        return None
+    for path in (out, *out.parents):
+        if path.exists() or path.is_symlink():
+            if path.is_dir():
+                return None
+            what = "is a file" if path.is_file() else "exists and is not a folder"
+            where = "" if path == out else f" (its parent {path} {what})"
+            return f"--out {out}: must be a folder{where or ' but ' + what}"
+    return None
+
+
 def _main(args: argparse.Namespace, preset_name: str) -> int:
     import torch
 
@@ -271,7 +287,7 @@ def _main(args: argparse.Namespace, preset_name: str) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run = resolve(args, preset_name)
-    problem = _check_run(run)
+    problem = _check_run(run) or _check_out(args.out)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
