@@ -31,6 +31,7 @@ from types import ModuleType
 
 import torch
 
+from bltriton.launch import Launches
 from bltriton.spectral import Band, column_weights
 from bltriton.transforms import _phase
 
@@ -189,6 +190,7 @@ class LayerPlan:
         # where the contractions run below fp32, as cuDNN's convolutions do under allow_tf32.
         self.transform_precision = "ieee" if self.mac_precision == "ieee" else "tf32"
         self.transform, self.tap_mac = _kernel_modules(KERNELS)
+        self.launches = Launches(self.transform, self.tap_mac, self.device)
         ones = (1,) * band.ndim
         inputs = _positions(self.in_len, ones, spec.pad_lo)
         outputs = _positions(self.out_len, spec.stride, (0,) * band.ndim)
@@ -240,27 +242,32 @@ class LayerPlan:
             wrap: ``torch.library.wrap_triton`` inside a ``triton_op`` (every launch through
                 it), else ``None``.
         """
-        tr, f = self.transform, self.f
+        tr, run, f = self.transform, self.launches, self.f
         batch, o = x.shape[0], self.out_channels
+        if bias is not None and not bias.is_contiguous():
+            bias = bias.contiguous()
+        key = None if wrap is not None else ("fwd", batch, x.stride(), bias is None, out_dtype)
         xb = self._band(batch, self.channels)
         jobs = [tr.ToBand(_as_4d(x), self.e_in, xb.view(f, -1))]
         w = self._weight(w)
         if not self.fused_filter:
             filt = self._band(o, self.cg)
             jobs.append(tr.ToBand(_as_4d(w), self.taps_op, filt.view(f, -1)))
-        tr.to_band(jobs, precision=self.transform_precision, wrap=wrap)
+        run.to_band(key, jobs, self.transform_precision, wrap=wrap)
         yb = self._band(batch, o)
-        self._filter_mac("fwd", xb, w if self.fused_filter else filt, yb, wrap)
+        self._filter_mac(key, "fwd", xb, w if self.fused_filter else filt, yb, wrap)
         y = torch.empty((batch, o, *self.out_len), dtype=out_dtype, device=self.device)
         job = tr.FromBand(yb.view(f, -1), self.d_out, _as_4d(y), bias)
-        tr.from_band([job], precision=self.transform_precision, wrap=wrap)
+        run.from_band(key, [job], self.transform_precision, wrap=wrap)
         return y, (None if self.save_input else xb)
 
-    def _filter_mac(self, mode: str, a: torch.Tensor, filt: torch.Tensor, out: torch.Tensor, wrap) -> None:
+    def _filter_mac(
+        self, key, mode: str, a: torch.Tensor, filt: torch.Tensor, out: torch.Tensor, wrap
+    ) -> None:
         """``mac(mode)`` against the weight (its band formed from the taps) or the filter band."""
         taps_op = self.taps_op if self.fused_filter else None
         groups, prec = self.spec.groups, self.mac_precision
-        self.tap_mac.mac(mode, a, filt, out, taps_op=taps_op, groups=groups, precision=prec, wrap=wrap)
+        self.launches.mac(key, mode, a, filt, out, taps_op=taps_op, groups=groups, precision=prec, wrap=wrap)
 
     def backward(
         self,
@@ -283,12 +290,15 @@ class LayerPlan:
             w: ``[O, C/groups, *k]``.
             wrap: as in :meth:`forward`.
         """
-        tr, tm, f = self.transform, self.tap_mac, self.f
+        tr, run, f = self.transform, self.launches, self.f
         g_op, dx_op, dw_op = self._backward_operands()
         batch, o, groups, prec = dy.shape[0], self.out_channels, self.spec.groups, self.mac_precision
         dx = dw = db = None
         if not (need_x or need_w):
             return dx, dw, self._bias_grad(dy) if need_b else None
+        key = None
+        if wrap is None:
+            key = ("bwd", batch, dy.stride(), kept.stride(), need_x, need_w, need_b, dx_dtype, dw_dtype)
         gb = self._band(batch, o)
         jobs = [tr.ToBand(_as_4d(dy), g_op, gb.view(f, -1))]
         xb = kept
@@ -299,22 +309,22 @@ class LayerPlan:
         if need_x and not self.fused_filter:
             filt = self._band(o, self.cg)
             jobs.append(tr.ToBand(_as_4d(w), self.taps_op, filt.view(f, -1)))
-        tr.to_band(jobs, precision=self.transform_precision, wrap=wrap)
+        run.to_band(key, jobs, self.transform_precision, wrap=wrap)
         inverse = []
         if need_x:
             dxb = self._band(batch, self.channels)
-            self._filter_mac("dx", gb, w if self.fused_filter else filt, dxb, wrap)
+            self._filter_mac(key, "dx", gb, w if self.fused_filter else filt, dxb, wrap)
             dx = torch.empty((batch, self.channels, *self.in_len), dtype=dx_dtype, device=self.device)
             inverse.append(tr.FromBand(dxb.view(f, -1), dx_op, _as_4d(dx), None))
         if need_w:
             dwb = self._band(o, self.cg)
             db = torch.empty(o, dtype=self.cdt, device=self.device) if need_b else None
-            tm.mac("dw", xb, gb, dwb, groups=groups, precision=prec, db=db, wrap=wrap)
+            run.mac(key, "dw", xb, gb, dwb, taps_op=None, groups=groups, precision=prec, db=db, wrap=wrap)
             dw = torch.empty((o, self.cg, *self.kernel), dtype=dw_dtype, device=self.device)
             inverse.append(tr.FromBand(dwb.view(f, -1), dw_op, _as_4d(dw), None))
         elif need_b:
             db = self._bias_grad(dy)
-        tr.from_band(inverse, precision=self.transform_precision, wrap=wrap)
+        run.from_band(key, inverse, self.transform_precision, wrap=wrap)
         return dx, dw, db
 
     def _bias_grad(self, dy: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,189 @@
+"""Bound launches: a plan's kernel launches with everything but their tensors fixed.
+
+A kernel launcher (``kernels.transform.to_band`` and the like) checks its arguments, works out
+strides, addressing modes, index width and grid, and builds the kernel's argument list: tens of
+microseconds of host time per launch, the same at every call of one layer shape. A
+:class:`Launches` does that once per *call signature* (the plan's key for one call: batch size,
+the strides of the tensors the caller hands in, which outputs are asked for) through the
+launcher's own argument function, and keeps the result as a :class:`Bound` launch: the kernel,
+the grid, the constant arguments, and for each tensor argument which of the call's tensors it is
+(or its ``view_as_real``). A later call with the same signature substitutes its tensors and
+launches.
+
+The checks therefore run on a signature's first call only; a later call with the same signature
+passes tensors of the same shapes, dtypes and strides by construction (the plan allocates every
+output itself, and the signature holds the strides of what it does not allocate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from types import ModuleType
+
+import torch
+
+__all__ = ["Bound", "Launches"]
+
+#: Bound launches kept per plan (signatures: a few batch sizes and input layouts in practice).
+MAX_SIGNATURES = 64
+
+
+class Bound:
+    """One prepared launch: ``kernel[grid](*args, **options)`` with the tensor arguments
+    replaced by the call's tensors (``slots``: ``(index or name, source index, view_as_real)``)."""
+
+    __slots__ = ("args", "grid", "kernel", "lock", "options", "slots")
+
+    def __init__(self, kernel, grid, args, options: dict, sources: list, lock) -> None:
+        self.kernel, self.grid, self.options, self.lock = kernel, grid, options, lock
+        items = args.items() if isinstance(args, dict) else enumerate(args)
+        slots = []
+        for key, value in items:
+            if isinstance(value, torch.Tensor):
+                slots.append((key, *_source_of(value, sources)))
+        self.slots = tuple(slots)
+        # The first call's tensors are not kept (only their places).
+        self.args = dict(args) if isinstance(args, dict) else list(args)
+        for key, _, _ in slots:
+            self.args[key] = None
+
+    def __call__(self, sources: list) -> None:
+        args = self.args.copy()
+        reals: dict[int, torch.Tensor] = {}
+        for key, index, as_real in self.slots:
+            if not as_real:
+                args[key] = sources[index]
+            elif index in reals:
+                args[key] = reals[index]
+            else:
+                args[key] = reals[index] = torch.view_as_real(sources[index])
+        with self.lock:
+            if isinstance(args, dict):
+                self.kernel[self.grid](**args, **self.options)
+            else:
+                self.kernel[self.grid](*args, **self.options)
+
+
+def default_transform_config(tr: ModuleType, kind: str, jobs: list, precision: str):
+    """The transform module's heuristic config for one launch of ``jobs`` (``kind``
+    ``"to_band"`` or ``"from_band"``): its largest job's. ``precision`` is resolved."""
+    if kind == "to_band":
+        dims = [(j.op.shape[1], j.out.shape[1], j.op.shape[2]) for j in jobs]
+    else:
+        dims = [(j.band.shape[0], j.band.shape[1], j.op.shape[1]) for j in jobs]
+    f, m, p = max(dims, key=lambda d: d[0] * d[1] * d[2])
+    return tr.default_config(kind, f, m, p, precision, jobs[0].op.dtype)
+
+
+def _source_of(value: torch.Tensor, sources: list) -> tuple[int, bool]:
+    for i, s in enumerate(sources):
+        if value is s:
+            return i, False
+    ptr = value.data_ptr()
+    for i, s in enumerate(sources):
+        if s is not None and s.is_complex() and ptr == s.data_ptr() and value.dim() == s.dim() + 1:
+            return i, True
+    raise RuntimeError("bltriton: a launch argument is none of the call's tensors (a launcher changed)")
+
+
+class Launches:
+    """The bound launches of one plan, keyed by ``(launch name, call signature)``.
+
+    Args:
+        transform: ``bltriton.kernels.transform`` (or the naive module: then every launch goes
+            through the public launcher, unbound).
+        tap_mac: ``bltriton.kernels.tap_mac`` (or the naive module).
+        device: the plan's device (CPU: the Triton interpreter, whose launches are serialised).
+    """
+
+    def __init__(self, transform: ModuleType, tap_mac: ModuleType, device: torch.device) -> None:
+        self.transform, self.tap_mac = transform, tap_mac
+        self.bindable = hasattr(transform, "to_band_args") and hasattr(tap_mac, "launch_args")
+        self.interpret = device.type != "cuda"
+        self._lock = contextlib.nullcontext()
+        if self.interpret and self.bindable:
+            from bltriton.kernels.band_mac import _INTERPRETER_LOCK
+
+            self._lock = _INTERPRETER_LOCK
+        self._bound: dict[tuple, Bound | None] = {}
+
+    def _get(self, key: tuple, prepare) -> Bound | None:
+        try:
+            return self._bound[key]
+        except KeyError:
+            if len(self._bound) >= MAX_SIGNATURES:
+                self._bound.clear()
+            bound = self._bound[key] = prepare()
+            return bound
+
+    def to_band(self, key: tuple | None, jobs: list, precision: str, config=None, wrap=None) -> None:
+        """``transform.to_band(jobs)``; ``key``: the call signature (``None``: not bound)."""
+        if key is None or wrap is not None or not self.bindable:
+            self.transform.to_band(jobs, precision=precision, config=config, wrap=wrap)
+        else:
+            self._transform("to_band", key, jobs, precision, config)
+
+    def from_band(self, key: tuple | None, jobs: list, precision: str, config=None, wrap=None) -> None:
+        """``transform.from_band(jobs)``, as :meth:`to_band`."""
+        if key is None or wrap is not None or not self.bindable:
+            self.transform.from_band(jobs, precision=precision, config=config, wrap=wrap)
+        else:
+            self._transform("from_band", key, jobs, precision, config)
+
+    def _transform(self, kind: str, key: tuple, jobs: list, precision: str, config) -> None:
+        bound = self._get((kind, *key), lambda: self._prepare_transform(kind, jobs, precision, config))
+        if bound is not None:
+            bound([t for job in jobs for t in job])
+
+    def _prepare_transform(self, kind: str, jobs: list, precision: str, config) -> Bound | None:
+        tr = self.transform
+        (tr._check_to_band if kind == "to_band" else tr._check_from_band)(jobs)
+        if config is None:
+            config = default_transform_config(tr, kind, jobs, precision)
+        elif not hasattr(config, "kwargs"):
+            config = tr.as_config(kind, config)
+        args_fn = tr.to_band_args if kind == "to_band" else tr.from_band_args
+        grid, args = args_fn(jobs, config, precision, self.interpret)
+        if grid is None:
+            return None
+        kernel = tr.to_band_kernel if kind == "to_band" else tr.from_band_kernel
+        options = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+        return Bound(kernel, grid, args, options, [t for job in jobs for t in job], self._lock)
+
+    def mac(
+        self,
+        key: tuple | None,
+        mode: str,
+        a,
+        b,
+        out,
+        *,
+        taps_op,
+        groups,
+        precision,
+        db=None,
+        config=None,
+        wrap=None,
+    ):
+        """``tap_mac.mac(mode, a, b, out, ...)``, as :meth:`to_band`."""
+        tm = self.tap_mac
+        if key is None or wrap is not None or not self.bindable:
+            kw = dict(taps_op=taps_op, groups=groups, precision=precision, db=db, config=config, wrap=wrap)
+            tm.mac(mode, a, b, out, **kw)
+            return
+        sources = [a, b, out, taps_op, db]
+
+        def prepare() -> Bound | None:
+            planned = tm.launch_args(mode, a, b, out, taps_op, groups, precision, db, config, self.interpret)
+            if planned is None:
+                return None
+            grid, args, constexprs, cfg = planned
+            options = {**constexprs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+            return Bound(tm.tap_cmac_kernel, grid, args, options, sources, self._lock)
+
+        bound = self._get(("mac", mode, *key), prepare)
+        if bound is None:
+            if db is not None:
+                db.zero_()  # nothing to contract: an empty sum
+            return
+        bound(sources)
