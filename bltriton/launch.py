@@ -67,12 +67,23 @@ class Bound:
 def default_transform_config(tr: ModuleType, kind: str, jobs: list, precision: str):
     """The transform module's heuristic config for one launch of ``jobs`` (``kind``
     ``"to_band"`` or ``"from_band"``): its largest job's. ``precision`` is resolved."""
+    f, m, p = _transform_dims(kind, jobs)
+    return tr.default_config(kind, f, m, p, precision, jobs[0].op.dtype)
+
+
+def _mac_configs() -> ModuleType:
+    """The config helpers of the contraction kernels (the same keys as ``band_mac``'s)."""
+    from bltriton.kernels import configs
+
+    return configs
+
+
+def _transform_dims(kind: str, jobs: list) -> tuple[int, int, int]:
     if kind == "to_band":
         dims = [(j.op.shape[1], j.out.shape[1], j.op.shape[2]) for j in jobs]
     else:
         dims = [(j.band.shape[0], j.band.shape[1], j.op.shape[1]) for j in jobs]
-    f, m, p = max(dims, key=lambda d: d[0] * d[1] * d[2])
-    return tr.default_config(kind, f, m, p, precision, jobs[0].op.dtype)
+    return max(dims, key=lambda d: d[0] * d[1] * d[2])
 
 
 def _source_of(value: torch.Tensor, sources: list) -> tuple[int, bool]:
@@ -89,6 +100,10 @@ def _source_of(value: torch.Tensor, sources: list) -> tuple[int, bool]:
 class Launches:
     """The bound launches of one plan, keyed by ``(launch name, call signature)``.
 
+    A launch without a config asks the tuner for one when its signature is first seen (on CUDA;
+    the interpreter takes the heuristic default, as does ``BLTRITON_AUTOTUNE=0``); ``tune``
+    overrides where (tests ask the tuner on the CPU with it).
+
     Args:
         transform: ``bltriton.kernels.transform`` (or the naive module: then every launch goes
             through the public launcher, unbound).
@@ -96,10 +111,13 @@ class Launches:
         device: the plan's device (CPU: the Triton interpreter, whose launches are serialised).
     """
 
+    tune: bool | None = None
+
     def __init__(self, transform: ModuleType, tap_mac: ModuleType, device: torch.device) -> None:
         self.transform, self.tap_mac = transform, tap_mac
         self.bindable = hasattr(transform, "to_band_args") and hasattr(tap_mac, "launch_args")
         self.interpret = device.type != "cuda"
+        self.device = device
         self._lock = contextlib.nullcontext()
         if self.interpret and self.bindable:
             from bltriton.kernels.band_mac import _INTERPRETER_LOCK
@@ -138,17 +156,62 @@ class Launches:
     def _prepare_transform(self, kind: str, jobs: list, precision: str, config) -> Bound | None:
         tr = self.transform
         (tr._check_to_band if kind == "to_band" else tr._check_from_band)(jobs)
+        sources = [t for job in jobs for t in job]
+        args_fn = tr.to_band_args if kind == "to_band" else tr.from_band_args
+        kernel = tr.to_band_kernel if kind == "to_band" else tr.from_band_kernel
+
+        def bind(cfg) -> Bound | None:
+            grid, args = args_fn(jobs, cfg, precision, self.interpret)
+            if grid is None:
+                return None
+            options = {**cfg.kwargs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+            return Bound(kernel, grid, args, options, sources, self._lock)
+
         if config is None:
-            config = default_transform_config(tr, kind, jobs, precision)
+            dims = ";".join("x".join(map(str, (*job.op.shape, *job.out.shape))) for job in jobs)
+            key = {"kind": kind, "jobs": dims, "precision": precision, "dtype": str(jobs[0].op.dtype)}
+            default = default_transform_config(tr, kind, jobs, precision)
+            f, m, p = _transform_dims(kind, jobs)
+            menu = tr.candidate_configs(kind, f, m, p, precision, jobs[0].op.dtype)
+            as_config = lambda d: tr.as_config(kind, d)
+            config = self._tuned(
+                kind,
+                tr.SOURCE_HASH,
+                key,
+                menu,
+                default,
+                lambda c: tr.as_dict(kind, c),
+                as_config,
+                bind,
+                sources,
+            )
         elif not hasattr(config, "kwargs"):
             config = tr.as_config(kind, config)
-        args_fn = tr.to_band_args if kind == "to_band" else tr.from_band_args
-        grid, args = args_fn(jobs, config, precision, self.interpret)
-        if grid is None:
-            return None
-        kernel = tr.to_band_kernel if kind == "to_band" else tr.from_band_kernel
-        options = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
-        return Bound(kernel, grid, args, options, [t for job in jobs for t in job], self._lock)
+        return bind(config)
+
+    def _tuned(self, name, source_hash, key, menu, default, to_dict, to_config, bind, sources):
+        """The tuner's config for one launch (asked once, when its signature is first seen;
+        :func:`bltriton.autotune.get_config` times the menu on CUDA, returns ``default`` on the
+        interpreter or with ``BLTRITON_AUTOTUNE=0``)."""
+        if not ((not self.interpret) if self.tune is None else self.tune):
+            return default
+        from bltriton import autotune
+
+        def run(cfg_dict) -> None:
+            bound = bind(to_config(cfg_dict))
+            if bound is not None:
+                bound(sources)
+
+        chosen = autotune.get_config(
+            kernel=name,
+            source_hash=source_hash,
+            key=key,
+            configs=[to_dict(c) for c in menu],
+            default=to_dict(default),
+            run=run,
+            device=self.device,
+        )
+        return to_config(chosen)
 
     def mac(
         self,
@@ -173,13 +236,36 @@ class Launches:
             return
         sources = [a, b, out, taps_op, db]
 
-        def prepare() -> Bound | None:
-            planned = tm.launch_args(mode, a, b, out, taps_op, groups, precision, db, config, self.interpret)
+        def bind(cfg) -> Bound | None:
+            planned = tm.launch_args(mode, a, b, out, taps_op, groups, precision, db, cfg, self.interpret)
             if planned is None:
                 return None
             grid, args, constexprs, cfg = planned
             options = {**constexprs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
             return Bound(tm.tap_cmac_kernel, grid, args, options, sources, self._lock)
+
+        def prepare() -> Bound | None:
+            cfg = config
+            if cfg is None and out.numel():
+                m, n, k, f = tm.gemm_dims(mode, a, b, groups)
+                taps = 0 if taps_op is None else taps_op.shape[-1]
+                dtype = a.dtype
+                default = tm.default_config(mode, m, n, k, f, taps, precision, dtype, groups)
+                menu = tm.candidate_configs(mode, m, n, k, f, taps, precision, dtype, groups)
+                key = {"mode": mode, "M": m, "N": n, "K": k, "F": f, "taps": taps, "groups": groups}
+                key.update(precision=precision, dtype=str(dtype))
+                cfg = self._tuned(
+                    "tap_cmac",
+                    tm.SOURCE_HASH,
+                    key,
+                    menu,
+                    default,
+                    _mac_configs().as_dict,
+                    _mac_configs().as_config,
+                    bind,
+                    sources,
+                )
+            return bind(cfg)
 
         bound = self._get(("mac", mode, *key), prepare)
         if bound is None:

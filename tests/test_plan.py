@@ -211,3 +211,29 @@ def test_compiled_training_step_traces_the_kernels():
     text = "\n".join(code)
     assert "to_band_kernel" in text and "tap_cmac_kernel" in text
     assert "bltriton.band_conv" not in text and "bltriton.plan_conv" not in text
+
+
+def test_tuner_asked_when_a_signature_is_first_seen(monkeypatch, tmp_path):
+    """Each of the 7 launches asks the tuner once, at the first call of a shape; later calls
+    with the same signature ask nothing, a new batch size asks again."""
+    from bltriton import autotune, launch
+
+    monkeypatch.setenv("BLTRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(launch.Launches, "tune", True)
+    asked = []
+    real = autotune.get_config
+
+    def counting(**kw):
+        asked.append(kw["kernel"])
+        return real(**kw)
+
+    monkeypatch.setattr(autotune, "get_config", counting)
+    plan_mod.clear_plans()
+    layer, x = _warm_layer()
+    for _ in range(3):
+        layer(x).sum().backward()
+    assert sorted(asked) == sorted(
+        ["to_band", "tap_cmac", "from_band", "to_band", "tap_cmac", "tap_cmac", "from_band"]
+    )
+    layer(x[:2]).sum().backward()
+    assert len(asked) == 14
