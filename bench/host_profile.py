@@ -10,6 +10,15 @@ memcpy). Runs on the CPU too (``--device cpu``). Prints text; ``--out DIR`` also
 
 from __future__ import annotations
 
+import os
+import sys
+
+if "torch" not in sys.modules and os.environ.get("TRITON_INTERPRET") is None:
+    import torch as _torch_probe  # decides whether the CUDA path must be forced on the CPU
+
+    if not _torch_probe.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+
 import argparse
 import cProfile
 import io
@@ -59,6 +68,14 @@ def _cprofile(step, device: torch.device, calls: int, top: int) -> str:
 
 
 def profile_layer(shape: ConvShape, impl: str, rate: float, device: torch.device, calls: int) -> dict:
+    """One layer's host time per fwd+bwd. ``impl`` ``"triton-stub"``: the triton backend's CUDA
+    code path on the CPU with every Triton launch stubbed out (``bench.launches``), i.e. the
+    host's own time per call without the interpreter."""
+    if impl == "triton-stub":
+        from bench.launches import TritonLaunches
+
+        with TritonLaunches(stub=True):
+            return profile_layer(shape, "triton", rate, device, calls) | {"impl": impl}
     layer = make_layer(shape, impl, rate, device)
     x = torch.randn(shape.n, shape.c, *shape.size, device=device, requires_grad=True)
     step = _fwd_bwd(layer, x, torch.randn_like(layer(x)))
@@ -126,10 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     by_id = {s.name: s for s in SHAPES_2D + SHAPES_1D + FCN_LAYERS + SHAPES_HOST}
-    impls = ["nn", "torch", "spatial"] + (["triton"] if device.type == "cuda" else [])
+    # On the CPU the triton backend's CUDA path runs with its launches stubbed (triton-stub).
+    impls = ["nn", "torch", "spatial"] + (["triton"] if device.type == "cuda" else ["triton-stub"])
     rows = []
     for spec in filter(None, args.models.split(",")):
         for impl in impls:
+            if impl == "triton-stub":
+                continue  # a model's other layers run for real: no stubbed step
             row = profile_model(spec, impl, args.rate, device)
             rows.append(row)
             print(f"{spec} {impl}: {row['ms_per_step']} ms/step")
