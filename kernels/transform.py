@@ -703,18 +703,28 @@ def _c(a: int, b: int, c: int, warps: int, stages: int) -> tuple[int, int, int, 
 # Menus as (tile dims in the kernel's key order, warps, stages). to_band: BLOCK_F × BLOCK_M
 # output (two accumulators, re and im) over BLOCK_P positions; from_band: BLOCK_M × BLOCK_P
 # output over BLOCK_F frequencies (a real K of 2·BLOCK_F). The first entry of each list is the
-# heuristic default; every entry is held spill-free for sm_80/sm_90 by
-# tests/test_compile_check_transform.py.
+# heuristic default. Every entry compiles spill-free for sm_80 and sm_90 on the CIFAR layer, its
+# two-job backward and an odd shape (python -m bench.compile_transform; held by
+# tests/test_compile_check_transform.py). Dropped after compiling (spill bytes, registers):
+# to_band mma 64x64x32/4w (no spill, but 244-255 registers on the odd shape, whose 225-position
+# rows allow only 4-byte loads; 8 warps: 128-197), mma 64x64x16/4w (16 B, bf16 backward sm_80),
+# fma 32x64x16/4w (32 B, odd sm_80), fp64 32x32x16/4w (16-24 B at 96 registers), 32x32x8/4w
+# (24 B, backward sm_90), 16x32x16/2w (16 B).
 MENUS = {
     "to_band": {
-        "mma": [_c(64, 64, 32, 4, 3), _c(32, 64, 32, 4, 3), _c(64, 128, 32, 8, 3), _c(128, 64, 32, 8, 3)],
-        "fma": [_c(32, 64, 16, 4, 2), _c(32, 32, 16, 4, 2), _c(64, 64, 16, 8, 2)],
-        "fp64": [_c(32, 32, 16, 4, 2), _c(32, 64, 16, 8, 2), _c(16, 32, 16, 4, 2)],
+        "mma": [
+            _c(64, 64, 32, 8, 3),
+            _c(32, 64, 32, 4, 3),
+            _c(64, 128, 32, 8, 3),
+            _c(128, 64, 16, 8, 3),
+        ],
+        "fma": [_c(32, 64, 16, 8, 2), _c(32, 32, 16, 4, 2), _c(64, 64, 16, 8, 2)],
+        "fp64": [_c(32, 32, 16, 8, 2), _c(32, 64, 16, 8, 2), _c(16, 16, 16, 2, 2)],
     },
     "from_band": {
         "mma": [_c(64, 64, 16, 4, 3), _c(64, 32, 16, 4, 3), _c(128, 64, 16, 8, 3), _c(64, 128, 16, 8, 3)],
         "fma": [_c(32, 64, 8, 4, 2), _c(32, 32, 8, 4, 2), _c(64, 64, 8, 8, 2)],
-        "fp64": [_c(32, 32, 8, 4, 2), _c(32, 64, 8, 8, 2), _c(16, 32, 8, 4, 2)],
+        "fp64": [_c(32, 32, 8, 4, 2), _c(32, 64, 8, 8, 2), _c(16, 32, 8, 2, 2)],
     },
 }
 
@@ -748,8 +758,8 @@ def candidate_configs(
     out, seen = [], set()
     for *dims, warps, stages in MENUS[kind][arith_class(precision, dtype)]:
         tile = _fit(kind, tuple(dims), sizes)
-        # Fewer warps for a tile that shrank: 4 warps already split a 64x64 tile.
-        w = min(warps, max(1, tile[0] * tile[1] // 256))
+        # A tile that shrank gets proportionally fewer warps (the same work per thread).
+        w = max(1, warps * tile[0] * tile[1] // (dims[0] * dims[1]))
         ident = (*tile, w, stages)
         if ident not in seen:
             seen.add(ident)

@@ -18,6 +18,15 @@ from bltriton.kernels import transform as T
 from tests.helpers import assert_close_rel
 
 TOL = {"ieee": 1e-5, "tf32": 5e-3, "bf16": 2e-2, "fp16": 4e-3}
+# The compiled kernels on a CUDA machine, the interpreter (tests/conftest.py) elsewhere.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _on_device():
+    """Every tensor a test makes without naming a device is on DEVICE."""
+    with torch.device(DEVICE):
+        yield
 
 
 # --------------------------------------------------------------------------------------------
