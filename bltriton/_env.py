@@ -17,7 +17,7 @@ BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
 #: Algorithm names (BLTRITON_ALGORITHM; bltriton.functional.ALGORITHMS describes them).
 ALGORITHM_NAMES: tuple[str, ...] = ("auto", "spectral", "spatial")
 
-#: name -> (default, description). The README's table is generated from the same facts.
+#: name -> (default, description). docs/environment.md's table repeats the same facts.
 VARIABLES: dict[str, tuple[str, str]] = {
     "BLTRITON_BACKEND": (
         "auto",

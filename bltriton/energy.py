@@ -19,15 +19,15 @@ form is *amortised* and *quantised*; exactly:
    energy, then rounds it *up* with :func:`bltriton.spectral.quantize_band` (``levels`` evenly
    spaced sizes per axis). The rounded band contains the searched one, so the call that searched
    keeps at least ``E``; the calls in between keep what the same band holds of their own input
-   (usually about ``E``: the spectrum of a data set's batches varies little, see the README).
+   (usually about ``E``: the spectrum of a data set's batches varies little, see docs/usage.md).
 3. **What is reported.** ``layer.last_band`` / ``layer.kept_fraction`` are the band the last call
    computed with; that call's output and gradients are exactly those of the fixed band
    ``last_band`` (the forward and backward are the fixed-band ones).
 
 ``every=1, max_every=1, levels=None`` is the per-call search of the functional API (``bl_conv1d(...,
 energy=E)``), which stays stateless and exact. The defaults below were chosen by measurement on
-a shared 2-core CPU (FCN on the bundled sets and on generated high-frequency series; see the
-README's energy section): ``every=DEFAULT_EVERY``, ``max_every=DEFAULT_MAX_EVERY``,
+a shared 2-core CPU (FCN on the bundled sets and on generated high-frequency series; see
+the energy section of docs/usage.md): ``every=DEFAULT_EVERY``, ``max_every=DEFAULT_MAX_EVERY``,
 ``levels=DEFAULT_LEVELS``.
 """
 

@@ -79,7 +79,7 @@ def test_band_mac_matches_reference(shape, mode, dtype, layout, poison_empty):
 
 
 # Error bounds of the precision modes (relative Frobenius error of a K=32 contraction of unit
-# normal operands; the README quotes the same modes): tf32 operands keep 10 mantissa bits, bf16 7,
+# normal operands; docs/numerics.md quotes the same modes): tf32 operands keep 10 mantissa bits, bf16 7,
 # fp16 10, all with fp32 accumulation.
 PRECISION_TOL = {"ieee": 1e-5, "tf32": 5e-3, "bf16": 2e-2, "fp16": 4e-3}
 

@@ -1,4 +1,4 @@
-"""The numerics the README states (section "Numerics") hold: error relative to the global
+"""The numerics docs/numerics.md states hold: error relative to the global
 magnitude, one non-finite input poisons its sample, earlier overflow (the spectral algorithm;
 the spatial one overflows where F.conv2d does), and the opt-in check."""
 
@@ -34,7 +34,7 @@ def test_one_nonfinite_input_poisons_its_sample_only(value, rate):
     x[0, 1, 7, 9] = value
     w = torch.randn(4, 4, 3, 3)
     y = bl_conv2d(x, w, padding=1, compress_rate=rate, backend="torch")
-    assert (~torch.isfinite(y[0])).float().mean() > 0.4  # the README: the whole sample
+    assert (~torch.isfinite(y[0])).float().mean() > 0.4  # docs/numerics.md: the whole sample
     assert torch.isfinite(y[1]).all()
     assert (~torch.isfinite(F.conv2d(x, w, padding=1)[0])).sum() == 36
     x1 = torch.randn(2, 3, 40)
