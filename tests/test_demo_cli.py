@@ -3,8 +3,10 @@ CPU-time flag, the calibrated setting."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import math
 
 import pytest
@@ -110,3 +112,20 @@ def test_calibrated_run_trains_at_the_calibrated_rates():
     assert result.kept_per_layer[0] < 1.0 and math.isfinite(result.epoch_cpu_s)
     row = dataclasses.asdict(result)
     assert row["calib_rates"] == result.calib_rates
+
+
+def test_progress_redirected_to_a_file_is_a_line_per_run(tmp_path):
+    """With stderr a file (a log, CI), the demo's progress is one line per run, not a bar redrawn
+    at every epoch: a quick run of 2 sets x 2 rates writes a few hundred bytes."""
+    log = tmp_path / "stderr.log"
+    argv = ["demo", "--quick", "--dataset", "GunPoint,ItalyPowerDemand", "--rates", "0,0.5", "--epochs", "3"]
+    argv += ["--calibrated", "", "--no-plots", "--out", str(tmp_path / "o")]
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    with log.open("w") as stderr, contextlib.redirect_stderr(stderr), quiet:
+        code = cli.main(argv)
+    text = log.read_text()
+    assert code == 0, text
+    runs = [line for line in text.splitlines() if line.startswith("run ")]
+    assert [line.split(" done:")[0] for line in runs] == [f"run {i}/4" for i in range(1, 5)], text
+    assert "\r" not in text and "epochs" not in text  # no bar redraws
+    assert len(text.encode()) < 2000, f"{len(text.encode())} bytes on stderr:\n{text}"

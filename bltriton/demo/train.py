@@ -29,6 +29,7 @@ import copy
 import math
 import random
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -408,7 +409,10 @@ def run_grid(
         settings: band settings, e.g. ``[("dense", None), ("rate", 0.0), ("rate", 0.5)]``.
         seeds: one run per seed.
         cfg: hyper-parameters; ``configs[name]`` overrides them for dataset ``name``.
-        show_progress: tqdm bars on stderr (runs, and epochs of the current run).
+        show_progress: progress on stderr: where stderr is a terminal, tqdm bars (runs, and epochs
+            of the current run); elsewhere (a log file, a pipe, CI) one line per finished run, so
+            a redirected run writes a few KiB instead of a bar redrawn at every epoch (about
+            9,200 lines, 0.9 MB, for the default demo).
         cross: evaluate each fixed-rate (and dense) model at every rate of ``settings``.
         on_result: called with each run as soon as it finishes (e.g. ``RunLog.add``).
     """
@@ -417,17 +421,30 @@ def run_grid(
     configs = configs or {}
     jobs = [(ds, s, seed) for ds in datasets for s in settings for seed in seeds]
     results: list[RunResult] = []
-    outer = tqdm(jobs, desc="runs", unit="run", disable=not show_progress, dynamic_ncols=True)
-    for ds, setting, seed in outer:
+    bars = show_progress and _is_terminal(sys.stderr)
+    outer = tqdm(jobs, desc="runs", unit="run", disable=not bars, dynamic_ncols=True)
+    start = time.perf_counter()
+    for i, (ds, setting, seed) in enumerate(outer, 1):
         c = configs.get(ds.name, cfg)
-        outer.set_postfix_str(f"{ds.name} {setting_label(setting)} seed {seed}")
-        with tqdm(total=c.epochs, desc="epochs", leave=False, disable=not show_progress, unit="ep") as bar:
+        label = f"{ds.name} {setting_label(setting)} seed {seed}"
+        outer.set_postfix_str(label)
+        with tqdm(total=c.epochs, desc="epochs", leave=False, disable=not bars, unit="ep") as bar:
 
             def tick(epoch: int, loss: float, bar=bar) -> None:
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update(1)
 
             results.append(run_one(ds, setting, seed, c, settings if cross else (), tick))
+        if show_progress and not bars:
+            elapsed = time.perf_counter() - start
+            print(f"run {i}/{len(jobs)} done: {label} ({elapsed:.0f} s so far)", file=sys.stderr, flush=True)
         if on_result is not None:
             on_result(results[-1])
     return results
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
