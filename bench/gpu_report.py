@@ -275,7 +275,8 @@ def tuned_vs_default(dry: bool = False, budget_s: float = 1e9) -> list[dict]:
             p = bm._operands(mode, a, bb, g)
             prec = bm.resolve_precision(a.dtype, a.device, None)
             default = bm.default_config(p.m, p.n, p.k, f, prec, a.dtype)
-            _, tuned = bm.band_mac(mode, a, bb, g, return_config=True)  # tunes or reads the cache
+            # tunes or reads the cache
+            _, tuned = bm.band_mac(mode, a, bb, g, return_config=True, tune=autotune.get_config)
             t_def = _bench_ms(
                 lambda mode=mode, a=a, bb=bb, g=g, default=default: bm.band_mac(
                     mode, a, bb, g, config=default

@@ -100,9 +100,9 @@ def _source_of(value: torch.Tensor, sources: list) -> tuple[int, bool]:
 class Launches:
     """The bound launches of one plan, keyed by ``(launch name, call signature)``.
 
-    A launch without a config asks the tuner for one when its signature is first seen (on CUDA;
-    the interpreter takes the heuristic default, as does ``BLTRITON_AUTOTUNE=0``); ``tune``
-    overrides where (tests ask the tuner on the CPU with it).
+    A launch without a config asks the tuner for one when its signature is first seen (which
+    times the menu on CUDA, and returns the heuristic default on the interpreter unless it is
+    configured to tune there, or with ``BLTRITON_AUTOTUNE=0``); ``tune = False`` skips it.
 
     Args:
         transform: ``bltriton.kernels.transform`` (or the naive module: then every launch goes
@@ -190,10 +190,8 @@ class Launches:
         return bind(config)
 
     def _tuned(self, name, source_hash, key, menu, default, to_dict, to_config, bind, sources):
-        """The tuner's config for one launch (asked once, when its signature is first seen;
-        :func:`bltriton.autotune.get_config` times the menu on CUDA, returns ``default`` on the
-        interpreter or with ``BLTRITON_AUTOTUNE=0``)."""
-        if not ((not self.interpret) if self.tune is None else self.tune):
+        """The tuner's config for one launch, asked once, when its signature is first seen."""
+        if self.tune is False:
             return default
         from bltriton import autotune
 

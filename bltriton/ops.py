@@ -484,9 +484,10 @@ def mac(
         out: write the result into this contiguous tensor (of the result's shape and dtype).
     """
     if backend == "triton":
+        from bltriton import autotune
         from bltriton.kernels import band_mac
 
-        res = band_mac.band_mac(mode, a, b, groups, precision=precision)
+        res = band_mac.band_mac(mode, a, b, groups, precision=precision, tune=autotune.get_config)
     elif groups == 1:
         return _TORCH_MACS[mode](a, b, groups, out=out)
     else:

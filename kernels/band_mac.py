@@ -378,6 +378,7 @@ def band_mac(
     precision: str | None = None,
     config: triton.Config | dict | None = None,
     return_config: bool = False,
+    tune=None,
 ) -> torch.Tensor | tuple[torch.Tensor, triton.Config | None]:
     """Band contraction on Triton.
 
@@ -391,9 +392,12 @@ def band_mac(
         precision: ``None`` (follow the convolution's precision, see :func:`resolve_precision`),
             ``"ieee"``, ``"tf32"``, ``"bf16"``, ``"fp16"`` (half operands, fp32 accumulation).
         config: a ``triton.Config`` (or its flat dict) with kwargs ``BLOCK_M``, ``BLOCK_N``,
-            ``BLOCK_K``, ``FREQS``; ``None`` asks the autotuner (heuristic default on the
-            interpreter or with ``BLTRITON_AUTOTUNE=0``).
+            ``BLOCK_K``, ``FREQS``; ``None`` asks ``tune``, or without one takes the heuristic
+            default.
         return_config: also return the ``triton.Config`` that ran (e.g. the tuner's choice).
+        tune: the caller's tuner, called as ``bltriton.autotune.get_config`` (keyword
+            arguments ``kernel``, ``source_hash``, ``key``, ``configs``, ``default``, ``run``,
+            ``device``, ``prune``); the kernel file imports no tuner.
 
     Returns:
         The complex result, contiguous, on ``a``'s device (and the config, if asked).
@@ -419,7 +423,7 @@ def band_mac(
     # Launch (and tune) on the operands' GPU, whatever the current device is.
     with torch.cuda.device(a.device) if a.device.type == "cuda" else contextlib.nullcontext():
         if config is None:
-            config = _tuned_config(mode, problem, prec, a, launch)
+            config = _tuned_config(mode, problem, prec, a, launch, tune)
         config = as_config(config)
         launch(config)
     return (problem.out, config) if return_config else problem.out
@@ -434,22 +438,27 @@ def _menu(m: int, n: int, k: int, f: int, prec: str, dtype: torch.dtype) -> tupl
     return configs, as_dict(default_config(m, n, k, f, prec, dtype))
 
 
-def _tuned_config(mode: str, problem: Problem, prec: str, a: torch.Tensor, launch) -> triton.Config:
-    from bltriton import autotune
+def _bucket_pow2(n: int) -> int:
+    """``n`` rounded up to a power of two (the tuner's batch buckets)."""
+    return 1 << max(0, int(n) - 1).bit_length()
 
+
+def _tuned_config(mode: str, problem: Problem, prec: str, a: torch.Tensor, launch, tune) -> triton.Config:
     m, n, k, f = problem.m, problem.n, problem.k, problem.f
+    configs, default = _menu(m, n, k, f, prec, a.dtype)
+    if tune is None:
+        return as_config(default)
     key = {
         "mode": mode,
-        "M": autotune.bucket_pow2(m) if mode != "dw" else m,
+        "M": _bucket_pow2(m) if mode != "dw" else m,
         "N": n,
-        "K": autotune.bucket_pow2(k) if mode == "dw" else k,
+        "K": _bucket_pow2(k) if mode == "dw" else k,
         "F": f,
         "groups": problem.groups,
         "precision": prec,
         "dtype": str(a.dtype),
     }
-    configs, default = _menu(m, n, k, f, prec, a.dtype)
-    chosen = autotune.get_config(
+    chosen = tune(
         kernel="band_cmac",
         source_hash=SOURCE_HASH,
         key=key,

@@ -229,27 +229,32 @@ def test_triton_conv_gpu_real_size(rate):
 
 
 def test_env_backend_override_selects_triton(monkeypatch):
-    """BLTRITON_BACKEND=triton routes the default (backend=None) through the Triton launcher.
+    """BLTRITON_BACKEND=triton routes the default (backend=None) through the Triton kernels (the
+    layer plan's launches, counted at the kernels).
 
     The spectral algorithm is pinned: the default one is chosen by shape, and on CUDA the rule
-    computes this small layer in the spatial domain, where no band MAC runs at all."""
-    calls = []
-    real = band_mac_mod.band_mac
+    computes this small layer in the spatial domain, where no band kernel runs at all."""
+    from bench.launches import TritonLaunches
 
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(band_mac_mod, "band_mac", counting)
     monkeypatch.setenv("BLTRITON_BACKEND", "triton")
     x = torch.randn(1, 2, 6, 6, device=DEVICE, requires_grad=True)
     w = torch.randn(3, 2, 3, 3, device=DEVICE, requires_grad=True)
-    bl_conv2d(x, w, padding=1, compress_rate=0.5, algorithm="spectral").sum().backward()
-    assert calls == ["fwd", "dx", "dw"]
-    calls.clear()
+    with TritonLaunches(stub=False) as launched:
+        bl_conv2d(x, w, padding=1, compress_rate=0.5, algorithm="spectral").sum().backward()
+    mac = "tap_cmac_kernel"
+    assert launched.names == [
+        "to_band_kernel",
+        mac,
+        "from_band_kernel",
+        "to_band_kernel",
+        mac,
+        mac,
+        "from_band_kernel",
+    ]
     monkeypatch.setenv("BLTRITON_BACKEND", "torch")
-    bl_conv2d(x, w, padding=1, compress_rate=0.5, algorithm="spectral").sum().backward()
-    assert calls == []
+    with TritonLaunches(stub=False) as launched:
+        bl_conv2d(x, w, padding=1, compress_rate=0.5, algorithm="spectral").sum().backward()
+    assert launched.names == []
 
 
 @pytest.mark.gpu
