@@ -31,8 +31,8 @@ from bench import compile_report as cr
 # (name, kind, jobs): each job is (B, C|O, H, W, F, memory format, bias) on the "meta" device.
 # The CIFAR layer (128 x 64 maps of 32x32, the 3x3 band at r = 0.5: F = 325) as one job, its
 # backward pair (to_band: the input and the output-gradient band; from_band: the input gradient
-# and the filter-gradient fold [O, Cg, 3, 3]) as one two-job launch, channels_last, and an odd
-# shape (rows of 225 positions: no 16-element alignment).
+# and the filter-gradient fold [O, Cg, 3, 3]) as one two-job launch, channels_last, an odd shape
+# (rows of 225 positions: no 16-element alignment) and three tiny jobs in one launch.
 SHAPES = [
     ("cifar", "to_band", [(128, 64, 32, 32, 325, "nchw", False)]),
     ("cifar-cl", "to_band", [(128, 64, 32, 32, 325, "cl", False)]),
@@ -42,6 +42,17 @@ SHAPES = [
     ("cifar-cl", "from_band", [(128, 64, 32, 32, 325, "cl", True)]),
     ("cifar-bwd", "from_band", [(128, 64, 32, 32, 325, "nchw", False), (64, 64, 3, 3, 325, "nchw", False)]),
     ("odd", "from_band", [(30, 40, 15, 15, 63, "nchw", True)]),
+    # Three jobs with extents of 1 (which the JIT specialises to constants) and P = 17.
+    (
+        "ones",
+        "to_band",
+        [(1, 1, 1, 1, 1, "nchw", False), (1, 1, 1, 17, 1, "cl", False), (2, 3, 1, 1, 1, "nchw", False)],
+    ),
+    (
+        "ones",
+        "from_band",
+        [(1, 1, 1, 1, 1, "nchw", True), (1, 1, 1, 17, 1, "cl", False), (2, 3, 1, 1, 1, "nchw", True)],
+    ),
 ]
 # (label, compute dtype, precision)
 PRECISIONS = [

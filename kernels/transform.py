@@ -125,7 +125,7 @@ def _to_band_tile(
     rows of ``E``) sharing the signal tile ``[BLOCK_P, BLOCK_M]``."""
     acc_dtype = op_ptr.dtype.element_ty
     start_f = (t % tiles_f) * BLOCK_F
-    start_m = (t // tiles_f) * BLOCK_M
+    start_m = ((t // tiles_f) * BLOCK_M).to(IDX)  # 2·start_m indexes reals
     offs_f = start_f + tl.arange(0, BLOCK_F)
     mask_f = offs_f < F
     m_off, mask_m = _axis_offsets(start_m, M, C, stride_sb, stride_sc, BLOCK_M, M_MODE, IDX)
@@ -154,7 +154,7 @@ def _to_band_tile(
     # Interleaved (re, im) pairs: each output row is one contiguous run of 2·BLOCK_M reals.
     pairs = tl.reshape(tl.join(acc_re, acc_im), (BLOCK_F, 2 * BLOCK_M))
     reals = 2 * start_m + tl.arange(0, 2 * BLOCK_M)
-    out_off = offs_f.to(IDX)[:, None] * (2 * stride_of) + reals.to(IDX)[None, :]
+    out_off = offs_f.to(IDX)[:, None] * (2 * stride_of) + reals[None, :]
     tl.store(out_ptr + out_off, pairs, mask=mask_f[:, None] & (reals < 2 * M)[None, :])
 
 
@@ -216,12 +216,11 @@ def _from_band_tile(
     +BLOCK_P]``, bias and the cast to the output dtype in the epilogue."""
     acc_dtype = op_ptr.dtype.element_ty
     start_p = (t % tiles_p) * BLOCK_P
-    start_m = (t // tiles_p) * BLOCK_M
+    start_m = ((t // tiles_p) * BLOCK_M).to(IDX)  # 2·start_m indexes reals
     offs_p = start_p + tl.arange(0, BLOCK_P)
     mask_p = offs_p < P
     reals_m = 2 * start_m + tl.arange(0, 2 * BLOCK_M)
-    mask_rm = reals_m < 2 * M
-    reals_m = reals_m.to(IDX)
+    mask_rm = reals_m < 2 * M  # int32 2·M: the launcher keeps M < 2^30
     acc = tl.zeros((BLOCK_M, BLOCK_P), dtype=acc_dtype)
     for f0 in range(0, F, BLOCK_F):
         offs_f = f0 + tl.arange(0, BLOCK_F)
@@ -386,6 +385,8 @@ def _check_to_band(jobs: Sequence[ToBand]) -> tuple[torch.dtype, torch.device]:
             raise ValueError(f"{j}.out must be {_COMPLEX[dtype]} for a {dtype} op; got {out.dtype}")
         if out.dim() != 2 or tuple(out.shape) != (f, b * c):
             raise ValueError(f"{j}.out must be [F, B*C] = [{f}, {b * c}]; got {tuple(out.shape)}")
+        if b * c >= INT32_SPAN_LIMIT:
+            raise ValueError(f"{j}.signal has B*C = {b * c} >= 2^30 columns")
         if out.stride(1) != 1 and b * c > 1:
             raise ValueError(f"{j}.out must be unit-stride along B*C; got strides {out.stride()}")
         _check_device(f"{j}.signal", signal, device)
@@ -411,6 +412,8 @@ def _check_from_band(jobs: Sequence[FromBand]) -> tuple[torch.dtype, torch.devic
                 f"{j}.band must be a {_COMPLEX[dtype]} [F, B*O={b * o}] tensor; "
                 f"got {band.dtype} {tuple(band.shape)}"
             )
+        if b * o >= INT32_SPAN_LIMIT:
+            raise ValueError(f"{j}.out has B*O = {b * o} >= 2^30 columns")
         if band.stride(1) != 1 and b * o > 1:
             raise ValueError(f"{j}.band must be unit-stride along B*O; got strides {band.stride()}")
         f = band.shape[0]

@@ -486,6 +486,18 @@ FROM_BAND_ERRORS = [  # (id, field, bad value, message)
 ]
 
 
+def test_column_count_limit():
+    """int32 column indices: B*C (B*O) of 2^30 or more is refused (meta tensors, no memory)."""
+    meta = dict(device="meta")
+    sig = torch.empty(2**15, 2**15, 1, 1, **meta)
+    with pytest.raises(ValueError, match=r"jobs\[0\]\.signal has B\*C = 1073741824 >= 2\^30"):
+        T.to_band([T.ToBand(sig, torch.empty(2, 1, 1, **meta), torch.empty(1, 2**30, dtype=C64, **meta))],
+                  precision="ieee")  # fmt: skip
+    band = torch.empty(1, 2**30, dtype=C64, **meta)
+    with pytest.raises(ValueError, match=r"jobs\[0\]\.out has B\*O = 1073741824 >= 2\^30"):
+        T.from_band([T.FromBand(band, torch.empty(2, 1, **meta), sig)], precision="ieee")
+
+
 @pytest.mark.parametrize("field,bad,match", [pytest.param(*e[1:], id=e[0]) for e in FROM_BAND_ERRORS])
 def test_from_band_errors(field, bad, match):
     job = _good_from_band()._replace(**{field: bad()})
