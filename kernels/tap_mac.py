@@ -72,6 +72,13 @@ INT32_SPAN_LIMIT = 2**30
 # CUDA grid dims 1 and 2 hold at most 65535 programs.
 MAX_GRID_Y = 65535
 
+# Register ceiling for ptxas (``.maxnreg``) on every direct launch. Left to itself, ptxas capped
+# this kernel at 72-168 registers in a fifth of the small and mid tiles (16x16 to 64x32, varying
+# with the shape's divisibility, the mode and FREQS) and spilled 8-56 bytes; at the hardware's
+# 255 the same tiles compile without a spill (python -m bench.compile_tap_mac). Compiler evidence
+# only, no GPU timing yet. torch's wrap_triton takes no maxnreg: launches through it go without.
+MAXNREG = 255
+
 
 # --------------------------------------------------------------------------------------------
 # Kernel
@@ -172,10 +179,6 @@ def tap_cmac_kernel(
     tile_n = t % tiles_n
     start_m = ((t // tiles_n) * BLOCK_M).to(IDX)
     start_n = (tile_n * BLOCK_N).to(IDX)
-    rows = start_m + tl.arange(0, BLOCK_M).to(IDX)
-    reals = 2 * start_n + tl.arange(0, 2 * BLOCK_N).to(IDX)
-    out_off = (2 * stride_or) * rows[:, None] + reals[None, :]
-    out_mask = (rows < M)[:, None] & (reals < 2 * N)[None, :]
 
     for fi in range(FREQS):
         f = (pid_f * FREQS + fi).to(IDX)
@@ -214,8 +217,14 @@ def tap_cmac_kernel(
                 acc_i = tl.dot(pr, qi, acc_i, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
                 acc_i = tl.dot(pi, qr, acc_i, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
             acc = tl.reshape(tl.join(acc_r, acc_i), (BLOCK_M, 2 * BLOCK_N))
-            o_base = out_ptr + 2 * (f * stride_of + g * stride_og)
-            tl.store(o_base + out_off, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+            # Output offsets formed here, not before the loops: held across them they cost
+            # registers (and ptxas spilled a few bytes of them in small tiles).
+            rows = start_m + tl.arange(0, BLOCK_M).to(IDX)
+            reals = 2 * start_n + tl.arange(0, 2 * BLOCK_N).to(IDX)
+            o_ptr = out_ptr + 2 * (f * stride_of + g * stride_og)
+            o_ptr += (2 * stride_or) * rows[:, None] + reals[None, :]
+            mask = (rows < M)[:, None] & (reals < 2 * N)[None, :]
+            tl.store(o_ptr, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
     # A second pass over Gc[0] (B × Og complex per group, read by one program per o-tile) rather
     # than sums in the main loop: the hot loop keeps its registers, and the sum is of the
@@ -227,6 +236,7 @@ def tap_cmac_kernel(
             pr, pi = _load_planar(p_base, start_m, k0, M, K, stride_pr, stride_pc,
                                   BLOCK_M, BLOCK_K, P_UNIT_COLS, IDX)  # fmt: skip
             bias += tl.sum(pr.to(ACC_DTYPE), axis=1)
+        rows = start_m + tl.arange(0, BLOCK_M).to(IDX)
         tl.store(db_ptr + g * M + rows, bias.to(db_ptr.dtype.element_ty), mask=rows < M)
 
 
@@ -251,24 +261,30 @@ def arith_class(precision: str, dtype: Any = "torch.complex64") -> str:
 
 
 # Complex tiles (M, N, K, warps, stages) per arithmetic class, FREQS chosen per shape. Every entry
-# compiled for sm_80 and sm_90 without a register spill, band and taps filters, fwd/dx/dw
-# (tests/test_compile_check_tap_mac.py; table in bench/compile_tap_mac.py's output).
+# compiled for sm_80 and sm_90 without a register spill in fwd/dx (band and taps filters) and dw
+# (with db) for the CIFAR 3x3 layer and an odd-sized one (python -m bench.compile_tap_mac; the
+# compile_check test holds it). Dropped after compiling (spill bytes, mostly odd shapes): mma
+# 16x16x16/4w/2st and /2w (16-24), 32x32x16/4w with 1-3 stages (12-40), 32x64x16/4w (8-32),
+# 64x64x32/4w (108-380, sm_80); fma 64x64x16/8w (16-116); fp64 64x64x16/8w (24-112): register
+# pressure at 255 registers. (The smaller spills of 8-56 bytes at 72-168 registers are ptxas
+# trading bytes for occupancy; MAXNREG removes them.)
 MENUS = {
     "mma": [
-        (16, 16, 16, 4, 2),
-        (32, 32, 16, 4, 3),
+        (16, 16, 16, 1, 1),
+        (32, 32, 32, 4, 2),
+        (64, 32, 16, 4, 3),
         (64, 64, 16, 4, 3),
-        (64, 64, 32, 4, 3),
         (128, 64, 16, 8, 3),
     ],
-    "fma": [(16, 16, 16, 4, 2), (32, 32, 16, 4, 3), (64, 32, 16, 8, 3), (32, 64, 16, 8, 3)],
-    "fp64": [(16, 16, 16, 4, 2), (32, 32, 16, 4, 3), (64, 32, 16, 8, 3)],
+    "fma": [(16, 16, 16, 2, 2), (16, 16, 16, 4, 1), (32, 32, 16, 4, 2)],
+    "fp64": [(16, 16, 16, 2, 2), (16, 16, 16, 4, 1), (64, 32, 16, 8, 3)],
 }
-# Heuristic default per class: the first tile of this order that the matrix fills.
+# Heuristic default per class: the first tile of this order that the matrix fills. Without GPU
+# timings the compiler decides: the largest spill-free tile (mma 64x64x16/4w, wgmma on sm_90).
 DEFAULT_ORDER = {
-    "mma": [(64, 64, 16, 4, 3), (32, 32, 16, 4, 3), (16, 16, 16, 4, 2)],
-    "fma": [(32, 32, 16, 4, 3), (16, 16, 16, 4, 2)],
-    "fp64": [(32, 32, 16, 4, 3), (16, 16, 16, 4, 2)],
+    "mma": [(64, 64, 16, 4, 3), (32, 32, 32, 4, 2), (16, 16, 16, 1, 1)],
+    "fma": [(32, 32, 16, 4, 2), (16, 16, 16, 2, 2)],
+    "fp64": [(64, 32, 16, 8, 3), (16, 16, 16, 2, 2)],
 }
 
 # Per-program work the FREQS heuristic aims at (complex MACs), and the programs it keeps at
@@ -474,8 +490,14 @@ def mac(
         return
     grid, args, constexprs, config = planned
     with _INTERPRETER_LOCK if interpret else contextlib.nullcontext():
-        kernel = tap_cmac_kernel if wrap is None else wrap(tap_cmac_kernel)
-        kernel[grid](*args, **constexprs, num_warps=config.num_warps, num_stages=config.num_stages)
+        if wrap is None:
+            tap_cmac_kernel[grid](
+                *args, **constexprs, num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=MAXNREG
+            )
+        else:
+            wrap(tap_cmac_kernel)[grid](
+                *args, **constexprs, num_warps=config.num_warps, num_stages=config.num_stages
+            )
 
 
 def launch_args(
