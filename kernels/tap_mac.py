@@ -263,27 +263,26 @@ def arith_class(precision: str, dtype: Any = "torch.complex64") -> str:
 # Complex tiles (M, N, K, warps, stages) per arithmetic class, FREQS chosen per shape. Every entry
 # compiled for sm_80 and sm_90 without a register spill in fwd/dx (band and taps filters) and dw
 # (with db) for the CIFAR 3x3 layer and an odd-sized one (python -m bench.compile_tap_mac; the
-# compile_check test holds it). Dropped after compiling (spill bytes, mostly odd shapes): mma
-# 16x16x16/4w/2st and /2w (16-24), 32x32x16/4w with 1-3 stages (12-40), 32x64x16/4w (8-32),
-# 64x64x32/4w (108-380, sm_80); fma 64x64x16/8w (16-116); fp64 64x64x16/8w (24-112): register
-# pressure at 255 registers. (The smaller spills of 8-56 bytes at 72-168 registers are ptxas
-# trading bytes for occupancy; MAXNREG removes them.)
+# compile_check test holds it): 368 compiles, none spilling (triton 3.8). Dropped after compiling
+# for register pressure at 255 registers (spill bytes): mma 32x32x32/4w (16-168), 64x64x32/4w
+# (108-380, sm_80); fma 32x32x16/4w/2st (20, odd), 64x64x16/8w (16-116); fp64 64x64x16/8w
+# (24-112). Without MAXNREG, 8-56 byte spills at 72-168 registers also hit 16x16 to 64x32 tiles.
 MENUS = {
     "mma": [
         (16, 16, 16, 1, 1),
-        (32, 32, 32, 4, 2),
+        (32, 32, 16, 4, 3),
         (64, 32, 16, 4, 3),
         (64, 64, 16, 4, 3),
         (128, 64, 16, 8, 3),
     ],
-    "fma": [(16, 16, 16, 2, 2), (16, 16, 16, 4, 1), (32, 32, 16, 4, 2)],
+    "fma": [(16, 16, 16, 2, 2), (16, 16, 16, 4, 1), (32, 32, 16, 8, 3)],
     "fp64": [(16, 16, 16, 2, 2), (16, 16, 16, 4, 1), (64, 32, 16, 8, 3)],
 }
 # Heuristic default per class: the first tile of this order that the matrix fills. Without GPU
 # timings the compiler decides: the largest spill-free tile (mma 64x64x16/4w, wgmma on sm_90).
 DEFAULT_ORDER = {
-    "mma": [(64, 64, 16, 4, 3), (32, 32, 32, 4, 2), (16, 16, 16, 1, 1)],
-    "fma": [(32, 32, 16, 4, 2), (16, 16, 16, 2, 2)],
+    "mma": [(64, 64, 16, 4, 3), (32, 32, 16, 4, 3), (16, 16, 16, 1, 1)],
+    "fma": [(32, 32, 16, 8, 3), (16, 16, 16, 2, 2)],
     "fp64": [(64, 32, 16, 8, 3), (16, 16, 16, 2, 2)],
 }
 
