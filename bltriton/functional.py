@@ -80,26 +80,30 @@ def bl_conv_with_band(
     the op's :class:`~bltriton.autograd.ConvSpec`.
     """
     conv = f"bl_conv{ndim}d"
-    out_dtype = check_tensors(conv, ndim, input, weight, bias)
-    unbatched = input.dim() == ndim + 1
-    x = input.unsqueeze(0) if unbatched else input
-    if _env.check_finite():
-        _raise_if_not_finite(conv, input=x, weight=weight, bias=bias)
     # Zero padding is folded into the transforms (no padded copy; the op sees the caller's tensor,
     # which the backward can then keep for free); other modes are padded here.
     fold = padding_mode == "zeros"
     algorithm = _env.algorithm() if algorithm is None else algorithm
-    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     args = (
         stride, padding, dilation, groups, padding_mode, compress_rate, energy, fft_size, backend, save,
-        algorithm, training,
+        algorithm,
     )  # fmt: skip
-    key = _call_key(x, weight, bias, out_dtype, args)
+    key = _call_key(ndim, input, weight, bias, args)
     hit = _CALLS.get(key) if key is not None and band_fn is None else None
-    if hit is not None:  # the same arguments and shapes as an earlier call: all checked then
-        geo, band, spec = hit
+    if hit is not None:  # the same tensors' metadata and arguments as an earlier call: checked then
+        out_dtype, geo, band, spec = hit
+        unbatched = input.dim() == ndim + 1
+        x = input.unsqueeze(0) if unbatched else input
+        if _env.check_finite():
+            _raise_if_not_finite(conv, input=x, weight=weight, bias=bias)
         x_pad = x if fold else pad_input(x, geo.pads, padding_mode)
     else:
+        out_dtype = check_tensors(conv, ndim, input, weight, bias)
+        unbatched = input.dim() == ndim + 1
+        x = input.unsqueeze(0) if unbatched else input
+        if _env.check_finite():
+            _raise_if_not_finite(conv, input=x, weight=weight, bias=bias)
+        training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         _env.check_all()  # every BLTRITON_* value, also those this call's path never reads
         geo = conv_geometry(conv, x, weight, bias, stride, padding, dilation, groups, padding_mode)
         rate = check_rate(compress_rate)
@@ -126,7 +130,7 @@ def bl_conv_with_band(
             ),
         )
         if key is not None and band_fn is None and energy is None:
-            _remember_call(key, (geo, band, spec))
+            _remember_call(key, (out_dtype, geo, band, spec))
     if info is not None:
         info["algorithm"] = spec.algorithm
         info["spec"] = spec
@@ -162,25 +166,35 @@ def _freeze(value: object) -> object:
     return type(value), value
 
 
-def _call_key(x, weight, bias, out_dtype, args: tuple) -> tuple | None:
-    """Everything the static part of a call depends on (the tensors' shapes, device and dtype,
-    the output dtype, the non-tensor ``args`` and the backend variables), or ``None`` where it
-    must not be cached (compiling, symbolic sizes, unhashable arguments)."""
+def _call_key(ndim: int, input, weight, bias, args: tuple) -> tuple | None:
+    """Everything the checks and the static part of a call depend on: the tensors' shapes (not
+    the batch), dtypes and devices, the autocast state, whether a gradient is recorded, the
+    non-tensor ``args`` and the backend variables; ``None`` where it must not be cached
+    (compiling, symbolic sizes, unhashable arguments, arguments that are not tensors: the
+    checks then run and raise)."""
     if torch.compiler.is_compiling():
         return None
-    key = (
-        tuple(x.shape[1:]),
-        tuple(weight.shape),
-        None if bias is None else tuple(bias.shape),
-        x.device,
-        x.dtype,
-        out_dtype,
-        tuple(_freeze(a) for a in args),
-        _env.backend_raw(),
-    )
     try:
+        device = input.device
+        cast = None
+        if device.type in ("cuda", "cpu") and torch.is_autocast_enabled(device.type):
+            cast = torch.get_autocast_dtype(device.type)
+        key = (
+            input.dim(),
+            tuple(input.shape[-(ndim + 1) :]),
+            input.dtype,
+            device,
+            tuple(weight.shape),
+            weight.dtype,
+            weight.device,
+            None if bias is None else (tuple(bias.shape), bias.dtype, bias.device),
+            cast,
+            torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad),
+            tuple(_freeze(a) for a in args),
+            _env.backend_raw(),
+        )
         hash(key)
-    except TypeError:  # e.g. symbolic sizes, or an argument the checks will reject
+    except (AttributeError, TypeError):  # not tensors, symbolic sizes, an unhashable argument
         return None
     return key
 
