@@ -352,10 +352,10 @@ def _forward_impl(x_pad, weight, bias, spec: ConvSpec) -> tuple[torch.Tensor, to
     # Precision is the spec's (fp32 transforms, spec.precision for the contractions): autocast
     # must not recast the transforms' matmuls inside the op (bf16 complex ops do not exist).
     with _autocast_off(x_pad.device.type):
-        if spec.algorithm == "spatial":
-            return _spatial_forward(x_pad, weight, bias, spec)
         if _plan.takes(spec, x_pad, weight):
             return _plan_forward(x_pad, weight, bias, spec)
+        if spec.algorithm == "spatial":
+            return _spatial_forward(x_pad, weight, bias, spec)
         return band_conv_forward(x_pad, weight, bias, spec)
 
 
@@ -442,14 +442,14 @@ def _backward_impl(dy, xb, filt, spec: ConvSpec, need_x: bool, need_w: bool, nee
     ``(dx, dw, db)``; ``db`` is ``None`` unless ``need_b`` and the gradient's band gave it (the
     op returns only ``(dx, dw)``)."""
     with _autocast_off(dy.device.type):  # as in the forward op
-        if spec.algorithm == "spatial":  # ``xb`` is the input, ``filt`` the weight
-            cdt = _compute_dtype(xb.dtype)
-            dx, dw = spatial.backward(dy.to(cdt), xb.to(cdt), filt.to(cdt), spec, need_x, need_w)
-            db = None
-        elif _plan.takes(spec, xb if spec.save_input else dy, filt):  # ``filt`` is the weight
+        if _plan.takes(spec, _plan.Described.input_of(xb, spec), filt):  # ``filt`` is the weight
             cdt = _compute_dtype(xb.dtype) if spec.save_input else real_dtype(xb.dtype)
             plan = _plan.plan_for(spec, _plan.Described.input_of(xb, spec), filt)
             dx, dw, db = plan.backward(dy, xb, filt, need_x, need_w, need_b, cdt, cdt)
+        elif spec.algorithm == "spatial":  # ``xb`` is the input, ``filt`` the weight
+            cdt = _compute_dtype(xb.dtype)
+            dx, dw = spatial.backward(dy.to(cdt), xb.to(cdt), filt.to(cdt), spec, need_x, need_w)
+            db = None
         else:
             if spec.save_input:  # ``xb`` is the input itself: recompute its band when dW needs it
                 cdt = _compute_dtype(xb.dtype)

@@ -35,7 +35,17 @@ from bltriton.launch import Launches
 from bltriton.spectral import Band, column_weights
 from bltriton.transforms import _phase
 
-__all__ = ["FUSED_MAX_TAPS", "KERNELS", "Described", "LayerPlan", "clear_plans", "plan_for", "takes"]
+__all__ = [
+    "FUSED_MAX_TAPS",
+    "KERNELS",
+    "PROJECTION_MAX_ENTRIES",
+    "Described",
+    "LayerPlan",
+    "ProjectionPlan",
+    "clear_plans",
+    "plan_for",
+    "takes",
+]
 
 #: Filters of at most this many taps have their band formed inside the contractions (no filter
 #: band in memory); larger ones are transformed by ``to_band`` in the launch that transforms the
@@ -69,15 +79,31 @@ def _kernel_modules(name: str) -> tuple[ModuleType, ModuleType]:
 
 
 def takes(spec, x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether a call runs through a plan: the spectral algorithm on the triton backend, 1-D or
-    2-D, real floating tensors (everything else keeps the general path of ``bltriton.ops``)."""
+    """Whether a call runs through a plan: the spectral algorithm on the triton backend (a
+    :class:`LayerPlan`), or the spatial algorithm on small CPU maps (a :class:`ProjectionPlan`);
+    1-D or 2-D, real floating tensors. Everything else keeps the general path of
+    ``bltriton.ops`` and ``bltriton.spatial``."""
+    if spec.band.ndim not in (1, 2) or x.dtype not in _FLOATS or weight.dtype not in _FLOATS:
+        return False
+    if spec.algorithm == "spectral":
+        return spec.backend == "triton"
     return (
-        spec.backend == "triton"
-        and spec.algorithm == "spectral"
-        and spec.band.ndim in (1, 2)
-        and x.dtype in _FLOATS
-        and weight.dtype in _FLOATS
+        spec.algorithm == "spatial"
+        and x.device.type == "cpu"
+        and spec.out_dtype is None
+        and x.dtype in (torch.float32, torch.float64)
+        and weight.dtype == x.dtype
+        and math.prod(spec.input_len) * math.prod(spec.padded) <= PROJECTION_MAX_ENTRIES
     )
+
+
+#: The spatial algorithm's calls on the CPU whose band projection, as one dense matrix
+#: ``[input positions, padded positions]``, has at most this many entries (maps up to about
+#: 11x11) run through a :class:`ProjectionPlan`: one GEMM projects the input onto the band and
+#: the library convolution does the rest, 5 aten calls per fwd+bwd against the separable
+#: projection's 9 and their Python. The dense projection does ``P_padded`` multiply-adds per
+#: input element (at most ~128 here), which at these sizes costs less than one host step.
+PROJECTION_MAX_ENTRIES = 16384
 
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -120,7 +146,8 @@ def plan_for(spec, x: torch.Tensor, weight: torch.Tensor) -> LayerPlan:
     )
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _PLANS[key] = LayerPlan(spec, x.shape[1], tuple(weight.shape), x.dtype, weight.device)
+        kind = ProjectionPlan if spec.algorithm == "spatial" else LayerPlan
+        plan = _PLANS[key] = kind(spec, x.shape[1], tuple(weight.shape), x.dtype, weight.device)
         if len(_PLANS) > MAX_PLANS:
             _PLANS.popitem(last=False)
     return plan
@@ -329,3 +356,53 @@ class LayerPlan:
 
     def _bias_grad(self, dy: torch.Tensor) -> torch.Tensor:
         return dy.sum(dim=(0, *range(2, dy.dim())), dtype=self.cdt)
+
+
+class ProjectionPlan:
+    """The spatial algorithm of one small CPU layer: the input projected onto the band by one
+    GEMM against a dense ``[input positions, padded positions]`` operator (zero padding folded
+    in), then the library convolution and its backward; the input gradient is projected back by
+    the transpose. Built through :func:`plan_for` (see :data:`PROJECTION_MAX_ENTRIES`). The
+    backward keeps the input (the spatial algorithm's ``save='input'``) and projects it again.
+    """
+
+    def __init__(self, spec, channels: int, w_shape: tuple[int, ...], dtype: torch.dtype, device) -> None:
+        band = spec.band
+        self.spec = spec
+        self.channels = channels
+        self.out_channels = w_shape[0]
+        self.cdt = dtype
+        self.device = torch.device(device)
+        ones, zeros = (1,) * band.ndim, (0,) * band.ndim
+        e = forward_operand(band, _positions(spec.input_len, ones, spec.pad_lo), conj=False)
+        d = inverse_operand(band, _positions(spec.padded, ones, zeros), conj=False)
+        proj = e[0].T @ d[0::2] + e[1].T @ d[1::2]  # [P_in, P_pad]: irfftn(band(rfftn(x)))
+        self.proj = proj.to(self.device, dtype).contiguous()
+        self.proj_t = proj.T.to(self.device, dtype).contiguous()
+        nd = band.ndim
+        self.zeros = [0] * nd
+        self.conv = torch.nn.functional.conv2d if nd == 2 else torch.nn.functional.conv1d
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        return torch.mm(x.reshape(b * c, -1), self.proj).view(b, c, *self.spec.padded)
+
+    def forward(self, x, w, bias, out_dtype, wrap=None) -> tuple[torch.Tensor, None]:
+        """``(y, None)``: the output ``[B, O, *out]`` (nothing extra kept: the backward keeps the
+        input)."""
+        s = self.spec
+        return self.conv(self._project(x), w, bias, s.stride, 0, s.dilation, s.groups), None
+
+    def backward(self, dy, kept, w, need_x, need_w, need_b, dx_dtype, dw_dtype, wrap=None):
+        """``(dx, dw, db)`` (``None`` where not asked for); ``kept`` is the input."""
+        s = self.spec
+        dy = dy.to(self.cdt)
+        dxp, dw, db = torch.ops.aten.convolution_backward(
+            dy, self._project(kept), w, [self.out_channels] if need_b else None, list(s.stride),
+            self.zeros, list(s.dilation), False, self.zeros, s.groups, [need_x, need_w, need_b],
+        )  # fmt: skip
+        dx = None
+        if need_x:
+            b, c = kept.shape[:2]
+            dx = torch.mm(dxp.reshape(b * c, -1), self.proj_t).view(kept.shape).to(dx_dtype)
+        return dx, (None if dw is None else dw.to(dw_dtype)), db
