@@ -240,6 +240,8 @@ class Launches:
                 return None
             grid, args, constexprs, cfg = planned
             options = {**constexprs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+            if hasattr(tm, "MAXNREG"):  # the register ceiling its direct launches take
+                options["maxnreg"] = tm.MAXNREG
             return Bound(tm.tap_cmac_kernel, grid, args, options, sources, self._lock)
 
         def prepare() -> Bound | None:
