@@ -672,10 +672,10 @@ def band_conv(
             "not support it); use torch.compile, or torch.export.export for a saved graph"
         )
     if _plan.takes(spec, x_pad, weight):
-        if spec.save_filter_band is not False:
-            spec = _with_save_filter_band(spec, False)  # the plan never keeps the filter band
         if _eager() and not (_wrapped(x_pad) or _wrapped(weight)):
             return pipeline.apply(x_pad, weight, bias, spec)
+        if spec.save_filter_band is not False:  # the registered ops' fakes read it
+            spec = _with_save_filter_band(spec, False)  # the plan never keeps the filter band
     elif (
         filter_cache is not None
         and not torch.is_grad_enabled()

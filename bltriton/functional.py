@@ -162,7 +162,9 @@ def _freeze(value: object) -> object:
     that compare equal in Python but not to the checks (``1`` and ``1.0``, ``True`` and ``1``,
     ``(1, 2)`` and ``(1, 2.0)``) must not share a checked call."""
     if isinstance(value, (list, tuple)):
-        return type(value), tuple(_freeze(v) for v in value)
+        return type(value), tuple(
+            [(type(v), v) if not isinstance(v, (list, tuple)) else _freeze(v) for v in value]
+        )
     return type(value), value
 
 
@@ -190,7 +192,7 @@ def _call_key(ndim: int, input, weight, bias, args: tuple) -> tuple | None:
             None if bias is None else (tuple(bias.shape), bias.dtype, bias.device),
             cast,
             torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad),
-            tuple(_freeze(a) for a in args),
+            tuple([_freeze(a) if isinstance(a, (list, tuple)) else (type(a), a) for a in args]),
             _env.backend_raw(),
         )
         hash(key)
