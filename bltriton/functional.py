@@ -30,7 +30,8 @@ IntOrTuple = int | Sequence[int]
 
 #: The algorithms a call may take (keys: ``bltriton._env.ALGORITHM_NAMES``); docs/design.md §3.
 ALGORITHMS = {
-    "auto": "the cheaper of the two for the call's shapes, by bltriton.spatial.estimate",
+    "auto": "the faster of the two for the call's shapes, timed at its first call (bltriton.choice; "
+    "the estimate bltriton.spatial.estimate where nothing may be timed)",
     "spectral": "transforms to the band, three band contractions (torch or triton backend), "
     "inverse transforms: fewest multiply-adds where the band is small against kernel × output",
     "spatial": "the input projected onto the band, then the library convolution (oneDNN, cuDNN) "
@@ -123,10 +124,11 @@ def bl_conv_with_band(
             pad=tuple(p for lo_hi in geo.pads for p in lo_hi) if fold and any(map(any, geo.pads)) else (),
             save_input=save == "input",
         )
+        call = (x_pad, weight, bias, filter_cache, band_fn is None and energy is None)  # timed
         spec = replace(
             spec,
             algorithm=spatial.choose_algorithm(
-                algorithm, spec, tuple(x_pad.shape), tuple(weight.shape), x.device, training
+                algorithm, spec, tuple(x_pad.shape), tuple(weight.shape), x.device, training, call=call
             ),
         )
         if key is not None and band_fn is None and energy is None:

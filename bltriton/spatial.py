@@ -17,7 +17,8 @@ self-adjoint on the grid, and the exact gradients follow: ``dx = Pᵀ · dgrad(d
 wgrad(x_bl, dy)``. The three convolutions are the library's own (oneDNN on the CPU, cuDNN on
 CUDA) and cost what ``nn.Conv*d``'s do; the projections are GEMMs over one axis at a time.
 
-Which algorithm a call takes is :func:`choose_algorithm`'s estimate (docs/design.md §3): the
+Which algorithm a call takes is measured on its first call (:mod:`bltriton.choice`); the
+estimate of :func:`choose_algorithm` is the prior (docs/design.md §3, docs/tuner.md): the
 spectral algorithm does fewer multiply-adds where the band is small against ``kernel ×
 output positions`` (large kernels, small maps at stride 1), the spatial one runs at the
 convolution's rate and needs no filter band (strided layers, 3×3 kernels on large maps).
@@ -479,13 +480,29 @@ def choose_algorithm(
     w_shape: tuple[int, ...],
     device: torch.device,
     training: bool,
+    *,
+    call: tuple | None = None,
 ) -> str:
     """``"spectral"`` or ``"spatial"`` for one call: ``requested`` unless ``"auto"``, then the
-    cheaper by :func:`estimate`. The spatial algorithm needs the input kept for the backward
-    (``spec.save_input``); with ``save='band'`` the spectral one runs."""
+    cheaper by :func:`estimate` (the prior), or, with ``call``, the measured choice of
+    :func:`bltriton.choice.choose_algorithm`, which times the candidates on the call's tensors
+    (the estimate stays its answer where nothing may be timed). The spatial algorithm needs the
+    input kept for the backward (``spec.save_input``); with ``save='band'`` the spectral one
+    runs.
+
+    Args:
+        call: ``(x_pad, weight, bias, filter_cache, measure)`` of the call being decided (see
+            :func:`bltriton.choice.choose_algorithm`); ``None``: the estimate alone.
+    """
     if requested == "spectral" or not spec.save_input:
         return "spectral"
     if requested == "spatial":
         return "spatial"
     spectral_s, spatial_s = estimate(spec, x_shape, w_shape, device, training)
-    return "spatial" if spatial_s < spectral_s else "spectral"
+    prior = "spatial" if spatial_s < spectral_s else "spectral"
+    if call is None or torch.compiler.is_compiling():  # dynamo traces this: no timing, no lock
+        return prior
+    from bltriton import choice  # choice imports this module
+
+    x_pad, weight, bias, filter_cache, measure = call
+    return choice.measured(prior, spec, x_pad, weight, bias, training, filter_cache, measure=measure)

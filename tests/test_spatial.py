@@ -235,16 +235,18 @@ def test_rule_key_per_device():
 
 def test_auto_is_remembered_per_call_and_reported(monkeypatch):
     """The layer records the algorithm of its last call; the call memo keys on grad mode (the
-    estimate differs for inference), so each mode is estimated once."""
+    estimate differs for inference), so each mode is decided once. (The estimate decides here,
+    ``BLTRITON_AUTOTUNE=0``; the measured choice: tests/test_choice.py.)"""
     from bltriton import functional
 
+    monkeypatch.setenv("BLTRITON_AUTOTUNE", "0")
     functional._CALLS.clear()
     seen, picked = [], {}
     choose = spatial.choose_algorithm
 
-    def recording(*args):
+    def recording(*args, **kwargs):
         seen.append(args[-1])  # training
-        picked[args[-1]] = choose(*args)
+        picked[args[-1]] = choose(*args, **kwargs)
         return picked[args[-1]]
 
     monkeypatch.setattr(spatial, "choose_algorithm", recording)

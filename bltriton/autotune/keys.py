@@ -124,6 +124,54 @@ def _triton_version() -> str:
         return "none"
 
 
+#: CPU features that change which algorithm is faster (vector width, complex/bf16 units).
+_ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile", "neon", "sve",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                name, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(name.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family/model/stepping numbers (a hypervisor may show one
+    generic name, ``Intel(R) Xeon(R) Processor``, for several generations), e.g.
+    ``"Intel(R) Xeon(R) Processor (cpu family 6 model 167 stepping 1)"``; ``platform.processor()``
+    off Linux."""
+    info = _cpuinfo()
+    name = info.get("model name") or info.get("Model") or info.get("Hardware")
+    if not name:
+        import platform
+
+        name = platform.processor() or platform.machine() or "unknown-cpu"
+    numbers = [f"{k} {info[k]}" for k in ("cpu family", "model", "stepping") if info.get(k)]
+    return f"{name} ({' '.join(numbers)})" if numbers else name
+
+
+def cpu_isa() -> str:
+    """The vector ISA torch dispatches to (``torch.backends.cpu.get_cpu_capability()``: ``AVX2``,
+    ``AVX512``, ...) and the features of :data:`_ISA_FLAGS` the CPU reports, e.g.
+    ``"AVX512 avx2 fma avx512f amx_tile"``."""
+    import torch
+
+    flags = set((_cpuinfo().get("flags") or _cpuinfo().get("Features") or "").split())
+    return " ".join([torch.backends.cpu.get_cpu_capability(), *(f for f in _ISA_FLAGS if f in flags)])
+
+
 def full_key(kernel: str, source_hash: str, key: Mapping[str, Any], ident: DeviceIdentity) -> dict[str, Any]:
     """The complete cache key as a JSON object.
 
@@ -152,5 +200,6 @@ def full_key(kernel: str, source_hash: str, key: Mapping[str, Any], ident: Devic
 def clear_caches() -> None:
     """Forget the device names and versions read so far (a fresh process reads them again)."""
     _cuda_identity.cache_clear()
+    _cpuinfo.cache_clear()
     bltriton_version.cache_clear()
     _triton_version.cache_clear()
