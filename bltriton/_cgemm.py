@@ -7,7 +7,11 @@ through ``torch.matmul`` and about 215 through ``csrc/cgemm.cpp``, which is comp
 machine that runs it (``-march=native``, GCC vector extensions: AVX-512 where the CPU has it).
 
 The kernel is built on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ninja;
-about 20 s once, then loaded from torch's extension cache). Where the build fails, or a one-time
+about 20 s once, then loaded from torch's extension cache, ``TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``). The build is keyed by the source's content, this CPU's flags and
+the torch version, and compiles a copy of the source kept in its build directory: every checkout
+of the same source (a second clone, the base commit ``bench.ab_versions`` extracts, the tests'
+temporary copies) loads the one build instead of compiling again. Where the build fails, or a one-time
 probe finds it no faster than ``torch.matmul`` on this machine, every call stays on torch.
 ``BLTRITON_CPU_CGEMM=kernel|torch`` forces a provider (``kernel`` raises if the build fails).
 
@@ -61,6 +65,40 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
+def build_directory(tag: str | None = None) -> Path:
+    """The folder of the kernel's build for this source, CPU and torch (created if missing)."""
+    from torch.utils import cpp_extension
+
+    name = f"bltriton_cgemm_{tag or _tag()}"
+    try:  # torch's own choice (TORCH_EXTENSIONS_DIR, else its cache with a python/CUDA folder)
+        return Path(cpp_extension._get_build_directory(name, False))
+    except AttributeError:  # a torch without the helper
+        folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def _tag() -> str:
+    # -march=native ties the binary to this CPU: its flags are part of the cached module's name.
+    return hashlib.sha256(
+        _SOURCE.read_bytes() + _cpu_flags().encode() + torch.__version__.encode()
+    ).hexdigest()[:12]
+
+
+def _source_in(folder: Path) -> Path:
+    """A copy of the source in the build folder, written atomically where missing or different.
+    ninja rebuilds whenever a compile command changes, and the command names the source's path:
+    compiling each checkout's own file made two checkouts of the same source rebuild in turn
+    (about 20 s each time, a minute on a loaded 2-core machine)."""
+    text = _SOURCE.read_bytes()
+    copy = folder / _SOURCE.name
+    if not copy.is_file() or copy.read_bytes() != text:
+        tmp = folder / f".{_SOURCE.name}.{os.getpid()}.tmp"
+        tmp.write_bytes(text)
+        os.replace(tmp, copy)
+    return copy
+
+
 def _build():
     """The compiled extension module (raises where it cannot be built)."""
     from torch.utils import cpp_extension
@@ -72,15 +110,14 @@ def _build():
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         except ImportError:
             pass  # cpp_extension then says that ninja is missing
-    # -march=native ties the binary to this CPU: its flags are part of the cached module's name.
-    tag = hashlib.sha256(
-        _SOURCE.read_bytes() + _cpu_flags().encode() + torch.__version__.encode()
-    ).hexdigest()[:12]
+    tag = _tag()
+    folder = build_directory(tag)
     return cpp_extension.load(
         name=f"bltriton_cgemm_{tag}",
-        sources=[str(_SOURCE)],
+        sources=[str(_source_in(folder))],
         # -fopenmp: at::parallel_for is a header-inlined OpenMP region; without it, one thread.
         extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        build_directory=str(folder),
         verbose=False,
     )
 

@@ -82,6 +82,36 @@ def test_ab_versions_extracts_a_renamed_base(tmp_path):
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
 
 
+def test_a_second_checkout_loads_the_same_kernel_build(tmp_path):
+    """The C++ kernel is built once per source, CPU and torch: a copy of the package elsewhere
+    (a second clone, the base commit bench.ab_versions extracts) loads the build this checkout
+    made instead of compiling again, and this checkout's next load does not compile either."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bench.ab_versions import ROOT
+    from bltriton import _cgemm
+
+    if not _cgemm.available():
+        pytest.skip("the CPU kernel could not be built")
+    folder = _cgemm.build_directory()
+    built = {p: p.stat().st_mtime_ns for p in folder.glob("*.so")}
+    assert built, f"no extension in {folder}"
+    assert str(ROOT) not in (folder / "build.ninja").read_text()  # compiles its own copy
+    skip = shutil.ignore_patterns("__pycache__", "data")
+    for pkg in ("bltriton", "kernels"):
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=skip)
+    load = "from bltriton import _cgemm; print(_cgemm.__file__, _cgemm.available())"
+    for where in (tmp_path, ROOT):  # the copy, then this checkout again
+        code = f"import sys; sys.path.insert(0, {str(where)!r}); {load}"
+        run = subprocess.run([sys.executable, "-c", code], cwd=where, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        path, ok = run.stdout.split()[-2:]
+        assert path.startswith(str(where)) and ok == "True", run.stdout
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*.so")} == built, "the kernel was compiled again"
+
+
 def test_ab_versions_separate_processes_give_a_row():
     """``--separate``: each variant alone in its own process; the row holds nn's time and two
     ratios near 1 (the base is this checkout)."""
