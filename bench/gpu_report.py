@@ -377,6 +377,26 @@ def run_overhead(timeout: float, dry: bool = False) -> dict:
     return {"rc": rc, "wall_s": round(wall, 1), "rows": rows, "tail": text[-1500:] if rc else ""}
 
 
+def run_pipeline(timeout: float, dry: bool = False) -> dict:
+    """The layer plan's figures (issue: one plan per layer, a handful of launches): device
+    launches per spectral fwd+bwd of the 3x3 C64 32x32 layer (``bench.launches``: torch.profiler
+    on CUDA, the CUDA path forced on a dry run) and host time per call (``bench.host_profile``:
+    on CUDA the real launches, on a dry run the CUDA path with its launches stubbed)."""
+    device = "cpu" if dry else "cuda"
+    t_end = time.perf_counter() + timeout
+    cmd = [sys.executable, "-m", "bench.launches", "--device", device, "--verbose"]
+    cmd += ["--batch", "2"] if dry else ["--batch", "128"]
+    rc1, text1, _ = _run(cmd, max(10.0, (t_end - time.perf_counter()) / 2))
+    _log("pipeline.log", f"===== launches\n{text1}")
+    lines = [line for line in text1.splitlines() if line.startswith("launches per fwd+bwd")]
+    cmd = [sys.executable, "-m", "bench.host_profile", "--device", device, "--calls", "20" if dry else "200"]
+    cmd += ["--shapes", "host-tiny" if dry else "host-tiny,cifar3x3"]
+    rc2, text2, _ = _run(cmd, max(10.0, t_end - time.perf_counter()))
+    _log("pipeline.log", f"===== host_profile\n{text2}")
+    host = [line for line in text2.splitlines() if "ms host/call queued" in line]
+    return {"rc": max(rc1, rc2), "launches": lines[-1] if lines else "", "host": host}
+
+
 def run_algorithms(timeout: float, dry: bool = False) -> dict:
     """``python -m bench.algorithms`` for ResNet-18 b128 and the FCN b64 (b8 and b16 on a dry
     run): both algorithms per layer, the rule's pick and their agreement."""
@@ -519,6 +539,10 @@ def write(report: dict, stem: str, results: Path = RESULTS) -> None:
             f"| {r['speedup']:.2f}× |"
             for r in report["tuned_vs_default"]
         ] + [""]
+    if "pipeline" in report:
+        p = report["pipeline"]
+        md += ["## Layer plans: launches and host time", "", f"- {p.get('launches') or '(no count)'}"]
+        md += [f"- {line}" for line in p.get("host", [])] + [""]
     if "bench" in report:
         md += ["## Whole models, median ms per call", "", *model_table(report["bench"]["rows"]), ""]
         md += ["## fwd+bwd (median ms)", "", *conv_table(report["bench"]["rows"]), ""]
@@ -579,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of steps to skip: peaks,tests,cache,tuned,bench,overhead,algorithms",
+        help="comma list of steps to skip: peaks,tests,cache,tuned,pipeline,bench,overhead,algorithms",
     )
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU, tiny shapes")
     parser.add_argument(
@@ -610,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         # The fixed-cap steps first; the benchmarks (one file per share) take what is left.
         ("cache_reuse", "cache", lambda: cache_reuse(args.quick, left(90) / 2, dry)),
         ("tuned_vs_default", "tuned", lambda: tuned_vs_default(dry, budget_s=left(40))),
+        ("pipeline", "pipeline", lambda: run_pipeline(left(60), dry)),
         ("overhead", "overhead", lambda: run_overhead(left(120), dry)),
         # The benchmarks take what is left but leave the per-layer algorithm table a minute (in a
         # 470 s call, last after it, they had 70 s and the ResNet-18 file was cut).

@@ -35,6 +35,10 @@ def test_gpu_report_dry_run(tmp_path):
     errors = {k: v for k, v in report.items() if k.endswith("_error")}
     assert not errors, errors
     assert report["peaks"]["copy_gbps"] > 0
+    pipeline = report["pipeline"]
+    assert pipeline["rc"] == 0, pipeline
+    assert pipeline["launches"].startswith("launches per fwd+bwd: spectral 7"), pipeline
+    assert any("triton-stub" in line for line in pipeline["host"]), pipeline
     assert report["tests"]["rc"] == 0 and "1 passed" in report["tests"]["summary"], report["tests"]
     cache = report["cache_reuse"]
     assert cache["cold"]["stats"]["timings"] > 0, cache
