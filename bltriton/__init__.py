@@ -5,7 +5,9 @@ from __future__ import annotations
 from bltriton.calibrate import calibrate
 from bltriton.energy import set_energy
 from bltriton.functional import bl_conv1d, bl_conv2d
+from bltriton.layer_report import ProfileReport, profile
 from bltriton.nn import BLConv1d, BLConv2d, convert, set_compress_rate
+from bltriton.pretune import tune
 from bltriton.spectral import Band
 
 __version__ = "0.1.0"
@@ -14,11 +16,14 @@ __all__ = [
     "BLConv1d",
     "BLConv2d",
     "Band",
+    "ProfileReport",
     "__version__",
     "bl_conv1d",
     "bl_conv2d",
     "calibrate",
     "convert",
+    "profile",
     "set_compress_rate",
     "set_energy",
+    "tune",
 ]

@@ -63,6 +63,7 @@ __all__ = [
     "interleaved_timer",
     "layer_label",
     "measured",
+    "set_layer_label",
     "set_timer",
     "settings",
     "stats",
@@ -183,15 +184,22 @@ def decisions() -> list[dict[str, Any]]:
     return [dict(r) for r in _state.records]
 
 
-@contextlib.contextmanager
-def layer_label(name: str | None) -> Iterator[None]:
-    """Name the layer whose calls decide inside the block (reports of :func:`decisions`)."""
+def set_layer_label(name: str | None) -> str | None:
+    """Name the layer whose calls decide from now on in this thread (the ``"layer"`` of
+    :func:`decisions` and of the printed lines); returns the previous name."""
     old = getattr(_label, "name", None)
     _label.name = name
+    return old
+
+
+@contextlib.contextmanager
+def layer_label(name: str | None) -> Iterator[None]:
+    """:func:`set_layer_label` for a ``with`` block."""
+    old = set_layer_label(name)
     try:
         yield
     finally:
-        _label.name = old
+        set_layer_label(old)
 
 
 # -- timing ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ new.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -20,7 +20,16 @@ from bltriton._env import ALGORITHM_NAMES, BACKENDS
 from bltriton.energy import EnergyBand, band_chooser
 from bltriton.spectral import Band, check_energy, check_fft_size, check_rate
 
-__all__ = ["BLConv1d", "BLConv2d", "BLConvMixin", "convert", "is_band_limited", "set_compress_rate"]
+__all__ = [
+    "LAYER_KINDS",
+    "BLConv1d",
+    "BLConv2d",
+    "BLConvMixin",
+    "convert",
+    "is_band_limited",
+    "layer_kinds",
+    "set_compress_rate",
+]
 
 
 def _fresh_call_info() -> dict:
@@ -166,7 +175,8 @@ class BLConvMixin:
             info=self._last_call,
             **self._conv_kwargs(),
         )
-        self.last_band = band
+        if self.last_band is not band:  # the memo hands back the same band: skip Module.__setattr__
+            self.last_band = band
         return y
 
     def extra_repr(self) -> str:
@@ -244,6 +254,52 @@ def _is_1x1(conv: nn.Module) -> bool:
     return all(k == 1 for k in conv.kernel_size)
 
 
+#: The kinds :func:`convert`'s ``layers=`` may name (see :func:`layer_kinds`).
+LAYER_KINDS = ("dense", "grouped", "depthwise", "strided", "1d", "2d")
+
+LayerFilter = str | Iterable[str] | Callable[[str, nn.Module], bool]
+
+
+def layer_kinds(conv: nn.Module) -> tuple[str, ...]:
+    """The :data:`LAYER_KINDS` of a convolution: ``"dense"`` (``groups=1``), ``"depthwise"``
+    (one input channel per group, several groups) or ``"grouped"`` (the rest); ``"strided"``
+    where a stride exceeds 1; ``"1d"`` or ``"2d"``."""
+    groups, cin = conv.groups, conv.in_channels
+    kinds = ["dense" if groups == 1 else "depthwise" if groups == cin else "grouped"]
+    if any(s > 1 for s in conv.stride):
+        kinds.append("strided")
+    kinds.append(f"{len(conv.kernel_size)}d")
+    return tuple(kinds)
+
+
+def _layer_rule(model: nn.Module, layers: LayerFilter | None) -> Callable[[str, nn.Module], bool]:
+    """``convert``'s ``layers`` argument as a predicate ``(name, conv) -> bool``."""
+    if layers is None:
+        return lambda name, conv: True
+    if callable(layers) and not isinstance(layers, str):
+        return lambda name, conv: bool(layers(name, conv))
+    items = [layers] if isinstance(layers, str) else layers
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(
+            f"convert: layers must be layer names or kinds {LAYER_KINDS} (a string or an iterable of "
+            f"them) or a predicate (name, conv) -> bool; got {type(layers).__name__}"
+        ) from None
+    if not all(isinstance(i, str) for i in items):
+        raise TypeError(f"convert: layers must hold strings (layer names or kinds); got {items!r}")
+    # A name of the model wins over a kind of the same spelling.
+    known = {n for n, _ in model.named_modules(remove_duplicate=False)}
+    names = {i for i in items if i in known}
+    kinds = {i for i in items if i not in known}
+    unknown = sorted(kinds - set(LAYER_KINDS))
+    if unknown:
+        raise ValueError(
+            f"convert: layers names {unknown}, neither layers of the model nor kinds {LAYER_KINDS}"
+        )
+    return lambda name, conv: name in names or bool(kinds & set(layer_kinds(conv)))
+
+
 def convert(
     model: nn.Module,
     compress_rate: RateSpec | None = None,
@@ -253,6 +309,7 @@ def convert(
     backend: str | None = None,
     algorithm: str | None = None,
     skip_1x1: bool = True,
+    layers: LayerFilter | None = None,
 ) -> nn.Module:
     """Replace the ``nn.Conv1d``/``nn.Conv2d`` layers of ``model`` in place by band-limited ones.
 
@@ -272,6 +329,10 @@ def convert(
         fft_size, backend, algorithm: passed to each layer.
         skip_1x1: leave 1×1 convolutions alone (their spectrum is flat: nothing to gain), as the
             paper's ResNet did.
+        layers: which layers to convert (default all): qualified names, kinds of
+            :data:`LAYER_KINDS` (``"depthwise"``, ``"dense"``, ...; a layer of any kind named is
+            taken), a mix of both in one iterable, or a predicate ``(name, conv) -> bool``; e.g.
+            ``layers=bltriton.profile(model, x, 0.5).paying()``.
 
     Returns:
         ``model``, or the new band-limited layer when ``model`` itself is a converted conv layer.
@@ -279,10 +340,18 @@ def convert(
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: model must be an nn.Module; got {type(model).__name__}")
     rate_for = _rate_rule(model, compress_rate, energy)
+    chosen = _layer_rule(model, layers)
     built: dict[int, nn.Module] = {}  # id(old conv) -> its band-limited layer
     places: list[tuple[str, nn.Module]] = []
+    picked = {
+        id(m)
+        for n, m in model.named_modules(remove_duplicate=False)
+        if type(m) in (nn.Conv1d, nn.Conv2d) and chosen(n, m)
+    }  # a layer reachable under several names is taken when one of them is
     for name, module in model.named_modules(remove_duplicate=False):
         if type(module) not in (nn.Conv1d, nn.Conv2d) or (skip_1x1 and _is_1x1(module)):
+            continue
+        if id(module) not in picked:
             continue
         if id(module) not in built:
             rate = rate_for(name, module)

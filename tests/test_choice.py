@@ -275,3 +275,137 @@ def test_configure_names_bad_settings():
         choice.configure(budget=1)
     with pytest.raises(ValueError, match="prune_ratio"):
         choice.configure(prune_ratio=0)
+
+
+# -- pre-tuning, the per-layer report, convert's layer filter ----------------------------------
+
+
+def _model() -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        torch.nn.Conv2d(8, 4, 3, stride=2, padding=1),
+        torch.nn.Conv2d(4, 4, 1),
+    )
+
+
+def test_tune_times_every_layer_once_and_leaves_the_model_alone(capsys):
+    """``tune`` decides each layer's shapes per mode (one line per layer where stderr is not a
+    terminal), lifts the process budget, restores batch-norm statistics and touches no .grad;
+    the next training step is served without timing."""
+    import bltriton
+
+    model = bltriton.convert(_model(), 0.5)
+    x = torch.randn(2, 3, 10, 10)
+    stats = model[1].running_mean.clone()
+    choice.configure(prune_ratio=1e9, budget_s=1e-9)
+    timer = FakeTimer(spectral=1.0, spatial=2.0)
+    with choice.use_timer(timer):
+        made = bltriton.tune(model, x, modes=("train", "eval"))
+    assert timer.calls == 6 and choice.settings().budget_s == 1e-9
+    assert [(d["layer"], d["training"]) for d in made] == [
+        ("0", True), ("3", True), ("4", True), ("0", False), ("3", False), ("4", False)
+    ]  # fmt: skip
+    assert all(d["pick"] == "spectral" for d in made)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("tune train 0: spectral (spectral 1.000 ms")
+    assert torch.equal(model[1].running_mean, stats) and model.training
+    assert all(p.grad is None for p in model.parameters())
+    with choice.use_timer(refuse):
+        model(x).sum().backward()
+    assert model[0].last_algorithm == "spectral"
+
+
+def test_profile_reports_each_layer_and_which_pay(capsys):
+    """One row per convertible layer (the 1x1 left out) with its kinds and shapes; ``paying``
+    names the rows whose band-limited time is the lower; the model is unchanged."""
+    import bltriton
+
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with choice.use_timer(FakeTimer(spectral=1.0, spatial=2.0)):
+        report = bltriton.profile(model, torch.randn(2, 3, 10, 10), 0.5, reps=1)
+    assert [r.name for r in report.rows] == ["0", "3", "4"]
+    assert [r.kinds for r in report.rows] == [
+        ("dense", "2d"),
+        ("depthwise", "2d"),
+        ("dense", "strided", "2d"),
+    ]
+    assert report.rows[1].input_shape == (2, 8, 10, 10) and report.rows[2].weight_shape == (4, 8, 3, 3)
+    assert all(r.algorithm == "spectral" and 0 < r.kept_fraction < 1 for r in report.rows)
+    assert all(r.dense_ms > 0 and r.band_ms > 0 and r.limit.startswith("spectral: ") for r in report.rows)
+    assert report.paying() == [r.name for r in report.rows if r.band_ms < r.dense_ms]
+    assert report.paying(margin=1e9) == ["0", "3", "4"]
+    out = capsys.readouterr().out
+    assert "| layer | kind | input |" in out and "| 3 | depthwise 2d | 2x8x10x10 |" in out
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not any(bltriton.nn.is_band_limited(m) for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "layers, converted",
+    [
+        pytest.param(["0", "4"], {"0", "4"}, id="names"),
+        pytest.param("depthwise", {"3"}, id="kind"),
+        pytest.param(["strided", "0"], {"0", "4"}, id="kind-and-name"),
+        pytest.param(lambda name, conv: conv.out_channels == 8, {"0", "3"}, id="predicate"),
+        pytest.param(None, {"0", "3", "4"}, id="all"),
+    ],
+)
+def test_convert_takes_a_layer_filter(layers, converted):
+    import bltriton
+
+    model = bltriton.convert(_model(), 0.5, layers=layers)
+    got = {n for n, m in model.named_modules() if bltriton.nn.is_band_limited(m)}
+    assert got == converted
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        pytest.param(lambda m, x: __import__("bltriton").convert(m, 0.5, layers=["nope"]), ValueError,
+                     r"layers names \['nope'\]", id="convert-unknown-name"),
+        pytest.param(lambda m, x: __import__("bltriton").convert(m, 0.5, layers=3), TypeError, "layers",
+                     id="convert-layers-type"),
+        pytest.param(lambda m, x: __import__("bltriton").convert(m, 0.5, layers=[1]), TypeError, "layers",
+                     id="convert-layers-items"),
+        pytest.param(lambda m, x: __import__("bltriton").tune(m, x, modes="fast"), ValueError, "modes",
+                     id="tune-modes"),
+        pytest.param(lambda m, x: __import__("bltriton").tune("model", x), TypeError, "model",
+                     id="tune-model"),
+        pytest.param(lambda m, x: __import__("bltriton").tune(m, [1]), TypeError, "example_input",
+                     id="tune-input"),
+        pytest.param(lambda m, x: __import__("bltriton").profile(m, x, 1.5), ValueError, "rate",
+                     id="profile-rate"),
+        pytest.param(lambda m, x: __import__("bltriton").profile(m, x, reps=0), ValueError, "reps",
+                     id="profile-reps"),
+        pytest.param(lambda m, x: __import__("bltriton").profile(m, "x"), TypeError, "example_input",
+                     id="profile-input"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_name_themselves(call, error, match):
+    with pytest.raises(error, match=match):
+        call(_model(), torch.randn(1, 3, 8, 8))
+
+
+def test_tune_refuses_when_autotune_is_off(monkeypatch):
+    import bltriton
+
+    monkeypatch.setenv("BLTRITON_AUTOTUNE", "0")
+    with pytest.raises(RuntimeError, match="BLTRITON_AUTOTUNE=0"):
+        bltriton.tune(bltriton.convert(_model(), 0.5), torch.randn(1, 3, 8, 8))
+
+
+def test_cache_show_lists_the_choices(capsys):
+    from bltriton.__main__ import main
+
+    choice.configure(prune_ratio=1e9)
+    layer, x = _layer()
+    with choice.use_timer(FakeTimer(spectral=2.0, spatial=1.5)):
+        layer(x).sum().backward()
+    assert main(["cache", "show", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "algorithm x[2, 3, 9, 11] w[4, 3, 3, 3]" in out
+    assert "train -> spatial (spatial 1.500 ms, spectral 2.000 ms; cpu " in out

@@ -1,9 +1,12 @@
-"""``python -m bltriton cache show|path|clear`` and ``python -m bltriton tune``.
+"""``python -m bltriton cache show|path|clear``, ``python -m bltriton tune`` and
+``python -m bltriton profile``.
 
-``tune`` pre-tunes a model: it runs one forward and backward pass on random input with tuning
-enabled, which makes every Triton launcher of every band-limited layer call
-:func:`bltriton.autotune.get_config` for its shapes; the choices land in the cache file that
-later runs read.
+``tune`` pre-tunes a model (:func:`bltriton.tune`): it runs one forward and backward pass (and/or
+an inference forward) on random input with tuning enabled, which measures every band-limited
+layer's algorithm (:mod:`bltriton.choice`) and makes every Triton launcher call
+:func:`bltriton.autotune.get_config` for its shapes; the choices land in the cache files that
+later runs read. ``profile`` (:func:`bltriton.profile`) times each convertible layer dense
+against band-limited and names the layers that pay.
 """
 
 from __future__ import annotations
@@ -95,8 +98,39 @@ def _add_tune_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also time configs on the CPU / Triton interpreter (only useful for testing)",
     )
-    p_tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_tune.add_argument(
+        "--mode",
+        choices=("train", "eval", "both"),
+        default="train",
+        help="what to tune: a training step (forward+backward, default), inference, or both",
+    )
+    p_tune.add_argument("--no-progress", action="store_true", help="no progress bar or per-layer lines")
     p_tune.set_defaults(func=cmd_tune)
+    _add_profile_parser(subparsers)
+
+
+def _add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
+    p_prof = subparsers.add_parser(
+        "profile",
+        help="time each convertible layer of a model dense and band-limited, and say which pay",
+        description="Time every nn.Conv1d/nn.Conv2d (or band-limited) layer of a model on this "
+        "machine, dense against band-limited at one compress rate (each with its measured "
+        "algorithm), on the shapes the model gives it; print a table and the layers that pay.",
+    )
+    source = p_prof.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="MODULE:FUNCTION", help="import MODULE, call FUNCTION()")
+    source.add_argument("--demo", choices=DEMO_MODELS, help="a bundled demo model")
+    p_prof.add_argument(
+        "--input-shape", required=True, type=_parse_shape, metavar="B,C,L[,W]", help="input shape"
+    )
+    p_prof.add_argument("--num-classes", type=_positive_int, default=10, help="demo models: classes")
+    p_prof.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p_prof.add_argument(
+        "--compress-rate", type=float, default=0.5, help="compress rate to try, in [0, 1) (default 0.5)"
+    )
+    p_prof.add_argument("--infer", action="store_true", help="time inference (the forward) only")
+    p_prof.add_argument("--reps", type=_positive_int, default=5, help="timed rounds per layer (default 5)")
+    p_prof.set_defaults(func=cmd_profile)
 
 
 def _positive_int(text: str) -> int:
@@ -140,10 +174,14 @@ def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
     if show_all:
         files = _cache.list_cache_files(folder)
     else:
-        ident = _tuner.device_identity(parse_device(device) if device is not None else None)
-        path = _cache.cache_file_path(folder, ident.name)
-        files = [path] if os.path.lexists(path) else []
-        which = f" for {ident.name}"
+        from bltriton import choice
+
+        dev = parse_device(device) if device is not None else None
+        ident = _tuner.device_identity(dev)
+        names = [ident.name, choice.cache_file_name(_choice_device(dev))]
+        paths = dict.fromkeys(_cache.cache_file_path(folder, n) for n in names)  # the GPU's: one file
+        files = [p for p in paths if os.path.lexists(p)]
+        which = f" for {' or '.join(dict.fromkeys(names))}"
     if not files:
         print(f"no autotune cache{which} in {folder}")
         return 0
@@ -156,6 +194,9 @@ def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
         for name in sorted(entries, key=lambda n: _sort_key(entries[n])):
             entry = entries[name]
             full = entry["key"]
+            if full.get("kernel") == "algorithm":
+                print(_choice_line(entry))
+                continue
             best, best_ms = _cache.best_of(entry["timings"])
             timed = len(entry["timings"])
             ms = f"{best_ms:.4f} ms" if best_ms is not None and math.isfinite(best_ms) else "failed"
@@ -166,6 +207,34 @@ def _show(folder: Path, *, show_all: bool, device: str | None) -> int:
                 f"source {str(full.get('source_hash'))[:12]})"
             )
     return 0
+
+
+def _choice_device(device: Any) -> Any:
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _choice_line(entry: dict[str, Any]) -> str:
+    """One algorithm choice of ``cache show``: the call, the pick and every candidate's time."""
+    full, shape = entry["key"], entry["key"].get("key", {})
+    best, _ = _cache.best_of(entry["timings"])
+    times = ", ".join(
+        f"{json.loads(c).get('algorithm', c)} {ms:.3f} ms" if math.isfinite(ms) else f"{c} failed"
+        for c, ms in sorted(entry["timings"].items())
+    )
+    mode = "train" if shape.get("training") else "infer"
+    where = (
+        f"{full.get('device')}, {full.get('threads')} threads" if full.get("threads") else full.get("device")
+    )
+    return (
+        f"  algorithm x{shape.get('x')} w{shape.get('w')} groups={shape.get('groups')} "
+        f"stride={shape.get('stride')} {shape.get('dtype')} {mode} -> "
+        f"{(best or {}).get('algorithm', 'estimate')} ({times}; {where}; torch {full.get('torch')}, "
+        f"bltriton {full.get('bltriton')})"
+    )
 
 
 def _sort_key(entry: dict[str, Any]) -> tuple[str, str]:
@@ -319,9 +388,12 @@ def _shape_checks(layers: list[tuple[str, Any]], shape: tuple[int, ...]) -> list
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    """Run ``tune``: one forward+backward of the model with tuning on; prints the stats."""
+    """Run ``tune``: :func:`bltriton.tune` on the model (one forward+backward, and/or one
+    inference forward, with tuning on); prints the decisions' and the kernel tuner's stats."""
     import torch
-    from tqdm.auto import tqdm
+
+    from bltriton import choice
+    from bltriton.pretune import tune
 
     shape = tuple(args.input_shape)
     device = parse_device(args.device)
@@ -341,32 +413,64 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
     old_settings = _tuner.configure(tune_on_cpu=True) if args.tune_on_cpu else None
     timed_here = device.type == "cuda" or _tuner.settings().tune_on_cpu
-    bar = tqdm(total=2 * len(layers), desc="tuning layers", unit="pass", disable=args.no_progress)
-    handles = _shape_checks(layers, shape) + _progress_hooks(layers, bar)
+    handles = _shape_checks(layers, shape)
+    modes = {"train": ("train",), "eval": ("eval",), "both": ("train", "eval")}[args.mode]
     _tuner.reset_stats()
+    before = choice.stats()
     try:
         with _backend(args.backend):
             x = torch.randn(shape, device=device)
-            out = model(x)
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            out.float().sum().backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            tune(model, x, modes=modes, progress=False if args.no_progress else None)
     finally:
         for handle in handles:
             handle.remove()
-        bar.close()
         if old_settings is not None:
             _tuner.configure(**old_settings)
     if not timed_here:  # after the run, so that a mistake the run finds is the only line
         print(
-            f"note: on {device.type} configs are not timed (defaults are used); pass "
-            f"--tune-on-cpu to time them anyway",
+            f"note: on {device.type} kernel configs are not timed (defaults are used; the algorithm "
+            f"choices are); pass --tune-on-cpu to time them anyway",
             file=sys.stderr,
         )
+    after = choice.stats()
+    picked = {k: after[k] - before[k] for k in ("timed", "cache_hits", "estimated", "pruned")}
+    path = _cache.cache_file_path(_env.cache_dir(), choice.cache_file_name(device))
+    print(
+        f"algorithm choices: {picked['timed']} timed, {picked['cache_hits']} from the cache, "
+        f"{picked['pruned']} by the estimate alone, {picked['estimated']} untimed"
+        + (f" ({after['spent_s'] - before['spent_s']:.1f} s); file: {path}" if picked["timed"] else "")
+    )
     stats = _tuner.stats()
     print(json.dumps(stats, sort_keys=True))
     print(_cache_file_line(stats, device))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Run ``profile``: :func:`bltriton.profile` on the model; prints its table and the names of
+    the layers that pay (for ``convert(model, rate, layers=...)``)."""
+    import torch
+
+    from bltriton.layer_report import profile
+
+    shape = tuple(args.input_shape)
+    device = parse_device(args.device)
+    if not 0.0 <= args.compress_rate < 1.0:
+        raise UsageError(f"--compress-rate: expected a fraction in [0, 1); got {args.compress_rate}")
+    model = _build_model(args, in_channels=shape[1]).to(device)
+    handles = _shape_checks([(n, m) for n, m in model.named_modules() if hasattr(m, "kernel_size")], shape)
+    try:
+        report = profile(
+            model,
+            torch.randn(shape, device=device),
+            args.compress_rate,
+            training=not args.infer,
+            reps=args.reps,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    print(f"paying: {json.dumps(report.paying())}")
     return 0
 
 
