@@ -223,7 +223,7 @@ def _is_channels_last(t: torch.Tensor) -> bool:
     if t.dim() != 4:
         return False
     try:
-        return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+        return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
     except RuntimeError:  # inside torch.vmap memory formats cannot be queried: keep the default
         return False
 

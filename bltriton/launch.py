@@ -26,42 +26,52 @@ __all__ = ["Bound", "Launches"]
 
 #: Bound launches kept per plan (signatures: a few batch sizes and input layouts in practice).
 MAX_SIGNATURES = 64
+_MISSING = object()
+
+
+#: Launch options of ``JITFunction.run`` that are not kernel parameters.
+_OPTIONS = ("num_warps", "num_stages", "maxnreg", "num_ctas")
 
 
 class Bound:
-    """One prepared launch: ``kernel[grid](*args, **options)`` with the tensor arguments
-    replaced by the call's tensors (``slots``: ``(index or name, source index, view_as_real)``)."""
+    """One prepared launch: ``kernel.run(*args, grid=grid, warmup=False, **options)`` (what
+    ``kernel[grid](...)`` calls) with the tensor arguments replaced by the call's tensors
+    (``slots``: ``(position, source index, view_as_real)``). Every kernel parameter, constexprs
+    included, is passed by position in the kernel's order (binding a few dozen keyword arguments
+    cost most of a launch's host time); the launch options stay keywords."""
 
-    __slots__ = ("args", "grid", "kernel", "lock", "options", "slots")
+    __slots__ = ("args", "kernel", "lock", "options", "slots")
 
     def __init__(self, kernel, grid, args, options: dict, sources: list, lock) -> None:
-        self.kernel, self.grid, self.options, self.lock = kernel, grid, options, lock
-        items = args.items() if isinstance(args, dict) else enumerate(args)
+        self.kernel, self.lock = kernel, lock
+        names = list(kernel.arg_names)
+        by_name = dict(args) if isinstance(args, dict) else dict(zip(names, args))
+        by_name.update({k: v for k, v in options.items() if k not in _OPTIONS})
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise RuntimeError(f"bltriton: a launch leaves kernel parameters unset: {missing}")
+        self.args = [by_name[n] for n in names]
+        self.options = {k: v for k, v in options.items() if k in _OPTIONS}
+        self.options.update(grid=grid, warmup=False)
         slots = []
-        for key, value in items:
+        for pos, value in enumerate(self.args):
             if isinstance(value, torch.Tensor):
-                slots.append((key, *_source_of(value, sources)))
+                slots.append((pos, *_source_of(value, sources)))
+                self.args[pos] = None  # the first call's tensors are not kept, only their places
         self.slots = tuple(slots)
-        # The first call's tensors are not kept (only their places).
-        self.args = dict(args) if isinstance(args, dict) else list(args)
-        for key, _, _ in slots:
-            self.args[key] = None
 
     def __call__(self, sources: list) -> None:
         args = self.args.copy()
         reals: dict[int, torch.Tensor] = {}
-        for key, index, as_real in self.slots:
+        for pos, index, as_real in self.slots:
             if not as_real:
-                args[key] = sources[index]
+                args[pos] = sources[index]
             elif index in reals:
-                args[key] = reals[index]
+                args[pos] = reals[index]
             else:
-                args[key] = reals[index] = torch.view_as_real(sources[index])
+                args[pos] = reals[index] = torch.view_as_real(sources[index])
         with self.lock:
-            if isinstance(args, dict):
-                self.kernel[self.grid](**args, **self.options)
-            else:
-                self.kernel[self.grid](*args, **self.options)
+            self.kernel.run(*args, **self.options)
 
 
 def default_transform_config(tr: ModuleType, kind: str, jobs: list, precision: str):
@@ -126,16 +136,19 @@ class Launches:
         self._bound: dict[tuple, Bound | None] = {}
 
     def _get(self, key: tuple, prepare) -> Bound | None:
-        try:
-            return self._bound[key]
-        except KeyError:
-            if len(self._bound) >= MAX_SIGNATURES:
-                self._bound.clear()
-            bound = self._bound[key] = prepare()
-            return bound
+        if len(self._bound) >= MAX_SIGNATURES:
+            self._bound.clear()
+        bound = self._bound[key] = prepare()
+        return bound
 
     def to_band(self, key: tuple | None, jobs: list, precision: str, config=None, wrap=None) -> None:
         """``transform.to_band(jobs)``; ``key``: the call signature (``None``: not bound)."""
+        if key is not None and wrap is None:
+            bound = self._bound.get(("to_band", key), _MISSING)
+            if bound is not _MISSING:
+                if bound is not None:
+                    bound([t for job in jobs for t in job])
+                return
         if key is None or wrap is not None or not self.bindable:
             self.transform.to_band(jobs, precision=precision, config=config, wrap=wrap)
         else:
@@ -143,13 +156,19 @@ class Launches:
 
     def from_band(self, key: tuple | None, jobs: list, precision: str, config=None, wrap=None) -> None:
         """``transform.from_band(jobs)``, as :meth:`to_band`."""
+        if key is not None and wrap is None:
+            bound = self._bound.get(("from_band", key), _MISSING)
+            if bound is not _MISSING:
+                if bound is not None:
+                    bound([t for job in jobs for t in job])
+                return
         if key is None or wrap is not None or not self.bindable:
             self.transform.from_band(jobs, precision=precision, config=config, wrap=wrap)
         else:
             self._transform("from_band", key, jobs, precision, config)
 
     def _transform(self, kind: str, key: tuple, jobs: list, precision: str, config) -> None:
-        bound = self._get((kind, *key), lambda: self._prepare_transform(kind, jobs, precision, config))
+        bound = self._get((kind, key), lambda: self._prepare_transform(kind, jobs, precision, config))
         if bound is not None:
             bound([t for job in jobs for t in job])
 
@@ -227,6 +246,14 @@ class Launches:
         wrap=None,
     ):
         """``tap_mac.mac(mode, a, b, out, ...)``, as :meth:`to_band`."""
+        if key is not None and wrap is None:
+            bound = self._bound.get((mode, key), _MISSING)
+            if bound is not _MISSING:
+                if bound is not None:
+                    bound([a, b, out, taps_op, db])
+                elif db is not None:
+                    db.zero_()  # nothing to contract: an empty sum
+                return
         tm = self.tap_mac
         if key is None or wrap is not None or not self.bindable:
             kw = dict(taps_op=taps_op, groups=groups, precision=precision, db=db, config=config, wrap=wrap)
@@ -267,7 +294,7 @@ class Launches:
                 )
             return bind(cfg)
 
-        bound = self._get(("mac", mode, *key), prepare)
+        bound = self._get((mode, key), prepare)
         if bound is None:
             if db is not None:
                 db.zero_()  # nothing to contract: an empty sum

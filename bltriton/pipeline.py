@@ -10,7 +10,6 @@ bodies to the same plans, so both compute the same function.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from bltriton import plan as _plan
 
@@ -30,15 +29,29 @@ class _PlanConv(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
         kept, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         x_dtype, w_dtype, b_dtype = ctx.dtypes
+        if torch.is_grad_enabled():  # create_graph: the gradients must refuse a second backward
+            return _first_order(ctx.plan, dy, kept, weight, (need_x, need_w, need_b), ctx.dtypes)
         dx, dw, db = ctx.plan.backward(dy, kept, weight, need_x, need_w, need_b, x_dtype, w_dtype)
         if db is not None and db.dtype != b_dtype:
             db = db.to(b_dtype)
         return dx, dw, db, None, None
+
+
+def _first_order(plan, dy, kept, weight, needs, dtypes):
+    """The gradients under ``create_graph=True``: computed without recording and marked so that
+    differentiating them again raises (the plan has no adjoint of its backward)."""
+    from bltriton.autograd import _NoDoubleBackward
+
+    with torch.no_grad():
+        dx, dw, db = plan.backward(dy, kept, weight, *needs, dtypes[0], dtypes[1])
+    if db is not None:
+        db = db.to(dtypes[2])
+    dx, dw, db = (None if t is None else _NoDoubleBackward.apply(t, dy) for t in (dx, dw, db))
+    return dx, dw, db, None, None
 
 
 def apply(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
