@@ -24,12 +24,17 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "default backend: 'auto' (triton on CUDA when it imports, else torch), 'torch', 'triton'",
     ),
     "BLTRITON_CACHE_DIR": ("~/.cache/bltriton", "folder of the autotuner's JSON cache files"),
-    "BLTRITON_AUTOTUNE": ("1", "0 = never time configs, use the heuristic default"),
+    "BLTRITON_AUTOTUNE": (
+        "1",
+        "0 = never time anything: kernel configs take the heuristic default, algorithm='auto' the "
+        "cost estimate",
+    ),
     "BLTRITON_FORCE_RETUNE": ("0", "1 = ignore cached choices and time again"),
-    "BLTRITON_PRINT_AUTOTUNING": ("0", "1 = print each tuning decision"),
+    "BLTRITON_PRINT_AUTOTUNING": ("0", "1 = print each tuning decision (configs and algorithms)"),
     "BLTRITON_ALGORITHM": (
         "auto",
-        "default algorithm: 'auto' (the cheaper for each call's shapes), 'spectral' (transforms "
+        "default algorithm: 'auto' (the faster for each call's shapes, timed at its first call and "
+        "cached), 'spectral' (transforms "
         "and band contractions), 'spatial' (band-projected input, library convolution)",
     ),
     "BLTRITON_CPU_GEMM": (
