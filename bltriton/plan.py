@@ -381,6 +381,7 @@ class ProjectionPlan:
         self.proj_t = proj.T.to(self.device, dtype).contiguous()
         nd = band.ndim
         self.zeros = [0] * nd
+        self.stride, self.dilation = list(spec.stride), list(spec.dilation)
         self.conv = torch.nn.functional.conv2d if nd == 2 else torch.nn.functional.conv1d
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
@@ -395,14 +396,21 @@ class ProjectionPlan:
 
     def backward(self, dy, kept, w, need_x, need_w, need_b, dx_dtype, dw_dtype, wrap=None):
         """``(dx, dw, db)`` (``None`` where not asked for); ``kept`` is the input."""
-        s = self.spec
-        dy = dy.to(self.cdt)
-        dxp, dw, db = torch.ops.aten.convolution_backward(
-            dy, self._project(kept), w, [self.out_channels] if need_b else None, list(s.stride),
-            self.zeros, list(s.dilation), False, self.zeros, s.groups, [need_x, need_w, need_b],
+        if dy.dtype != self.cdt:
+            dy = dy.to(self.cdt)
+        dxp, dw, db = _CONV_BACKWARD(
+            dy, self._project(kept), w, [self.out_channels] if need_b else None, self.stride,
+            self.zeros, self.dilation, False, self.zeros, self.spec.groups, [need_x, need_w, need_b],
         )  # fmt: skip
         dx = None
         if need_x:
             b, c = kept.shape[:2]
-            dx = torch.mm(dxp.reshape(b * c, -1), self.proj_t).view(kept.shape).to(dx_dtype)
-        return dx, (None if dw is None else dw.to(dw_dtype)), db
+            dx = torch.mm(dxp.reshape(b * c, -1), self.proj_t).view(kept.shape)
+            if dx.dtype != dx_dtype:
+                dx = dx.to(dx_dtype)
+        if dw is not None and dw.dtype != dw_dtype:
+            dw = dw.to(dw_dtype)
+        return dx, dw, db
+
+
+_CONV_BACKWARD = torch.ops.aten.convolution_backward.default
