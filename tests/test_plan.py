@@ -236,3 +236,60 @@ def test_tuner_asked_when_a_signature_is_first_seen(monkeypatch, tmp_path):
     )
     layer(x[:2]).sum().backward()
     assert len(asked) == 14
+
+
+# (ndim, B, C, O, L, k, padding, stride, dilation, groups, padding_mode)
+SMALL = [
+    pytest.param((2, 2, 3, 4, 8, 3, 1, 1, 1, 1, "zeros"), id="2d-8x8-pad1"),
+    pytest.param((2, 3, 4, 6, 9, 3, 1, 2, 1, 2, "zeros"), id="2d-9x9-stride2-groups2"),
+    pytest.param((2, 1, 2, 2, 7, 2, 2, 1, 2, 1, "reflect"), id="2d-7x7-dilated-reflect"),
+    pytest.param((1, 2, 3, 5, 32, 3, 1, 1, 1, 1, "zeros"), id="1d-L32"),
+    pytest.param((1, 2, 4, 4, 40, 5, 2, 3, 1, 4, "circular"), id="1d-L40-depthwise-stride3"),
+]
+
+
+@pytest.mark.parametrize("case", SMALL)
+def test_projection_plan_matches_the_general_paths(case):
+    """Small CPU maps on the spatial algorithm run through a ProjectionPlan; it computes what the
+    general spatial path and the spectral torch path compute (float64, every gradient)."""
+    ndim, bsz, c, o, length, k, pad, stride, dil, groups, mode = case
+    plan_mod.clear_plans()
+    x, w, b = _inputs(ndim, bsz, c, o, length, k, groups, torch.float64)
+    kw = dict(compress_rate=0.5, padding_mode=mode, backend="torch")
+    fn = bl_conv2d if ndim == 2 else bl_conv1d
+    y = fn(x, w, b, stride, pad, dil, groups, algorithm="spatial", **kw)
+    assert [type(p).__name__ for p in plan_mod._PLANS.values()] == ["ProjectionPlan"]
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, w, b], g)
+    for ref_max in (0, None):  # the general spatial path, then the spectral one
+        if ref_max == 0:
+            plan_mod.PROJECTION_MAX_ENTRIES, saved = 0, plan_mod.PROJECTION_MAX_ENTRIES
+            try:
+                ref = fn(x, w, b, stride, pad, dil, groups, algorithm="spatial", **kw)
+            finally:
+                plan_mod.PROJECTION_MAX_ENTRIES = saved
+        else:
+            ref = fn(x, w, b, stride, pad, dil, groups, algorithm="spectral", **kw)
+        want = torch.autograd.grad(ref, [x, w, b], g)
+        assert _rel(y, ref) < 1e-12
+        for name, a, r in zip(("dx", "dw", "db"), got, want):
+            assert _rel(a, r) < 1e-12, name
+
+
+def test_projection_plan_gradcheck():
+    plan_mod.clear_plans()
+    x, w, b = _inputs(2, 1, 2, 3, 6, 3, 1, torch.float64)
+    fn = lambda x, w, b: bl_conv2d(x, w, b, 1, 1, compress_rate=0.5, backend="torch", algorithm="spatial")
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_projection_plan_aten_calls_pinned():
+    """The tiny 4-channel 8x8 layer's fwd+bwd on the CPU spatial path: 2 aten calls forward (the
+    projection GEMM, the convolution), 3 backward (the projection again, the convolution's
+    backward, the transposed projection); nothing else but views and allocations."""
+    plan_mod.clear_plans()
+    layer = BLConv2d(4, 4, 3, padding=1, compress_rate=0.5, backend="torch", algorithm="spatial")
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    counts = launches.count_cpu(layer, x, stub=True)
+    assert [op.split(".")[0] for op in counts["aten_fwd"]] == ["mm", "convolution"]
+    assert [op.split(".")[0] for op in counts["aten_bwd"]] == ["mm", "convolution_backward", "mm"]
