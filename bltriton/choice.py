@@ -254,8 +254,8 @@ def _runner(algorithm: str, spec, x_pad, weight, bias, training: bool, filter_ca
     def train() -> None:
         with torch.enable_grad():
             y = band_conv(leaves[0], leaves[1], leaves[2], spec)
-            if not grad_out:
-                grad_out.append(torch.randn_like(y))
+            if not grad_out:  # ones, not randn: the caller's random stream must not move
+                grad_out.append(torch.ones_like(y))
             torch.autograd.grad(y, wanted, grad_out[0])
         sync()
 

@@ -409,3 +409,61 @@ def test_cache_show_lists_the_choices(capsys):
     out = capsys.readouterr().out
     assert "algorithm x[2, 3, 9, 11] w[4, 3, 3, 3]" in out
     assert "train -> spatial (spatial 1.500 ms, spectral 2.000 ms; cpu " in out
+
+
+def test_no_timing_during_cuda_graph_capture(monkeypatch):
+    """While a CUDA graph is captured nothing may run outside it: the estimate decides (the
+    capture check is the tuner's own, faked here: the CPU has no graphs)."""
+    monkeypatch.setattr(choice._timing, "capturing", lambda: True)
+    layer, x = _layer()
+    with choice.use_timer(refuse):
+        layer(x).sum().backward()
+    assert choice.decisions()[-1]["how"] == "estimate: CUDA graph capture"
+    assert layer.last_algorithm == _estimate_pick(layer, x, True)
+
+
+def test_fit_rule_measures_this_machine_in_one_command(monkeypatch, tmp_path, capsys):
+    """``python -m bench.fit_rule`` without row files measures (stubbed here: rows timed by a
+    known rule under this machine's rule key), fits them and prints the RULES entry."""
+    import numpy as np
+
+    from bench import fit_rule
+
+    key = spatial.rule_key(torch.device("cpu"))
+    truth = {**vars(spatial.RULES[key]), "conv": 3e11, "transform": 2e10}
+    rng = np.random.default_rng(1)
+
+    def fake_measure(configs, out, reps, device):
+        assert configs == "quick" and device == "cpu"
+        rows = []
+        for _ in range(30):
+            terms = {
+                alg: {n: 1.0 if n.endswith("_call") else float(rng.uniform(1e6, 1e9)) for n in names}
+                for alg, names in fit_rule.ALGORITHMS.items()
+            }
+            row = {"model": "m", "batch": 1, "rate": 0.5, "count": 1, "layer": "l", "rule": key}
+            row |= {"terms": terms, "ms": {}}
+            spec_s, spat_s = fit_rule.predict([row], truth)[0]
+            row["ms"] = {"spectral": spec_s * 1e3, "spatial": spat_s * 1e3}
+            rows.append(row)
+        out.write_text(json.dumps(rows))
+
+    monkeypatch.setattr(fit_rule, "measure", fake_measure)
+    assert fit_rule.main(["--out", str(tmp_path / "rows.json")]) == 0
+    out = capsys.readouterr().out
+    assert "30 layer shapes; fitted rule" in out and "worst configuration: 0.0%" in out
+    assert f'"{key}": AlgorithmRule(' in out and "conv=3e+11" in out
+
+
+def test_timing_leaves_the_random_stream_alone():
+    """A seeded run draws the same numbers whether its first call timed the candidates or read
+    them from the cache."""
+    choice.configure(prune_ratio=1e9)
+    layer, x = _layer()
+    torch.manual_seed(7)
+    with choice.use_timer(choice.interleaved_timer):
+        layer(x).sum().backward()
+    assert choice.stats()["timed"] == 1
+    drawn = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(torch.rand(3), drawn)
