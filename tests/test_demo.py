@@ -64,6 +64,11 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert kept_mean[0] == pytest.approx(1.0)
         assert kept_mean == sorted(kept_mean, reverse=True)
         assert saved == sorted(saved, reverse=True)
+        # save='band' keeps the input band instead: it falls with the band, under the input's
+        # bytes from r=0.5 on
+        band = [float(r["saved_bytes_conv_band"]) for r in got[: len(RATES)]]
+        assert band == sorted(band, reverse=True) and band[-1] < band[0] / 2, band
+        assert band[2] < saved[2], (band, saved)
 
     with (out / "cross_rate.csv").open() as f:
         cross = list(csv.DictReader(f))
@@ -159,7 +164,7 @@ def test_cli_parsers_and_presets():
         ]
     )
     assert callable(args.func)
-    run = cli.resolve(args, "demo")
+    run = cli.resolve(args, "full")
     assert run["rates"] == [0.0, 0.5] and run["seeds"] == [0, 1] and run["epochs"] == 3
     assert "ArrowHead" not in run["per_dataset"]  # --epochs overrides the per-set epochs
     assert run["per_dataset"]["digits"] == {"batch_size": 64}
@@ -183,3 +188,53 @@ def test_cli_rejects_bad_input(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert cli.main(["demo", "--device", "cuda", "--out", str(tmp_path)]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_default_demo_is_the_short_run_where_the_band_pays_and_full_is_the_study():
+    """The default preset: the paper's full-width FCN, a whole training split per batch, the
+    spectral algorithm, rates up to 0.75 beside the plain model, one seed (about a minute);
+    ``--full`` is the 63-run study of three sets at a quarter width."""
+    parser = cli.build_parser()
+    run = cli.resolve(parser.parse_args(["demo"]), cli._demo_preset(parser.parse_args(["demo"])))
+    assert run["preset"] == "demo" and run["width"] == 1.0 and run["algorithm"] == "spectral"
+    assert run["dense"] and {0.0, 0.5, 0.75} <= set(run["rates"]) and run["seeds"] == [0]
+    assert run["batch_size"] >= max(len(load_dataset(n).y_train) for n in cli.PRESETS["demo"]["datasets"])
+    full = parser.parse_args(["demo", "--full"])
+    run = cli.resolve(full, cli._demo_preset(full))
+    settings = int(run["dense"]) + len(run["rates"]) + len(run["energies"]) + len(run["calibrated"])
+    assert run["preset"] == "full" and settings * len(run["seeds"]) * len(DEV_SETS) == 63
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--full", "--quick"])
+
+
+def test_expected_duration_is_printed_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "run_grid", lambda *a, **k: [])
+    assert cli.main(["demo", "--no-progress", "--out", str(tmp_path / "o")]) == 130
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("expected duration: about ") and "Zen 3" in first and "estimated" in first
+    assert cli.main(["demo", "--epochs", "3", "--no-progress", "--out", str(tmp_path / "p")]) == 130
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "expected duration: not estimated (options given change the preset's grid)"
+    )
+
+
+def test_default_demo_settings_end_to_end(tmp_path):
+    """The default preset's model and policies on the smallest set for one epoch: the tables
+    give each band row's time as a multiple of the plain epoch and both save policies' bytes."""
+    out = tmp_path / "d"
+    argv = ["demo", "--dataset", "ItalyPowerDemand", "--epochs", "1", "--no-progress", "--out", str(out)]
+    assert cli.main(argv) == 0
+    with (out / "results.csv").open() as f:
+        rows = {r["setting"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["dense", "r=0", "r=0.5", "r=0.75"]
+    assert rows["dense"]["time_vs_dense"] == "" and rows["dense"]["saved_bytes_conv_band"] == ""
+    for name in ("r=0", "r=0.5", "r=0.75"):
+        assert float(rows[name]["time_vs_dense"]) > 0
+        # save='input' (the default) keeps what nn.Conv1d keeps; save='band' falls with the band
+        assert float(rows[name]["saved_bytes_conv"]) == pytest.approx(
+            float(rows["dense"]["saved_bytes_conv"]), rel=0.01
+        )
+    band = [float(rows[n]["saved_bytes_conv_band"]) for n in ("r=0", "r=0.5", "r=0.75")]
+    assert band == sorted(band, reverse=True)
+    assert "time × plain" in (out / "results.md").read_text()
+    assert (out / "cost_vs_kept.png").read_bytes()[:4] == b"\x89PNG"

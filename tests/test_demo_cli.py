@@ -129,3 +129,16 @@ def test_progress_redirected_to_a_file_is_a_line_per_run(tmp_path):
     assert [line.split(" done:")[0] for line in runs] == [f"run {i}/4" for i in range(1, 5)], text
     assert "\r" not in text and "epochs" not in text  # no bar redraws
     assert len(text.encode()) < 2000, f"{len(text.encode())} bytes on stderr:\n{text}"
+
+
+def test_time_against_the_plain_epoch_says_where_the_band_does_not_pay():
+    dense = dataclasses.replace(_fake("GunPoint", "dense", 0, wall=0.040), mode="dense", value=None)
+    fast = _fake("GunPoint", "r=0.5", 0, wall=0.030)
+    slow = _fake("GunPoint", "r=0", 0, wall=0.050)
+    summaries = report.summarize([dense, slow, fast])
+    assert [s.time_vs_dense for s in summaries] == [None, pytest.approx(1.25), pytest.approx(0.75)]
+    table = report.markdown_tables(summaries)
+    assert "| 1.25× |" in table and "| 0.75× |" in table
+    assert "the band does not pay here (r=0)" in table
+    table = report.markdown_tables(report.summarize([dense, fast]))
+    assert "every band-limited setting is faster here" in table

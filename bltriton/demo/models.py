@@ -32,14 +32,15 @@ def _band(
     compress_rate: float,
     energy: float | None,
     backend: str | None,
+    algorithm: str | None = None,
 ) -> nn.Module:
     if not band:
         return model
     from bltriton import convert
 
     if energy is not None:
-        return convert(model, compress_rate=0.0, energy=energy, backend=backend)
-    return convert(model, compress_rate=compress_rate, backend=backend)
+        return convert(model, compress_rate=0.0, energy=energy, backend=backend, algorithm=algorithm)
+    return convert(model, compress_rate=compress_rate, backend=backend, algorithm=algorithm)
 
 
 def build_fcn(
@@ -51,6 +52,7 @@ def build_fcn(
     compress_rate: float = 0.0,
     energy: float | None = None,
     backend: str | None = None,
+    algorithm: str | None = None,
 ) -> nn.Sequential:
     """The FCN of Wang et al. (2017) for series ``[batch, in_channels, length]``.
 
@@ -63,6 +65,7 @@ def build_fcn(
         energy: instead of a fixed rate, keep the smallest band holding this fraction of the
             input's spectral energy (the layer's ``energy`` argument).
         backend: band-limited backend (``None``: the library's default).
+        algorithm: the layers' algorithm (``None``: the library's default, ``'auto'``).
     """
     c1, c2, c3 = _ch(128, width), _ch(256, width), _ch(128, width)
     model = nn.Sequential(
@@ -79,7 +82,7 @@ def build_fcn(
         nn.Flatten(),
         nn.Linear(c3, num_classes),
     )
-    return _band(model, band, compress_rate, energy, backend)  # type: ignore[return-value]
+    return _band(model, band, compress_rate, energy, backend, algorithm)  # type: ignore[return-value]
 
 
 class BasicBlock(nn.Module):
@@ -114,6 +117,7 @@ def build_resnet(
     compress_rate: float = 0.0,
     energy: float | None = None,
     backend: str | None = None,
+    algorithm: str | None = None,
 ) -> nn.Sequential:
     """A small ResNet for images ``[batch, in_channels, H, W]`` (made for 8x8 digits).
 
@@ -134,7 +138,7 @@ def build_resnet(
         nn.Flatten(),
         nn.Linear(c2, num_classes),
     )
-    return _band(model, band, compress_rate, energy, backend)  # type: ignore[return-value]
+    return _band(model, band, compress_rate, energy, backend, algorithm)  # type: ignore[return-value]
 
 
 def build_model(spatial_dims: int, in_channels: int, num_classes: int, **kwargs: object) -> nn.Sequential:

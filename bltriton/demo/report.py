@@ -50,6 +50,10 @@ class Summary:
     cuda_peak_bytes: float | None
     cross_acc_mean: dict[str, float]
     cross_acc_std: dict[str, float]
+    saved_bytes_step_band: float | None = None
+    saved_bytes_conv_band: float | None = None
+    #: time per epoch over the plain model's on the same set (``None`` without a dense run)
+    time_vs_dense: float | None = None
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -58,8 +62,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
+
+
 def summarize(results: Sequence[RunResult]) -> list[Summary]:
-    """Group runs by (dataset, setting), in the order they first appear."""
+    """Group runs by (dataset, setting), in the order they first appear; each band row's time
+    per epoch is also given as a multiple of the plain (``dense``) row's on its set."""
     groups: dict[tuple[str, str], list[RunResult]] = {}
     for r in results:
         groups.setdefault((r.dataset, r.setting), []).append(r)
@@ -90,8 +100,14 @@ def summarize(results: Sequence[RunResult]) -> list[Summary]:
                 cuda_peak_bytes=statistics.fmean(peaks) if peaks else None,
                 cross_acc_mean={k: v[0] for k, v in cross.items()},
                 cross_acc_std={k: v[1] for k, v in cross.items()},
+                saved_bytes_step_band=_mean_or_none([r.saved_bytes_step_band for r in runs]),
+                saved_bytes_conv_band=_mean_or_none([r.saved_bytes_conv_band for r in runs]),
             )
         )
+    dense = {s.dataset: s.epoch_time_s for s in out if s.mode == "dense"}
+    for s in out:
+        if s.mode != "dense" and dense.get(s.dataset, 0) > 0:
+            s.time_vs_dense = s.epoch_time_s / dense[s.dataset]
     return out
 
 
@@ -118,8 +134,10 @@ def markdown_tables(summaries: Sequence[Summary]) -> str:
             f"test acc % (mean ± std, {n} seed{'s' if n > 1 else ''})",
             "time/epoch (s)",
             "CPU time/epoch (s)",
+            "time × plain",
             "saved/step, model (KiB)",
             "saved/step, convs (KiB)",
+            "convs with save='band' (KiB)",
         ]
         if with_cuda:
             head.append("CUDA peak/step (MiB)")
@@ -134,14 +152,27 @@ def markdown_tables(summaries: Sequence[Summary]) -> str:
                 _acc(s.acc_mean, s.acc_std, s.n_seeds),
                 f"{s.epoch_time_s:.3f}" + ("*" if s.loaded else ""),
                 f"{s.epoch_cpu_s:.3f}",
+                "" if s.time_vs_dense is None else f"{s.time_vs_dense:.2f}×",
                 _kib(s.saved_bytes_step),
                 _kib(s.saved_bytes_conv),
+                _kib(s.saved_bytes_conv_band),
             ]
             if with_cuda:
                 peak = s.cuda_peak_bytes
                 cells.append("" if peak is None else f"{peak / 2**20:.1f}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if any(s.time_vs_dense is not None for s in rows):
+            slower = [s.setting for s in rows if s.time_vs_dense is not None and s.time_vs_dense >= 1]
+            lines += [
+                "*time × plain*: time per epoch over the plain `nn.Conv` model's on this machine; "
+                + (
+                    f"at or above 1× the band does not pay here ({', '.join(slower)})."
+                    if slower
+                    else "every band-limited setting is faster here."
+                ),
+                "",
+            ]
         if any(s.loaded for s in rows):
             lines += [
                 f"`*`: wall time above {LOADED_RATIO:g}× the CPU time in at least one seed: the run "
@@ -220,7 +251,7 @@ def write_report(
     if plots and summaries:
         from bltriton.demo.plots import plots as draw
 
-        files.update(draw(summaries, out))
+        files.update(draw(summaries, out, cpu=str(meta.get("cpu", ""))))
     return files
 
 
@@ -240,8 +271,29 @@ def _summary_row(s: Summary) -> dict[str, object]:
         "loaded": int(s.loaded),
         "saved_bytes_step": f"{s.saved_bytes_step:.0f}",
         "saved_bytes_conv": f"{s.saved_bytes_conv:.0f}",
+        "saved_bytes_step_band": "" if s.saved_bytes_step_band is None else f"{s.saved_bytes_step_band:.0f}",
+        "saved_bytes_conv_band": "" if s.saved_bytes_conv_band is None else f"{s.saved_bytes_conv_band:.0f}",
+        "time_vs_dense": "" if s.time_vs_dense is None else f"{s.time_vs_dense:.4f}",
         "cuda_peak_bytes": "" if s.cuda_peak_bytes is None else f"{s.cuda_peak_bytes:.0f}",
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform``'s), with its widest vector
+    ISA: AVX-512, AVX2 or neither."""
+    name, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    return f"{name} ({isa})" if isa else name
 
 
 def environment() -> dict[str, object]:
@@ -250,6 +302,7 @@ def environment() -> dict[str, object]:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "cpu": cpu_model(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{torch.get_num_threads()} torch threads",
     }

@@ -10,7 +10,10 @@ One *run* trains one model (a dataset, a band setting, a seed) and measures it:
   costs); the median, because a shared machine makes single epochs slow now and then; as wall
   time and as the process's CPU time (:mod:`bltriton.demo.report` flags runs where they part);
 * the bytes autograd saves for backward in one training step at the training batch size, for the
-  whole model and for the convolutions alone (``bltriton.utils.SavedTensorBytes``);
+  whole model and for the convolutions alone (``bltriton.utils.SavedTensorBytes``), with the
+  layers' default ``save='input'`` (a reference to the input, which the preceding ReLU keeps
+  anyway: the plain model's bytes at every band) and, for band-limited models, once more with
+  ``save='band'`` (the input band instead: it falls with the band);
 * on CUDA, the peak memory of that step (``torch.cuda.max_memory_allocated``).
 
 Band settings: ``("dense", None)`` (plain ``nn.Conv``), ``("rate", r)`` (fixed rate),
@@ -74,6 +77,7 @@ class TrainConfig:
     width: float = 0.5
     device: str = "cpu"
     backend: str | None = None
+    algorithm: str | None = None
     eval_batch_size: int = 512
 
 
@@ -98,6 +102,8 @@ class RunResult:
     cross_acc: dict[str, float] = field(default_factory=dict)
     calib_rates: dict[str, float] = field(default_factory=dict)
     calib_time_s: float | None = None
+    saved_bytes_step_band: int | None = None
+    saved_bytes_conv_band: int | None = None
 
     @property
     def loaded(self) -> bool:
@@ -145,7 +151,7 @@ def _sync(device: torch.device) -> None:
 
 def _make_model(ds: Dataset, setting: Setting, cfg: TrainConfig) -> nn.Module:
     mode, value = setting
-    kwargs: dict[str, object] = {"width": cfg.width, "backend": cfg.backend}
+    kwargs: dict[str, object] = {"width": cfg.width, "backend": cfg.backend, "algorithm": cfg.algorithm}
     if mode == "dense":
         kwargs["band"] = False
     elif mode == "rate":
@@ -267,7 +273,7 @@ def train_model(
 
 
 def measure_step(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int, save: str | None = None
 ) -> tuple[int, int, int | None]:
     """Bytes saved for backward in one training step, for the model and for its convolutions.
 
@@ -279,13 +285,23 @@ def measure_step(
     usually shares storage with the previous ReLU's saved output; a band-limited layer saves
     the band of the input and filter spectra.
 
+    Args:
+        save: the band-limited layers' save policy for the measurement (``None``: as they are).
+
     Returns:
         ``(saved_bytes_model, saved_bytes_convolutions, cuda_peak_bytes or None)``.
     """
     xb, yb = X[:batch_size], y[:batch_size]
     device = X.device
 
-    probe = copy.deepcopy(model).train()
+    def copy_with_policy() -> nn.Module:
+        probe = copy.deepcopy(model).train()
+        if save is not None:
+            for _, m in band_layers(probe):
+                m.save = save
+        return probe
+
+    probe = copy_with_policy()
     peak = None
     if device.type == "cuda":
         _sync(device)
@@ -298,7 +314,7 @@ def measure_step(
         peak = int(torch.cuda.max_memory_allocated(device))
     del probe, loss
 
-    probe = copy.deepcopy(model).train()
+    probe = copy_with_policy()
     per_conv: list[SavedTensorBytes] = []
 
     def pre_hook(module: nn.Module, args: object) -> None:
@@ -350,6 +366,9 @@ def run_one(
     train_acc, _ = evaluate(model, X_train, y_train, cfg.eval_batch_size)
     bs = max(2, min(cfg.batch_size, len(ds.y_train)))
     saved, saved_conv, peak = measure_step(model, X_train, y_train, bs)
+    saved_band = saved_conv_band = None
+    if band_layers(model):
+        saved_band, saved_conv_band, _ = measure_step(model, X_train, y_train, bs, save="band")
 
     mode, value = setting
     cross: dict[str, float] = {}
@@ -357,7 +376,9 @@ def run_one(
         if mode == "dense":  # band-limit the trained dense model at inference only
             from bltriton import convert
 
-            model = convert(copy.deepcopy(model), compress_rate=0.0, backend=cfg.backend)
+            model = convert(
+                copy.deepcopy(model), compress_rate=0.0, backend=cfg.backend, algorithm=cfg.algorithm
+            )
         for other in cross_settings:
             if other[0] != "rate":
                 continue
@@ -388,6 +409,8 @@ def run_one(
         cross_acc=cross,
         calib_rates=calib_rates,
         calib_time_s=calib_time,
+        saved_bytes_step_band=saved_band,
+        saved_bytes_conv_band=saved_conv_band,
     )
 
 
