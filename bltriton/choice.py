@@ -30,7 +30,7 @@ otherwise                                   time the candidates (bounded: ``laye
 
 The key holds everything that makes a timing valid elsewhere: the device (CPU model with its
 family/model numbers and vector ISA, or the GPU's name and capability), the thread count, the
-torch, Triton and bltriton versions, the CPU GEMM providers, and the call (input and weight
+torch, Triton and bltriton versions, the CPU GEMM provider settings, and the call (input and weight
 shapes, dtypes, memory format, stride, dilation, groups, folded padding, the band, grad mode and
 which gradients are needed). An entry of another machine or version has another key: it is never
 read for this one.
@@ -412,7 +412,8 @@ def measured(
 def _decide(prior: str, spec, x_pad, weight, bias, training: bool, filter_cache, measure: bool) -> str:
     why = _why_not_timed(spec, x_pad, weight)
     key = name = None
-    with contextlib.suppress(TypeError, ValueError):  # e.g. symbolic sizes: no JSON form
+    # e.g. symbolic sizes (no JSON form), or a memory format a transform cannot be asked for
+    with contextlib.suppress(TypeError, ValueError, RuntimeError):
         key = call_key(spec, x_pad, weight, bias, training, filter_cache is not None)
         name = canonical_json(key)
     if name is not None and name in _state.picks:

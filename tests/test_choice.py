@@ -398,7 +398,7 @@ def test_tune_refuses_when_autotune_is_off(monkeypatch):
         bltriton.tune(bltriton.convert(_model(), 0.5), torch.randn(1, 3, 8, 8))
 
 
-def test_cache_show_lists_the_choices(capsys):
+def test_cache_show_lists_the_choices_and_clear_removes_them(capsys):
     from bltriton.__main__ import main
 
     choice.configure(prune_ratio=1e9)
@@ -409,6 +409,8 @@ def test_cache_show_lists_the_choices(capsys):
     out = capsys.readouterr().out
     assert "algorithm x[2, 3, 9, 11] w[4, 3, 3, 3]" in out
     assert "train -> spatial (spatial 1.500 ms, spectral 2.000 ms; cpu " in out
+    assert main(["cache", "clear"]) == 0  # the choices' file is the cache's own: cleared too
+    assert not list(choice._env.cache_dir().glob("*.json"))
 
 
 def test_no_timing_during_cuda_graph_capture(monkeypatch):
