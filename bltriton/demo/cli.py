@@ -5,7 +5,7 @@ ItalyPowerDemand, at compress rates 0, 0.5 and 0.75 beside the plain ``nn.Conv1d
 whole training split per batch (the size where the band pays on a CPU), evaluates every model
 at every rate, and writes accuracy, time per epoch (with its multiple of the plain epoch) and
 saved-for-backward bytes under both save policies against the band: the tables after each run,
-then the plots. It prints its expected duration first (about a minute). ``--full`` is the
+then the plots. It prints its expected duration first (about 30 s on a fast 2-core CPU). ``--full`` is the
 longer study (three sets at a quarter width, rates 0 to 0.75, the energy mode and calibration,
 three seeds: 63 runs); ``--quick`` a sub-minute smoke run. ``experiments`` is the longer run in
 the paper's style: all
@@ -113,11 +113,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 #: What each preset took, measured, and what it is expected to take on the slowest CPU this project
 #: runs on (a 2-core AMD EPYC Zen 3, AVX2), printed before a run: ``(seconds, where)`` pairs.
-#: Zen 3 figures of ``demo`` and ``quick`` are estimates: the measured time times 542 / 150 (the
-#: ``full`` study's 542 s on that Zen 3, issue 26, against about 150 s for the same study on the
-#: machine of the measured figure; RESULTS.md).
-_ZEN3_PER_MEASURED = 542 / 150
-_DEMO_S = 45.0
+#: Zen 3 figures of ``demo`` and ``quick`` are estimates, not measurements: the measured time
+#: times 542 / 145 (the ``full`` study took 542 s on that Zen 3, issue 26, and 145-174 s on the
+#: fast 2-core machine of RESULTS.md; the larger ratio), taking the measuring machine to be as
+#: fast as that one. ``demo``: 28.8 s on a 2-core Intel Xeon (AVX-512), 2026-12-08, load ~2
+#: (RESULTS.md).
+_ZEN3_PER_MEASURED = 542 / 145
+_DEMO_S = 30.0
 EXPECTED: dict[str, tuple[tuple[float, str], ...]] = {
     "demo": (
         (_DEMO_S, "an idle 2-core Intel Xeon (AVX-512), measured"),
