@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bltriton.autograd import _band_conv_backward_op, _band_conv_op
+from bltriton.registered import _band_conv_backward_op, _band_conv_op
 
 
 def _slice(args: Sequence[torch.Tensor | None], in_dims: Sequence[int | None], i: int) -> list:

@@ -175,7 +175,9 @@ class BLConvMixin:
             info=self._last_call,
             **self._conv_kwargs(),
         )
-        if self.last_band is not band:  # the memo hands back the same band: skip Module.__setattr__
+        # The memo hands back the same band: skip Module.__setattr__ (eager only: compiled code
+        # would guard on the attribute and recompile).
+        if torch.compiler.is_compiling() or self.last_band is not band:
             self.last_band = band
         return y
 

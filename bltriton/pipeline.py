@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from bltriton import plan as _plan
+from bltriton.spec import spec_from_op
 
 __all__ = ["apply"]
 
@@ -64,7 +65,7 @@ def apply(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec
 # torch.compile: the plan's launches as torch.library.triton_ops, whose bodies inductor traces
 # (every Triton launch through wrap_triton), so it sees the kernels, can capture them in CUDA
 # graphs and fuse around them. Same schemas as the general path's custom ops
-# (bltriton.autograd._band_conv_op / _band_conv_backward_op), which stay for everything a plan
+# (bltriton.registered._band_conv_op / _band_conv_backward_op), which stay for everything a plan
 # does not take (the CPU torch path, the spatial algorithm) and for vmap (their batching rules).
 # --------------------------------------------------------------------------------------------
 
@@ -100,9 +101,7 @@ def plan_conv_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y, xb, wb)`` as ``bltriton::band_conv`` (``wb`` always empty: plans keep no filter
     band), by the layer's plan."""
-    from bltriton.autograd import _spec_from_op
-
-    spec = _spec_from_op(
+    spec = spec_from_op(
         x_pad.shape, weight.shape, n=n, band=band, stride=stride, dilation=dilation, groups=groups,
         backend=backend, precision=precision, out_dtype=out_dtype, save_filter_band=save_filter_band,
         pad=pad, save_input=save_input, algorithm=algorithm,
@@ -140,9 +139,7 @@ def plan_conv_backward_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dx, dw)`` as ``bltriton::band_conv_backward`` (compute dtype; empty where not asked
     for), by the layer's plan; ``filt`` is the weight."""
-    from bltriton.autograd import _spec_from_op
-
-    spec = _spec_from_op(
+    spec = spec_from_op(
         x_shape, w_shape, n=n, band=band, stride=stride, dilation=dilation, groups=groups,
         backend=backend, precision=precision, out_dtype=out_dtype, save_filter_band=save_filter_band,
         pad=pad, save_input=save_input, algorithm=algorithm,
