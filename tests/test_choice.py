@@ -469,3 +469,42 @@ def test_timing_leaves_the_random_stream_alone():
     drawn = torch.rand(3)
     torch.manual_seed(7)
     assert torch.equal(torch.rand(3), drawn)
+
+
+def small_model() -> torch.nn.Module:
+    """A model factory for the command line (``--model tests.test_choice:small_model``)."""
+    return _model()
+
+
+def test_cli_profile_and_tune(capsys):
+    """``python -m bltriton profile`` prints the table and the paying layers' names;
+    ``tune --mode both`` decides each layer per mode and says how many it timed."""
+    from bltriton.__main__ import main
+
+    argv = ["--model", "tests.test_choice:small_model", "--input-shape", "2,3,10,10", "--device", "cpu"]
+    with choice.use_timer(FakeTimer(spectral=1.0, spatial=2.0)):
+        assert main(["profile", *argv, "--reps", "1", "--compress-rate", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "| 4 | dense strided 2d | 2x8x10x10 | 4x8x3x3 |" in out
+    assert json.loads(out.strip().splitlines()[-1].removeprefix("paying: ")) is not None
+    choice.clear_memory()
+    functional._CALLS.clear()
+    shutil.rmtree(choice._env.cache_dir(), ignore_errors=True)
+    with choice.use_timer(FakeTimer(spectral=1.0, spatial=2.0)):
+        assert main(["tune", "--model", "tests.test_choice:small_bl_model", *argv[2:], "--mode", "both"]) == 0
+    captured = capsys.readouterr()
+    assert "algorithm choices: 6 timed, 0 from the cache" in captured.out
+    assert len([line for line in captured.err.splitlines() if line.startswith("tune ")]) == 6
+
+
+def small_bl_model() -> torch.nn.Module:
+    import bltriton
+
+    return bltriton.convert(_model(), 0.5)
+
+
+def test_cli_profile_names_a_bad_rate():
+    from bltriton.__main__ import main
+
+    argv = ["profile", "--model", "tests.test_choice:small_model", "--input-shape", "2,3,10,10"]
+    assert main([*argv, "--compress-rate", "1.5", "--device", "cpu"]) == 2
