@@ -60,3 +60,20 @@ def check_backend(backend: str | None, device: Any, flag: str = "--backend") -> 
             f"{flag} triton: the Triton kernels need a CUDA device (or TRITON_INTERPRET=1 to run "
             f"them on the CPU interpreter); the device is {device}"
         )
+
+
+def resolve_device(device: str) -> Any:
+    """``auto`` → CUDA when available, else CPU; otherwise ``torch.device(device)`` (shared by the
+    demo and ``calibrate``).
+
+    Raises:
+        ValueError: a CUDA device where CUDA is not available.
+    """
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here")
+    return dev

@@ -257,9 +257,9 @@ def _load_target(spec: str):
 
 def _main(args: argparse.Namespace) -> int:
     from bltriton import convert
+    from bltriton._cli import resolve_device
     from bltriton.demo.data import load_dataset
     from bltriton.demo.models import build_model
-    from bltriton.demo.train import resolve_device
 
     try:
         check_energy(args.energy)

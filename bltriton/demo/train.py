@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bltriton._cli import resolve_device
 from bltriton.demo.data import Dataset
 from bltriton.demo.models import band_layers, build_model, conv_layers, set_band
 from bltriton.utils import SavedTensorBytes
@@ -132,16 +133,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here")
-    return dev
 
 
 def _sync(device: torch.device) -> None:
