@@ -180,20 +180,27 @@ def _as_eager(autograd_module):
 
 
 def count_cuda(layer, x: torch.Tensor) -> dict:
-    """Device kernels of one fwd+bwd on a GPU, counted by ``torch.profiler`` after a warm-up."""
+    """Device kernels of one fwd+bwd on a GPU, counted by ``torch.profiler`` after a warm-up (one
+    profiling session for the forward, one for the backward)."""
     from torch.profiler import ProfilerActivity, profile
+
+    def kernels(prof) -> int:
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
     step = fwd_bwd(layer, x)
     step()
+    layer.zero_grad(set_to_none=True)
+    x.grad = None
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA]) as fwd:
         y = layer(x)
         torch.cuda.synchronize()
-        n_fwd = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-        y.backward(torch.ones_like(y))
+    g = torch.ones_like(y)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as bwd:
+        y.backward(g)
         torch.cuda.synchronize()
-    total = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    return {"fwd": n_fwd, "bwd": total - n_fwd}
+    return {"fwd": kernels(fwd), "bwd": kernels(bwd)}
 
 
 def main(argv: list[str] | None = None) -> int:
