@@ -77,7 +77,9 @@ def _build_plan(spec, x, weight):
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
     with unset_fake_temporarily():
-        return _plan.plan_for(spec, _plan.Described(x), _plan.Described(weight))
+        plan = _plan.plan_for(spec, _plan.Described(x), _plan.Described(weight))
+        plan.prepare_backward()  # its backward operands real too (they are built lazily)
+        return plan
 
 
 @torch.library.triton_op("bltriton::plan_conv", mutates_args=())

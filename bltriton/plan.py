@@ -233,6 +233,10 @@ class LayerPlan:
     def _put(self, op: torch.Tensor) -> torch.Tensor:
         return op.to(device=self.device, dtype=self.cdt).contiguous()
 
+    def prepare_backward(self) -> None:
+        """Build the backward's operands now (else at the first backward)."""
+        self._backward_operands()
+
     def _backward_operands(self) -> tuple[torch.Tensor, ...]:
         if self._backward_ops is None:
             inputs, outputs, taps = self._positions
@@ -383,6 +387,9 @@ class ProjectionPlan:
         self.zeros = [0] * nd
         self.stride, self.dilation = list(spec.stride), list(spec.dilation)
         self.conv = torch.nn.functional.conv2d if nd == 2 else torch.nn.functional.conv1d
+
+    def prepare_backward(self) -> None:
+        """Nothing to build: the backward uses the forward's operators."""
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
