@@ -14,6 +14,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# The tuner's choices and configs go to a folder of this test session, not the user's cache: a
+# run starts from nothing (as CI's fresh machine does) and leaves nothing behind in ~/.cache.
+if "BLTRITON_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["BLTRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="bltriton-test-cache-")
+
 HAS_CUDA = torch.cuda.is_available()
 
 
