@@ -46,9 +46,18 @@ def _problems(r: ct.Result) -> list[str]:
 
 
 @pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
-@pytest.mark.parametrize("arch", [90, 80])
-def test_defaults_and_menu_compile_clean(arch):
-    jobs = ct.jobs(arch, precisions=PRECISIONS)
+@pytest.mark.parametrize(
+    "arch,menu",
+    [
+        pytest.param(90, False, id="sm90-defaults"),
+        pytest.param(80, False, id="sm80-defaults"),
+        # Every menu entry: ~110 compiles per arch, minutes on a 2-core CPU.
+        pytest.param(90, True, id="sm90-menu", marks=pytest.mark.slow),
+        pytest.param(80, True, id="sm80-menu", marks=pytest.mark.slow),
+    ],
+)
+def test_defaults_and_menu_compile_clean(arch, menu):
+    jobs = ct.jobs(arch, quick=not menu, precisions=PRECISIONS)
     results = ct.compile_jobs(jobs)
     assert len(results) == len(jobs)
     assert sum(r.default for r in results) >= len(ct.SHAPES) * len(ct.FORMS) * len(PRECISIONS)

@@ -25,21 +25,30 @@ _REASON = cr.nvidia_backend_available()
 PRECISIONS = [p for p in ct.PRECISIONS if p[0] in ("fp32-tf32", "fp32-bf16", "fp64")]
 
 
-@functools.lru_cache(maxsize=1)
-def _results() -> tuple[ct.CompileResult, ...]:
-    """Every compile of both archs, in one child process (one start-up for ~150 compiles)."""
+#: The shapes whose whole menu is compiled (the ``slow`` lane); the default lane compiles every
+#: shape's defaults.
+MENU_SHAPES = ("cifar", "cifar-bwd")
+
+
+@functools.lru_cache(maxsize=2)
+def _results(menus: bool) -> tuple[ct.CompileResult, ...]:
+    """Every compile of both archs, in one child process (one start-up for all compiles)."""
     jobs = []
     for arch in (90, 80):
-        jobs += ct.make_jobs(arch, menu_shapes=("cifar", "cifar-bwd"), precisions=PRECISIONS)
+        jobs += ct.make_jobs(arch, menu_shapes=MENU_SHAPES if menus else (), precisions=PRECISIONS)
     return tuple(ct.compile_jobs(jobs, workers=2))
 
 
 @pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
 @pytest.mark.parametrize("arch", [90, 80])
 @pytest.mark.parametrize("kind", ["to_band", "from_band"])
-def test_transform_configs_compile_clean(kind, arch):
-    results = [r for r in _results() if r.kind == kind and r.arch == arch]
-    expected = [j for j in ct.make_jobs(arch, menu_shapes=("cifar", "cifar-bwd"), precisions=PRECISIONS)]
+@pytest.mark.parametrize(
+    "menus", [pytest.param(False, id="defaults"), pytest.param(True, id="menus", marks=pytest.mark.slow)]
+)
+def test_transform_configs_compile_clean(kind, arch, menus):
+    results = [r for r in _results(menus) if r.kind == kind and r.arch == arch]
+    shapes = MENU_SHAPES if menus else ()
+    expected = [j for j in ct.make_jobs(arch, menu_shapes=shapes, precisions=PRECISIONS)]
     assert len(results) == sum(1 for j in expected if j[0] == kind)
     problems = []
     for r in results:
