@@ -21,6 +21,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from bltriton import ops, pipeline
@@ -222,7 +223,8 @@ def band_conv(
             "not support it); use torch.compile, or torch.export.export for a saved graph"
         )
     if _plan.takes(spec, x_pad, weight):
-        if _eager() and not (_wrapped(x_pad) or _wrapped(weight)):
+        # Outside a forward-mode level (dual tensors need the general Function's jvp).
+        if _eager() and not (_wrapped(x_pad) or _wrapped(weight)) and _forward_ad._current_level < 0:
             return pipeline.apply(x_pad, weight, bias, spec)
         if spec.save_filter_band is not False:  # the registered ops' fakes read it
             spec = _with_save_filter_band(spec, False)  # the plan never keeps the filter band

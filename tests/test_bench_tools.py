@@ -69,8 +69,10 @@ def test_ab_versions_extracts_a_renamed_base(tmp_path):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout")
     extract_base("HEAD", tmp_path)
-    ops = (tmp_path / "bltriton_base" / "autograd.py").read_text()
+    ops = (tmp_path / "bltriton_base" / "registered.py").read_text()
     assert '"bltriton_base::band_conv"' in ops and '"bltriton::' not in ops
+    plan_ops = (tmp_path / "bltriton_base" / "pipeline.py").read_text()
+    assert '"bltriton_base::plan_conv"' in plan_ops and '"bltriton::' not in plan_ops
     code = (
         f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import bltriton, bltriton_base, torch; "
         "x = torch.randn(1, 2, 8, 8); w = torch.randn(2, 2, 3, 3); "
