@@ -222,10 +222,11 @@ def band_conv(
             "bltriton: torch.jit.trace cannot record a band-limited convolution (TorchScript does "
             "not support it); use torch.compile, or torch.export.export for a saved graph"
         )
-    if _plan.takes(spec, x_pad, weight):
+    plan = _plan.lookup(spec, x_pad, weight)
+    if plan is not None:
         # Outside a forward-mode level (dual tensors need the general Function's jvp).
         if _eager() and not (_wrapped(x_pad) or _wrapped(weight)) and _forward_ad._current_level < 0:
-            return pipeline.apply(x_pad, weight, bias, spec)
+            return pipeline.apply(x_pad, weight, bias, spec, plan)
         if spec.save_filter_band is not False:  # the registered ops' fakes read it
             spec = _with_save_filter_band(spec, False)  # the plan never keeps the filter band
     elif (

@@ -159,17 +159,6 @@ _CALLS: dict[tuple, tuple] = {}
 _MAX_CALLS = 256
 
 
-def _freeze(value: object) -> object:
-    """A hashable form of an argument that also holds its type (and its items' types): values
-    that compare equal in Python but not to the checks (``1`` and ``1.0``, ``True`` and ``1``,
-    ``(1, 2)`` and ``(1, 2.0)``) must not share a checked call."""
-    if isinstance(value, (list, tuple)):
-        return type(value), tuple(
-            [(type(v), v) if not isinstance(v, (list, tuple)) else _freeze(v) for v in value]
-        )
-    return type(value), value
-
-
 def _call_key(ndim: int, input, weight, bias, args: tuple) -> tuple | None:
     """Everything the checks and the static part of a call depend on: the tensors' shapes (not
     the batch), dtypes and devices, the autocast state, whether a gradient is recorded, the
@@ -194,7 +183,14 @@ def _call_key(ndim: int, input, weight, bias, args: tuple) -> tuple | None:
             None if bias is None else (tuple(bias.shape), bias.dtype, bias.device),
             cast,
             torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad),
-            tuple([_freeze(a) if isinstance(a, (list, tuple)) else (type(a), a) for a in args]),
+            # Each argument with its type (and its items' types): ``1`` and ``1.0``, ``True``
+            # and ``1``, ``(1, 2)`` and ``(1, 2.0)`` must not share a checked call.
+            tuple(
+                [
+                    (type(a), tuple(a), tuple(map(type, a))) if isinstance(a, (list, tuple)) else (type(a), a)
+                    for a in args
+                ]
+            ),
             _env.backend_raw(),
         )
         hash(key)

@@ -55,9 +55,11 @@ def _first_order(plan, dy, kept, weight, needs, dtypes):
     return dx, dw, db, None, None
 
 
-def apply(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
-    """The band-limited convolution of one call by its plan (see :func:`bltriton.plan.plan_for`)."""
-    plan = _plan.plan_for(spec, x, weight)
+def apply(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec, plan=None) -> torch.Tensor:
+    """The band-limited convolution of one call by its plan (``plan``, or
+    :func:`bltriton.plan.plan_for`'s)."""
+    if plan is None:
+        plan = _plan.plan_for(spec, x, weight)
     return _PlanConv.apply(x, weight, bias, plan, spec.out_dtype or x.dtype)
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "LayerPlan",
     "ProjectionPlan",
     "clear_plans",
+    "lookup",
     "plan_for",
     "takes",
 ]
@@ -130,6 +131,31 @@ class Described:
         return cls(kept, shape=(kept.shape[1], kept.shape[2]), dtype=real)
 
 
+def lookup(spec, x: torch.Tensor, weight: torch.Tensor) -> LayerPlan | ProjectionPlan | None:
+    """The call's plan where a plan takes it (:func:`takes`), else ``None``: one dict hit per
+    call either way (the decision is cached with the plan, under :func:`plan_for`'s key)."""
+    key = (
+        spec,
+        x.shape[1],
+        tuple(weight.shape),
+        x.dtype,
+        weight.dtype,
+        x.device,
+        torch.backends.cudnn.allow_tf32,
+        KERNELS,
+    )
+    plan = _PLANS.get(key, _UNSEEN)
+    if plan is _UNSEEN:
+        plan = plan_for(spec, x, weight) if takes(spec, x, weight) else None
+        _PLANS[key] = plan
+        if len(_PLANS) > MAX_PLANS:
+            _PLANS.popitem(last=False)
+    return plan
+
+
+_UNSEEN = object()
+
+
 def plan_for(spec, x: torch.Tensor, weight: torch.Tensor) -> LayerPlan:
     """The cached plan of one call (built on the first call of its shape). The key holds the
     spec, the channel counts and taps, the dtypes, the device and torch's tf32 flag for
@@ -145,7 +171,7 @@ def plan_for(spec, x: torch.Tensor, weight: torch.Tensor) -> LayerPlan:
         KERNELS,
     )
     plan = _PLANS.get(key)
-    if plan is None:
+    if plan is None:  # (also where lookup cached that no plan takes the call: plan_for builds one)
         kind = ProjectionPlan if spec.algorithm == "spatial" else LayerPlan
         plan = _PLANS[key] = kind(spec, x.shape[1], tuple(weight.shape), x.dtype, weight.device)
         if len(_PLANS) > MAX_PLANS:
