@@ -151,7 +151,9 @@ def band_chooser(module: nn.Module) -> EnergyBand | None:
     """What picks the band of a band-limited module's next call: a temporary override (set by
     :func:`bltriton.calibrate` while it measures), the energy-mode state, or ``None`` for the
     fixed ``compress_rate``."""
-    override = getattr(module, "_band_override", None)
+    # From the instance's dict: a missing attribute goes through nn.Module.__getattr__ (and an
+    # AttributeError) at every call.
+    override = module.__dict__.get("_band_override")
     if override is not None:
         return override
     return None if module.energy is None else energy_state(module)
