@@ -311,6 +311,14 @@ BENCH_FILES = (
     ("bench/bench_mac.py", None, 0.25),
 )
 
+# The dry run's selection per file: the CPU suite's smallest cases. The ResNet-18 file has none
+# that small and the MAC benchmarks skip without CUDA, so a dry run leaves both out (a process
+# each that would only collect).
+DRY_BENCH = {
+    ("bench/bench_models.py", "fcn"): "fcn-b16-infer-nn",
+    ("bench/bench_conv.py", None): "fcn-k5 and nn",
+}
+
 
 def run_benchmarks(timeout: float, quick: bool, dry: bool = False) -> dict:
     """``pytest --benchmark-only`` per benchmark file, each with its own time cap and JSON, so a
@@ -321,6 +329,8 @@ def run_benchmarks(timeout: float, quick: bool, dry: bool = False) -> dict:
     rows, rcs, tails, walls = [], {}, {}, {}
     t_end = time.perf_counter() + timeout
     for path, select, share in BENCH_FILES:
+        if dry and (path, select) not in DRY_BENCH:
+            continue
         out_json = Path(tempfile.mkdtemp()) / "bench.json"
         cmd = [
             sys.executable,
@@ -336,8 +346,8 @@ def run_benchmarks(timeout: float, quick: bool, dry: bool = False) -> dict:
         keys = [select] if select else []  # pytest keeps only the last -k: join them
         if quick:
             keys.append("cifar3x3-n128 or long-k63 or fwd-ieee or b32 or b16")
-        if dry:  # the CPU suite's smallest cases (the MAC benchmarks skip without CUDA)
-            keys.append("fcn-k5 and nn or fcn-b16-infer-nn")
+        if dry:
+            keys.append(DRY_BENCH[(path, select)])
         if keys:
             cmd += ["-k", " and ".join(f"({k})" for k in keys)]
         cap = max(10.0, min(timeout * share, t_end - time.perf_counter()))
