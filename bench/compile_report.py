@@ -231,21 +231,18 @@ def _run(job: tuple) -> CompileResult:
 _DTYPES = {"torch.complex64": torch.complex64, "torch.complex128": torch.complex128}
 
 
-def compile_jobs(jobs: list[tuple], workers: int = 2, timeout: float = 600) -> list[CompileResult]:
-    """Compile ``(mode, shape, dtype, precision, config, arch, shape_name)`` jobs in a child
-    process without ``TRITON_INTERPRET`` (under the interpreter ``@triton.jit`` gives functions
-    the compiler cannot take), ``workers`` compiles at a time."""
+def run_compile_child(module: str, payload: list, workers: int, timeout: float) -> list[dict]:
+    """Run ``python -m <module> --jobs-json - --jobs <workers>`` with the JSON ``payload`` on stdin
+    and without ``TRITON_INTERPRET`` (under the interpreter ``@triton.jit`` gives functions the
+    compiler cannot take); one result dict per JSON line it prints. Shared by the compile
+    reports of every kernel."""
     import json
     import os
     import subprocess
 
-    payload = [
-        [mode, list(shape), str(dtype), prec, kc.as_dict(cfg), arch, name]
-        for mode, shape, dtype, prec, cfg, arch, name in jobs
-    ]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.compile_report", "--jobs-json", "-", "--jobs", str(workers)],
+        [sys.executable, "-m", module, "--jobs-json", "-", "--jobs", str(workers)],
         input=json.dumps(payload),
         capture_output=True,
         text=True,
@@ -255,7 +252,19 @@ def compile_jobs(jobs: list[tuple], workers: int = 2, timeout: float = 600) -> l
     )
     if proc.returncode != 0:
         raise RuntimeError(f"compile child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return [CompileResult(**json.loads(line)) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def compile_jobs(jobs: list[tuple], workers: int = 2, timeout: float = 600) -> list[CompileResult]:
+    """Compile ``(mode, shape, dtype, precision, config, arch, shape_name)`` jobs in a child
+    process without ``TRITON_INTERPRET`` (under the interpreter ``@triton.jit`` gives functions
+    the compiler cannot take), ``workers`` compiles at a time."""
+    payload = [
+        [mode, list(shape), str(dtype), prec, kc.as_dict(cfg), arch, name]
+        for mode, shape, dtype, prec, cfg, arch, name in jobs
+    ]
+    rows = run_compile_child("bench.compile_report", payload, workers, timeout)
+    return [CompileResult(**row) for row in rows]
 
 
 def _jobs_json_main(workers: int) -> int:

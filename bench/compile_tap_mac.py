@@ -17,12 +17,9 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import triton
@@ -209,19 +206,7 @@ def compile_jobs(job_list: list[tuple], workers: int = 2, timeout: float = 900) 
         [mode, form, [*shape[:5], list(shape[5])], str(dtype), prec, cfg, arch, name, default]
         for mode, form, shape, dtype, prec, cfg, arch, name, default in job_list
     ]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.compile_tap_mac", "--jobs-json", "-", "--jobs", str(workers)],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"compile child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return [Result(**json.loads(line)) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [Result(**row) for row in cr.run_compile_child("bench.compile_tap_mac", payload, workers, timeout)]
 
 
 def _jobs_json_main(workers: int) -> int:

@@ -15,12 +15,9 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import triton
@@ -204,19 +201,10 @@ def _run(job: tuple) -> CompileResult:
 def compile_jobs(jobs: list[tuple], workers: int = 2, timeout: float = 900) -> list[CompileResult]:
     """Compile :func:`make_jobs` entries in a child process without ``TRITON_INTERPRET``."""
     payload = [[k, n, str(d), p, c, a, dflt] for k, n, d, p, c, a, dflt in jobs]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.compile_transform", "--jobs-json", "-", "--jobs", str(workers)],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"compile child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return [CompileResult(**json.loads(line)) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [
+        CompileResult(**row)
+        for row in cr.run_compile_child("bench.compile_transform", payload, workers, timeout)
+    ]
 
 
 def _jobs_json_main(workers: int) -> int:

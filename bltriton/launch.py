@@ -74,26 +74,11 @@ class Bound:
             self.kernel.run(*args, **self.options)
 
 
-def default_transform_config(tr: ModuleType, kind: str, jobs: list, precision: str):
-    """The transform module's heuristic config for one launch of ``jobs`` (``kind``
-    ``"to_band"`` or ``"from_band"``): its largest job's. ``precision`` is resolved."""
-    f, m, p = _transform_dims(kind, jobs)
-    return tr.default_config(kind, f, m, p, precision, jobs[0].op.dtype)
-
-
 def _mac_configs() -> ModuleType:
     """The config helpers of the contraction kernels (the same keys as ``band_mac``'s)."""
     from bltriton.kernels import configs
 
     return configs
-
-
-def _transform_dims(kind: str, jobs: list) -> tuple[int, int, int]:
-    if kind == "to_band":
-        dims = [(j.op.shape[1], j.out.shape[1], j.op.shape[2]) for j in jobs]
-    else:
-        dims = [(j.band.shape[0], j.band.shape[1], j.op.shape[1]) for j in jobs]
-    return max(dims, key=lambda d: d[0] * d[1] * d[2])
 
 
 def _source_of(value: torch.Tensor, sources: list) -> tuple[int, bool]:
@@ -189,8 +174,8 @@ class Launches:
         if config is None:
             dims = ";".join("x".join(map(str, (*job.op.shape, *job.out.shape))) for job in jobs)
             key = {"kind": kind, "jobs": dims, "precision": precision, "dtype": str(jobs[0].op.dtype)}
-            default = default_transform_config(tr, kind, jobs, precision)
-            f, m, p = _transform_dims(kind, jobs)
+            default = tr.default_config_for(kind, jobs, precision)
+            f, m, p = tr.largest_job(kind, jobs)
             menu = tr.candidate_configs(kind, f, m, p, precision, jobs[0].op.dtype)
             as_config = lambda d: tr.as_config(kind, d)
             config = self._tuned(

@@ -600,8 +600,7 @@ def to_band(
     """
     dtype, device = _check_to_band(jobs)
     if config is None:
-        f, m, p = max(((j.op.shape[1], j.out.shape[1], j.op.shape[2]) for j in jobs), key=_work)
-        config = default_config("to_band", f, m, p, _prec(dtype, precision, device), dtype)
+        config = default_config_for("to_band", jobs, _prec(dtype, precision, device))
     elif not isinstance(config, triton.Config):
         config = as_config("to_band", config)
     grid, args = to_band_args(jobs, config, precision, device.type != "cuda")
@@ -630,8 +629,7 @@ def from_band(
     """
     dtype, device = _check_from_band(jobs)
     if config is None:
-        f, m, p = max(((j.band.shape[0], j.band.shape[1], j.op.shape[1]) for j in jobs), key=_work)
-        config = default_config("from_band", f, m, p, _prec(dtype, precision, device), dtype)
+        config = default_config_for("from_band", jobs, _prec(dtype, precision, device))
     elif not isinstance(config, triton.Config):
         config = as_config("from_band", config)
     grid, args = from_band_args(jobs, config, precision, device.type != "cuda")
@@ -641,6 +639,21 @@ def from_band(
 
 def _work(fmp: tuple[int, int, int]) -> int:
     return fmp[0] * fmp[1] * fmp[2]
+
+
+def largest_job(kind: str, jobs: Sequence) -> tuple[int, int, int]:
+    """``(F, M, P)`` of the job with the most work in one launch of ``jobs`` (:class:`ToBand`
+    jobs for ``kind="to_band"``, :class:`FromBand` for ``"from_band"``): the shape its config
+    is chosen for."""
+    if kind == "to_band":
+        return max(((j.op.shape[1], j.out.shape[1], j.op.shape[2]) for j in jobs), key=_work)
+    return max(((j.band.shape[0], j.band.shape[1], j.op.shape[1]) for j in jobs), key=_work)
+
+
+def default_config_for(kind: str, jobs: Sequence, precision: str) -> triton.Config:
+    """:func:`default_config` of the :func:`largest_job` (``precision`` resolved)."""
+    f, m, p = largest_job(kind, jobs)
+    return default_config(kind, f, m, p, precision, jobs[0].op.dtype)
 
 
 def _prec(dtype: torch.dtype, precision: str | None, device: torch.device) -> str:
